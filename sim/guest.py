@@ -1,0 +1,34 @@
+"""The guest: its pages (as metadata, or as real bytes), and KVM's dirty log of what it wrote.
+
+In ``modelled`` content mode a page is described by two facts: whether it is all zero, and how
+many times it has been written (its ``version``). The XBZRLE model needs only "how many writes
+since the cached copy was taken", which the version difference gives. In ``exact`` mode the
+guest also holds real bytes (``uint8[pages, page_size]``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import VmSpec
+
+
+class Guest:
+    """Page metadata and the dirty log ``D`` (REF §1.8): writes set bits, a sync drains them."""
+
+    def __init__(self, spec: VmSpec, rng: np.random.Generator) -> None:
+        self.spec = spec
+        self.pages = spec.memory // spec.page_size
+        self.page_size = spec.page_size
+        self.zero = np.zeros(self.pages, dtype=np.bool_)
+        if spec.zero_fraction >= 1.0:
+            self.zero[:] = True
+        elif spec.zero_fraction > 0:
+            # Each page is zero with probability zero_fraction; drawn in slices to bound memory.
+            step = 1 << 22
+            for lo in range(0, self.pages, step):
+                hi = min(lo + step, self.pages)
+                self.zero[lo:hi] = rng.random(hi - lo, dtype=np.float32) < spec.zero_fraction
+        self.version = np.zeros(self.pages, dtype=np.uint32)
+        self.dirty_log = np.zeros(self.pages, dtype=np.bool_)
+        self.running = True

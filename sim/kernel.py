@@ -1,0 +1,191 @@
+"""The per-page inner loop of one RAM section chunk, compiled with numba.
+
+One call sends pages from the migration bitmap ``B`` in scan order, starting at the cursor, until
+the window's byte budget is spent, the chunk's time limit is reached, or no page is pending (REF
+§1.2–1.3). Guest writes that fall inside the chunk are applied in time order *between* page sends,
+so every page goes out with exactly the content it had when it was sent, and every write lands in
+the dirty log ``D`` or not by QEMU's clear-chunk rule (REF §1.3, §1.8 step 6). A Python loop per
+page would be far too slow for TiB guests; this is one compiled pass.
+
+Model notes (where this departs from QEMU):
+* QEMU checks the 50 ms chunk limit every 64 pages; we check before every page.
+* Page order is ascending address in one RAMBlock (a guest is one block, ``pc.ram``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Indices into the counters array the kernel updates in place.
+C_NORMAL = 0  # pages sent raw (includes XBZRLE misses and overflows)
+C_ZERO = 1  # zero-page records
+C_XBZRLE = 2  # cache hits (encoded + unchanged + overflowed), QEMU's xbzrle "pages"
+C_XBZRLE_BYTES = 3  # QEMU's xbzrle "bytes": 3 + n per record, 4096 per overflow
+C_CACHE_MISS = 4
+C_OVERFLOW = 5
+C_ENCODED = 6  # XBZRLE records actually sent
+C_UNCHANGED = 7  # hits with nothing to send
+C_BYTES = 8  # wire bytes
+C_PAGES_SENT = 9  # normal + zero + encoded (what the send loop reports)
+N_COUNTERS = 10
+
+CACHE_LIFETIME = 2  # QEMU's CACHED_PAGE_LIFETIME (REF §2.5)
+
+
+@njit(cache=True)
+def cache_insert(slot_addr, slot_age, slot_version, slot, page, version, generation):
+    """QEMU's cache_insert: refuse when the slot holds another page that is still fresh."""
+    if slot_addr[slot] != -1 and slot_addr[slot] != page \
+            and slot_age[slot] + CACHE_LIFETIME > generation:
+        return False
+    slot_addr[slot] = page
+    slot_age[slot] = generation
+    slot_version[slot] = version
+    return True
+
+
+@njit(cache=True)
+def _xbzrle_size(sizes, writes_since, page, version):
+    """Encoded size for a page written ``writes_since`` times since it was cached.
+
+    ``sizes[k, j]`` holds sizes the real encoder produced for ``k`` writes of the workload's
+    pattern (-1 = overflow); ``j`` is picked by a hash of (page, version) so runs are repeatable.
+    """
+    k = writes_since
+    if k >= sizes.shape[0]:
+        k = sizes.shape[0] - 1
+    h = (np.uint64(page) * np.uint64(0x9E3779B97F4A7C15)
+         + np.uint64(version) * np.uint64(0xBF58476D1CE4E5B9))
+    h ^= h >> np.uint64(31)
+    j = np.int64(h % np.uint64(sizes.shape[1]))
+    return sizes[k, j]
+
+
+@njit(cache=True)
+def send_chunk(pending, dirty_log, zero, version,
+               w_t, w_page, w_zero, w_next,
+               cursor, n_pending, t0, rate, byte_budget, t_limit,
+               clear_shift, chunk_cleared,
+               raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
+               xbzrle_on, xbzrle_started, last_stage, generation,
+               slot_addr, slot_age, slot_version, xb_sizes,
+               counters):
+    """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, xbzrle_started, bytes)``.
+
+    ``w_*`` are the buffered guest writes in time order; ``w_next`` is the first one not yet
+    applied. Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
+    """
+    n = pending.shape[0]
+    t = t0
+    sent = 0.0
+    n_slots = slot_addr.shape[0]
+    n_w = w_t.shape[0]
+    while True:
+        # Guest writes that happen before this page's send starts.
+        while w_next < n_w and w_t[w_next] < t:
+            p = w_page[w_next]
+            version[p] += 1
+            zero[p] = w_zero[w_next]
+            # The write is absorbed (KVM log cleared later) only while the page still waits in
+            # B and its clear-chunk has not been re-armed this pass; otherwise it dirties D.
+            if not (pending[p] and not chunk_cleared[p >> clear_shift]):
+                dirty_log[p] = True
+            w_next += 1
+        if n_pending == 0 or sent >= byte_budget or t >= t_limit:
+            break
+        # Next pending page from the cursor, wrapping; the first wrap starts XBZRLE (REF §2.6).
+        while not pending[cursor]:
+            cursor += 1
+            if cursor == n:
+                cursor = 0
+                xbzrle_started = True
+        p = cursor
+        c = p >> clear_shift
+        if not chunk_cleared[c]:
+            chunk_cleared[c] = True
+        pending[p] = False
+        n_pending -= 1
+        size = 0
+        if detect_zero and zero[p]:
+            size = zero_bytes
+            counters[C_ZERO] += 1
+            counters[C_PAGES_SENT] += 1
+            if xbzrle_on and xbzrle_started:
+                # A sent zero page refreshes the cache with a zero copy (age rule applies).
+                cache_insert(slot_addr, slot_age, slot_version, p & (n_slots - 1), p,
+                             version[p], generation)
+        elif xbzrle_on and xbzrle_started:
+            slot = p & (n_slots - 1)
+            if slot_addr[slot] != p:
+                counters[C_CACHE_MISS] += 1
+                if not last_stage:
+                    cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
+                                 generation)
+                size = raw_bytes
+                counters[C_NORMAL] += 1
+                counters[C_PAGES_SENT] += 1
+            else:
+                slot_age[slot] = generation  # a hit refreshes the age
+                counters[C_XBZRLE] += 1
+                since = np.int64(version[p]) - np.int64(slot_version[slot])
+                if since == 0:
+                    counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on
+                else:
+                    enc = _xbzrle_size(xb_sizes, since, p, version[p])
+                    if not last_stage:
+                        slot_version[slot] = version[p]
+                    if enc < 0:
+                        counters[C_OVERFLOW] += 1
+                        counters[C_XBZRLE_BYTES] += page_size
+                        size = raw_bytes
+                        counters[C_NORMAL] += 1
+                        counters[C_PAGES_SENT] += 1
+                    else:
+                        size = xbzrle_header + enc
+                        counters[C_XBZRLE_BYTES] += 3 + enc
+                        counters[C_ENCODED] += 1
+                        counters[C_PAGES_SENT] += 1
+        else:
+            size = raw_bytes
+            counters[C_NORMAL] += 1
+            counters[C_PAGES_SENT] += 1
+        sent += size
+        t = t0 + sent / rate
+        cursor += 1
+        if cursor == n:
+            cursor = 0
+            xbzrle_started = True
+    counters[C_BYTES] += np.int64(sent)
+    return t, cursor, w_next, n_pending, xbzrle_started, sent
+
+
+@njit(cache=True)
+def apply_writes(pending, dirty_log, zero, version, w_t, w_page, w_zero, w_next, t_end,
+                 clear_shift, chunk_cleared):
+    """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
+    n_w = w_t.shape[0]
+    while w_next < n_w and w_t[w_next] < t_end:
+        p = w_page[w_next]
+        version[p] += 1
+        zero[p] = w_zero[w_next]
+        if not (pending[p] and not chunk_cleared[p >> clear_shift]):
+            dirty_log[p] = True
+        w_next += 1
+    return w_next
+
+
+@njit(cache=True)
+def sync_bitmap(pending, dirty_log):
+    """B := B ∪ D, D := ∅. Returns (pages pending after, pages newly dirty)."""
+    n_pending = 0
+    newly = 0
+    for i in range(pending.shape[0]):
+        if dirty_log[i]:
+            dirty_log[i] = False
+            if not pending[i]:
+                pending[i] = True
+                newly += 1
+        if pending[i]:
+            n_pending += 1
+    return n_pending, newly

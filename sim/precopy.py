@@ -1,0 +1,342 @@
+"""The pre-copy migration process: QEMU's migration thread as a SimPy process (REF §1.8).
+
+Setup sets every page pending and syncs once. Then, turn by turn: close the 100 ms bandwidth
+window when due (bandwidth → threshold = bandwidth × downtime-limit), idle to the window's end
+when its ``max-bandwidth`` budget is spent, sync the dirty bitmap only when pending bytes drop
+*below* the threshold, complete when they are at or under it, else send one chunk of at most
+50 ms. Completion stops the guest, syncs a last time, and sends what is left plus the device
+state with no rate limit; downtime is measured, not assumed.
+
+``switchover: rounds`` is the classic policy of the papers and SimGrid instead: sync at the end
+of each full pass, stop-and-copy when pending ≤ threshold or after ``max_passes`` live passes.
+
+Model notes (where this departs from QEMU, and why):
+* The migration thread's own CPU time (page scanning, bitmap syncs) is not modelled yet: pages
+  leave at link rate. On links ≥ 10 Gbit/s real QEMU is often CPU-bound instead.
+* Setup takes one round trip (the connection); downtime ends when the last byte has been written
+  to the link, plus one round trip for the destination's SHUT message when ``return-path`` is in
+  force (REF §1.6 step 6). The destination's load-and-start time is not modelled.
+* Device state is sent as one block of ``vm.device_state`` bytes; QEMU's EOF/VM description
+  records are folded into it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from . import kernel
+from .guest import Guest
+from .link import Link
+from .recorder import Recorder
+from .spec import Scenario
+from .workloads import WriteBatch, make_workload
+
+WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
+MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
+DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
+
+
+@dataclass
+class _PassStats:
+    number: int
+    t_start: float
+    dirty_pages_at_sync: int
+    counters: np.ndarray = field(default_factory=lambda: np.zeros(kernel.N_COUNTERS, np.int64))
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """What the negotiation settled: capabilities in force on the source, and whether the
+    destination can decode each record type. Built by :mod:`sim.run` before the migration."""
+
+    capabilities: frozenset[str]
+    xbzrle_sizes: np.ndarray | None = None  # modelled XBZRLE sizes table (None: xbzrle off)
+
+
+class Migration:
+    """One run's state: guest, link, workload, bitmaps, counters, and the Recorder it reports to."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario, recorder: Recorder,
+                 rng: np.random.Generator, in_force: InForce,
+                 progress: Callable[[float, float], None] | None = None) -> None:
+        self.env = env
+        self.sc = scenario
+        self.mig = scenario.migration
+        self.wire = scenario.wire
+        self.rec = recorder
+        self.rng = rng
+        self.progress = progress
+        self.caps = in_force.capabilities
+        self.guest = Guest(scenario.vm, rng)
+        self.link = Link(scenario.link)
+        self.workload = make_workload(scenario.workload, self.guest.pages, scenario.vm.page_size)
+        self._zero_pattern = scenario.workload.write_pattern == "zero"
+        n = self.guest.pages
+        self.page_size = scenario.vm.page_size
+        self.pending = np.zeros(n, np.bool_)
+        self.n_pending = 0
+        self.cursor = 0
+        self.clear_shift = int(self.mig.clear_bitmap_shift)
+        self.chunk_cleared = np.zeros((n >> self.clear_shift) + 1, np.bool_)
+        # Write buffer: writes generated up to self._w_until, applied up to index self._w_next.
+        self._w = WriteBatch.empty()
+        self._w_zero = np.empty(0, np.bool_)
+        self._w_next = 0
+        self._w_until = 0.0
+        # XBZRLE state (REF §2.5): the cache exists on the source whenever the capability is on.
+        self.xbzrle_on = "xbzrle" in self.caps
+        self.xbzrle_started = False
+        slots = max(1, self.mig.xbzrle_cache_size // self.page_size) if self.xbzrle_on else 1
+        self.slot_addr = np.full(slots, -1, np.int64)
+        self.slot_age = np.zeros(slots, np.int64)
+        self.slot_version = np.zeros(slots, np.uint32)
+        sizes = in_force.xbzrle_sizes
+        self.xb_sizes = sizes if sizes is not None else np.full((1, 1), -1, np.int32)
+        self.detect_zero = self.mig.zero_page_detection != "none"
+        self.return_path = "return-path" in self.caps
+        # Statistics.
+        self.sync_count = 0
+        self.totals = np.zeros(kernel.N_COUNTERS, np.int64)
+        self.transferred = 0
+        self.precopy_bytes = 0
+        self.downtime_bytes = 0
+        self.threshold = 0.0
+        self.bandwidth = 0.0
+        self.expected_downtime = self.mig.downtime_limit
+        self.dirty_pages_rate = 0.0
+        self.dirty_bytes_last_sync = 0
+        self._period_start = 0.0
+        self._period_newly = 0
+        self._window_start = 0.0
+        self._window_bytes = 0.0
+        self.passes: list[_PassStats] = []
+        self.status = "none"
+        self.failure_reason = ""
+        self.t_migrate = self.mig.start
+        self.setup_time = 0.0
+        self.total_time = 0.0
+        self.downtime = 0.0
+
+    # --- guest writes -------------------------------------------------------------------------
+
+    def _buffer_writes(self, t_end: float) -> None:
+        """Make sure every write before ``t_end`` is in the buffer (generated once, in order)."""
+        if t_end <= self._w_until:
+            return
+        scale = 1.0 if self.guest.running else 0.0
+        batch = self.workload.writes(self._w_until, t_end, self.rng, scale)
+        self._w_until = t_end
+        keep = slice(self._w_next, None)
+        self._w = WriteBatch(np.concatenate([self._w.t_s[keep], batch.t_s]),
+                             np.concatenate([self._w.page[keep], batch.page]))
+        self._w_zero = np.full(len(self._w), self._zero_pattern, np.bool_)
+        self._w_next = 0
+
+    def _apply_writes_until(self, t_end: float) -> None:
+        self._buffer_writes(t_end)
+        self._w_next = kernel.apply_writes(
+            self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
+            self._w.t_s, self._w.page, self._w_zero, self._w_next, t_end,
+            self.clear_shift, self.chunk_cleared)
+
+    # --- events and bookkeeping ---------------------------------------------------------------
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.rec.event(self.env.now, "source", "MIGRATION", status)
+
+    def _sync(self, reason: str) -> None:
+        """Dirty-bitmap sync (REF §1.5): merge D into B, count a pass, update dirty-rate stats."""
+        before = self.n_pending
+        self.n_pending, newly = kernel.sync_bitmap(self.pending, self.guest.dirty_log)
+        self.chunk_cleared[:] = False  # every clear-chunk must be re-armed before its next send
+        self.sync_count += 1
+        now = self.env.now
+        self._period_newly += newly
+        if now - self._period_start >= DIRTY_RATE_PERIOD_S:
+            self.dirty_pages_rate = self._period_newly / (now - self._period_start)
+            self._period_start = now
+            self._period_newly = 0
+        self.dirty_bytes_last_sync = self.n_pending * self.page_size
+        self.rec.event(now, "source", "MIGRATION_PASS", str(self.sync_count))
+        self.rec.event(now, "source", "dirty-sync",
+                       f"reason={reason} pending_before_bytes={before * self.page_size} "
+                       f"pending_after_bytes={self.dirty_bytes_last_sync} "
+                       f"threshold_bytes={self.threshold:.0f}")
+        self._close_pass(now)
+        self.passes.append(_PassStats(self.sync_count, now, self.n_pending))
+
+    def _close_pass(self, now: float) -> None:
+        if not self.passes:
+            return
+        p = self.passes[-1]
+        c = p.counters
+        self.rec.pass_row(**{
+            "pass": p.number, "t_start_s": p.t_start, "t_end_s": now,
+            "dirty_pages_at_sync": p.dirty_pages_at_sync,
+            "pages_sent": int(c[kernel.C_PAGES_SENT]), "bytes_sent": int(c[kernel.C_BYTES]),
+            "zero_pages": int(c[kernel.C_ZERO]), "xbzrle_pages": int(c[kernel.C_ENCODED]),
+            "normal_pages": int(c[kernel.C_NORMAL]), "throttle_pct": 0.0})
+
+    def _close_window(self, now: float) -> None:
+        length = now - self._window_start
+        self.bandwidth = self._window_bytes / length if length > 0 else 0.0
+        expected_bw = self.mig.avail_switchover_bandwidth or self.bandwidth
+        self.threshold = expected_bw * self.mig.downtime_limit
+        if self.dirty_pages_rate > 0 and self._window_bytes > 10000 and expected_bw > 0:
+            self.expected_downtime = self.dirty_bytes_last_sync / expected_bw
+        self.rec.sample(
+            t_s=now, bandwidth_bytes_per_s=self.bandwidth, threshold_bytes=self.threshold,
+            pending_bytes=self.n_pending * self.page_size,
+            expected_downtime_s=self.expected_downtime,
+            dirty_pages_rate=self.dirty_pages_rate, transferred_bytes=float(self.transferred),
+            throttle_pct=0.0, status=self.status)
+        self._window_start = now
+        self._window_bytes = 0.0
+        if self.progress is not None:
+            self.progress(now, self.mig.start + self.mig.max_sim_time)
+
+    def _send(self, t_limit: float, byte_budget: float, last_stage: bool,
+              rate: float) -> tuple[float, float]:
+        """One chunk through the kernel; returns (end time, bytes)."""
+        now = self.env.now
+        self._buffer_writes(t_limit if math.isfinite(t_limit) else now)
+        c = np.zeros(kernel.N_COUNTERS, np.int64)
+        t_end, self.cursor, self._w_next, self.n_pending, self.xbzrle_started, sent = \
+            kernel.send_chunk(
+                self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
+                self._w.t_s, self._w.page, self._w_zero, self._w_next,
+                self.cursor, self.n_pending, now, rate, byte_budget, t_limit,
+                self.clear_shift, self.chunk_cleared,
+                self.wire.page_header + self.page_size, self.wire.zero_page,
+                self.wire.xbzrle_header, self.page_size, self.detect_zero,
+                self.xbzrle_on, self.xbzrle_started, last_stage, self.sync_count,
+                self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes, c)
+        if sent > 0 or c[kernel.C_UNCHANGED] > 0:
+            overhead = self.wire.chunk_overhead
+            sent += overhead
+            c[kernel.C_BYTES] += overhead
+            t_end += overhead / rate
+        self.totals += c
+        self.passes[-1].counters += c
+        self.transferred += int(sent)
+        self._window_bytes += sent
+        if last_stage:
+            self.downtime_bytes += int(sent)
+        else:
+            self.precopy_bytes += int(sent)
+        return t_end, sent
+
+    # --- the process --------------------------------------------------------------------------
+
+    def process(self):  # noqa: C901 - the loop mirrors REF §1.8 step by step
+        env = self.env
+        yield env.timeout(self.mig.start)
+        self._apply_writes_until(env.now)
+        self.t_migrate = env.now
+        self._set_status("setup")
+        deadline = env.now + self.mig.max_sim_time
+        cancel_at = env.now + self.mig.max_time if self.mig.max_time is not None else math.inf
+        # Setup: connect (one round trip), every page pending, the first sync (REF §1.1).
+        setup = 2 * self.link.latency_s
+        if setup > 0:
+            yield env.timeout(setup)
+            self._apply_writes_until(env.now)
+        self.pending[:] = True
+        self.n_pending = self.guest.pages
+        self.guest.dirty_log[:] = False
+        self._period_start = env.now
+        self._sync("setup")
+        self.setup_time = env.now - self.t_migrate
+        self._set_status("active")
+        self._window_start = env.now
+        rounds = self.mig.switchover == "rounds"
+        live_passes = 0
+        while True:
+            now = env.now
+            if now - self._window_start >= WINDOW_S - 1e-12:
+                self._close_window(now)
+            if now >= cancel_at or now >= deadline:
+                reason = "max_time" if now >= cancel_at else "not converged"
+                yield from self._cancel(reason)
+                return
+            budget = (self.mig.max_bandwidth * WINDOW_S if self.mig.max_bandwidth > 0
+                      else math.inf)
+            window_end = self._window_start + WINDOW_S
+            if self._window_bytes >= budget:
+                yield from self._idle_until(min(window_end, cancel_at, deadline))
+                continue
+            pending_bytes = self.n_pending * self.page_size
+            if rounds:
+                if self.n_pending == 0:
+                    live_passes += 1
+                    self._sync("round")
+                    pending_bytes = self.n_pending * self.page_size
+                    capped = self.mig.max_passes is not None and live_passes >= self.mig.max_passes
+                    if pending_bytes <= self.threshold or capped:
+                        yield from self._complete()
+                        return
+            else:
+                if pending_bytes < self.threshold:
+                    self._sync("drain")
+                    pending_bytes = self.n_pending * self.page_size
+                if pending_bytes <= self.threshold:
+                    yield from self._complete()
+                    return
+            if self.n_pending == 0:
+                # Nothing to send and no switchover yet (threshold still 0): wait for the window.
+                yield from self._idle_until(min(window_end, cancel_at, deadline))
+                continue
+            t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, self.link.next_change_after(now))
+            t_end, _ = self._send(t_limit, budget - self._window_bytes, False,
+                                  self.link.rate_at(now))
+            yield env.timeout(t_end - now)
+
+    def _idle_until(self, t: float):
+        if t > self.env.now:
+            self._apply_writes_until(t)
+            yield self.env.timeout(t - self.env.now)
+
+    def _cancel(self, reason: str):
+        self._set_status("cancelling")
+        self._set_status("cancelled")
+        self.failure_reason = reason
+        self.total_time = self.env.now - self.t_migrate
+        self._close_pass(self.env.now)
+        return
+        yield  # a generator, so callers can `yield from` it
+
+    def _complete(self):
+        """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
+        env = self.env
+        t_stop = env.now
+        self._apply_writes_until(t_stop)
+        self.guest.running = False
+        # Writes buffered beyond the stop never happen: the vCPUs are stopped.
+        self._w = WriteBatch.empty()
+        self._w_zero = np.empty(0, np.bool_)
+        self._w_next = 0
+        self._set_status("device")
+        self._sync("completion")
+        rate = self.link.rate_at(t_stop)
+        t_end = t_stop
+        while self.n_pending > 0:
+            t_end, _ = self._send(math.inf, math.inf, True, rate)
+        device = self.sc.vm.device_state
+        if device > 0:
+            t_end += device / rate
+            self.transferred += device
+            self.downtime_bytes += device
+            self.passes[-1].counters[kernel.C_BYTES] += device
+        if self.return_path:
+            t_end += 2 * self.link.latency_s
+        yield env.timeout(t_end - t_stop)
+        self.downtime = env.now - t_stop
+        self.total_time = env.now - self.t_migrate
+        self._close_pass(env.now)
+        self._set_status("completed")

@@ -1,0 +1,201 @@
+"""The scenario as data: frozen dataclasses, one per YAML section, every quantity in SI units.
+
+YAML key = dataclass field = ``--set`` key (DESIGN §4). Sizes are ``int`` bytes, rates ``float``
+bytes per second, times ``float`` seconds. ``sim.scenario`` turns YAML into these; the engine only
+reads them. Defaults are QEMU's (REF §6.2) unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSpec:
+    """An address range that confines a workload's writes (bytes from the start of guest RAM)."""
+
+    offset: int = field(default=0, metadata={"unit": "size", "ge": 0})
+    size: int = field(default=0, metadata={"unit": "size", "gt": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSpec:
+    """One phase of a ``phased`` workload: another workload for ``duration`` seconds."""
+
+    duration: float = field(metadata={"unit": "time", "gt": 0})
+    # YAML writes a phase flat, {duration, <workload keys>}: "inline" merges its keys into the item
+    workload: WorkloadSpec = field(metadata={"inline": True})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """How the guest writes its memory (DESIGN §3, Workloads).
+
+    ``writes_per_s`` counts page writes before auto-converge throttling. ``write_size`` bytes change
+    per write, laid out by ``write_pattern``; those decide how well XBZRLE does.
+    """
+
+    # idle | uniform | hotspot | zipf | sequential | phased | trace (sim.workloads.WORKLOADS)
+    kind: str = field(default="idle", metadata={"registry": "workloads"})
+    writes_per_s: float = field(default=0.0, metadata={"ge": 0})
+    # hotspot: bytes of the hot region (default: 1/16 of RAM)
+    hot_set: int | None = field(default=None, metadata={"unit": "size", "gt": 0})
+    # hotspot: share of writes that land in the hot region
+    hot_probability: float = field(default=0.9, metadata={"ge": 0, "le": 1})
+    # zipf: popularity exponent s (> 1); page rank r has weight r^-s
+    zipf_exponent: float = field(default=1.1, metadata={"gt": 1})
+    # bytes changed per write
+    write_size: int = field(default=64, metadata={"unit": "size", "gt": 0})
+    write_pattern: str = field(
+        default="clustered",
+        metadata={"choices": ("clustered", "scattered", "counter", "full", "zero")},
+    )
+    region: RegionSpec | None = None
+    # sequential: bytes between consecutive writes (default: a page)
+    stride: int | None = field(default=None, metadata={"unit": "size", "gt": 0})
+    # counter pattern: width of each incremented word
+    word_size: int = field(default=8, metadata={"unit": "size", "gt": 0})
+    phases: tuple[PhaseSpec, ...] = ()
+    trace: str | None = None  # trace: path of a CSV/Parquet dirty log with columns t_s, page
+
+
+@dataclass(frozen=True, slots=True)
+class VmSpec:
+    """The guest: RAM size, page size, content mode and non-RAM device state."""
+
+    memory: int = field(default=1 * GiB, metadata={"unit": "size", "gt": 0})
+    page_size: int = field(default=4 * KiB, metadata={"unit": "size", "gt": 0, "pow2": True})
+    content: str = field(default="modelled", metadata={"choices": ("modelled", "exact")})
+    # share of pages that are zero at the start
+    zero_fraction: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    # non-RAM state sent during downtime
+    device_state: int = field(default=1 * MiB, metadata={"unit": "size", "ge": 0})
+    vcpus: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthChange:
+    """From ``at`` seconds on, the link carries ``bandwidth`` bytes/s."""
+
+    at: float = field(metadata={"unit": "time", "ge": 0})
+    bandwidth: float = field(metadata={"unit": "rate", "gt": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """A fault injected at ``at`` seconds: ``link_down`` for ``duration``, or ``destination_crash``."""
+
+    kind: str = field(metadata={"choices": ("link_down", "destination_crash")})
+    at: float = field(metadata={"unit": "time", "ge": 0})
+    duration: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """The network between source and destination."""
+
+    bandwidth: float = field(default=10e9 / 8, metadata={"unit": "rate", "gt": 0})  # 10 Gbit/s
+    latency: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    schedule: tuple[BandwidthChange, ...] = ()
+    faults: tuple[FaultSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationSpec:
+    """QEMU's migration parameters (snake_case of REF §6.2) plus the simulator's own policies."""
+
+    # sim time at which `migrate` is issued
+    start: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    # QEMU: 0..2 000 000 ms
+    downtime_limit: float = field(default=0.3, metadata={"unit": "time", "ge": 0, "le": 2000.0})
+    # 0 = unlimited
+    max_bandwidth: float = field(default=128 * MiB, metadata={"unit": "rate", "ge": 0})
+    # 0 = use the measured estimate
+    avail_switchover_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    # QEMU: a power of two no less than the page size (checked against vm.page_size)
+    xbzrle_cache_size: int = field(default=64 * MiB, metadata={"unit": "size", "gt": 0})
+    # what the operator enables on the source
+    capabilities: tuple[str, ...] = field(default=(), metadata={"registry": "capabilities"})
+    # management-side cancel after this long (like guestperf)
+    max_time: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # hard cap: a run that has not ended by then is "not converged"
+    max_sim_time: float = field(default=3600.0, metadata={"unit": "time", "gt": 0})
+    qemu_version: str = "10.2"
+    switchover: str = field(default="qemu", metadata={"choices": ("qemu", "rounds")})
+    # rounds policy: stop-and-copy after this many live passes
+    max_passes: int | None = field(default=None, metadata={"ge": 1})
+    # none | legacy | multifd (= main thread without multifd)
+    zero_page_detection: str = field(
+        default="multifd", metadata={"choices": ("none", "legacy", "multifd")}
+    )
+    # x-clear-bitmap-shift: dirty-log clear chunk = 2^shift pages (QEMU: 6..31)
+    clear_bitmap_shift: int = field(default=18, metadata={"ge": 6, "le": 31})
+
+
+@dataclass(frozen=True, slots=True)
+class WireSpec:
+    """Record sizes on the wire (REF §2.7); overridable for oracle scenarios."""
+
+    page_header: int = field(default=8, metadata={"unit": "size", "ge": 0})
+    zero_page: int = field(default=9, metadata={"unit": "size", "ge": 0})
+    xbzrle_header: int = field(default=11, metadata={"unit": "size", "ge": 0})
+    chunk_overhead: int = field(default=18, metadata={"unit": "size", "ge": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """One migration endpoint: what its QEMU can do (``supports``) and what is set (``enabled``).
+
+    ``supports=None`` means everything this simulator models.
+    """
+
+    supports: tuple[str, ...] | None = field(
+        default=None, metadata={"registry": "capabilities"}
+    )
+    enabled: tuple[str, ...] = field(default=(), metadata={"registry": "capabilities"})
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointsSpec:
+    source: EndpointSpec = field(default_factory=EndpointSpec)
+    destination: EndpointSpec = field(default_factory=EndpointSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSpec:
+    """A run per combination of ``grid`` values (and per ``zip`` row), times ``repeats`` seeds."""
+
+    grid: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    zip: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    repeats: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Everything one run needs. ``params`` holds the swept values of a sweep member."""
+
+    name: str = "scenario"
+    seed: int = field(default=0, metadata={"ge": 0})
+    vm: VmSpec = field(default_factory=VmSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    link: LinkSpec = field(default_factory=LinkSpec)
+    migration: MigrationSpec = field(default_factory=MigrationSpec)
+    wire: WireSpec = field(default_factory=WireSpec)
+    endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
+    negotiation: str = field(
+        default="qemu", metadata={"choices": ("none", "qemu", "management", "inband")}
+    )
+    plugins: tuple[str, ...] = ()
+    sweep: SweepSpec | None = None
+    # set on sweep members: (dotted key, value), values in SI units; ("repeat", i) when repeats > 1
+    params: tuple[tuple[str, object], ...] = field(default=(), metadata={"params": True})
+    # where it was loaded from (for messages); not a YAML key and not part of equality
+    source_file: str | None = field(default=None, compare=False, metadata={"yaml": False})
+
+    @property
+    def pages(self) -> int:
+        return self.vm.memory // self.vm.page_size

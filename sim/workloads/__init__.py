@@ -1,0 +1,248 @@
+"""Workloads: how a guest's vCPUs write its memory over simulated time.
+
+A workload turns a spec into page writes. Writes arrive at a steady rate (``writes_per_s`` scaled
+by the CPU share auto-converge leaves the guest): write number ``k`` of the run happens when the
+cumulative write count crosses ``k``. So the arrival process is deterministic and the closed forms
+of the papers (a constant dirty rate) hold exactly; randomness is only in *which* page is written,
+drawn from the run's one ``numpy.random.Generator``.
+
+Everything is vectorised: a call returns arrays for all writes in an interval, never a loop per
+write. ``WORKLOADS`` is the registry (name → class); an unknown name lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..spec import WorkloadSpec
+
+__all__ = ["WORKLOADS", "Workload", "WriteBatch", "make_workload"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Writes in one interval, in time order: ``t_s[i]`` is when page ``page[i]`` was written."""
+
+    t_s: np.ndarray  # float64
+    page: np.ndarray  # int64
+
+    @staticmethod
+    def empty() -> WriteBatch:
+        return WriteBatch(np.empty(0, np.float64), np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.t_s.size)
+
+
+class Workload:
+    """Base class: a steady write clock plus a rule that maps write numbers to pages.
+
+    Subclasses implement :meth:`_pages` (which page write number ``k`` touches).
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        self.spec = spec
+        self.pages = pages
+        self.page_size = page_size
+        first, count = _region_pages(spec, pages, page_size)
+        self.first_page = first
+        self.region_pages = count
+        self._count = 0.0  # cumulative writes (fractional) up to self._t
+        self._t = 0.0
+
+    @property
+    def writes_per_s(self) -> float:
+        return self.spec.writes_per_s
+
+    def writes(self, t0: float, t1: float, rng: np.random.Generator,
+               rate_scale: float = 1.0) -> WriteBatch:
+        """All writes in ``[t0, t1)``; calls must tile time without gaps or overlap."""
+        if t0 != self._t:
+            raise ValueError(f"workload asked for [{t0}, {t1}) but its clock is at {self._t}")
+        rate = self.writes_per_s * rate_scale
+        c0 = self._count
+        c1 = c0 + rate * (t1 - t0)
+        self._t, self._count = t1, c1
+        k0 = int(np.ceil(c0))
+        k1 = int(np.ceil(c1))
+        if k1 <= k0 or rate <= 0.0:
+            return WriteBatch.empty()
+        k = np.arange(k0, k1, dtype=np.int64)
+        t = t0 + (k - c0) / rate
+        return WriteBatch(t, self._pages(k, rng))
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _region_pages(spec: WorkloadSpec, pages: int, page_size: int) -> tuple[int, int]:
+    if spec.region is None:
+        return 0, pages
+    first = spec.region.offset // page_size
+    last = -(-(spec.region.offset + spec.region.size) // page_size)
+    return min(first, pages - 1), max(1, min(last, pages) - min(first, pages - 1))
+
+
+class Idle(Workload):
+    """Writes nothing: the closed form M/B holds exactly."""
+
+    name = "idle"
+
+    @property
+    def writes_per_s(self) -> float:
+        return 0.0
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.empty(0, np.int64)
+
+
+class Uniform(Workload):
+    """Each write picks a page uniformly at random in the region."""
+
+    name = "uniform"
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.first_page + rng.integers(0, self.region_pages, size=k.size, dtype=np.int64)
+
+
+class Hotspot(Workload):
+    """A share ``hot_probability`` of writes go to the first ``hot_set`` bytes of the region; the
+    rest are uniform over the whole region."""
+
+    name = "hotspot"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        hot = spec.hot_set if spec.hot_set is not None else self.region_pages * page_size // 16
+        self.hot_pages = int(min(self.region_pages, max(1, hot // page_size)))
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        hot = rng.random(k.size) < self.spec.hot_probability
+        where = np.where(hot, rng.integers(0, self.hot_pages, size=k.size),
+                         rng.integers(0, self.region_pages, size=k.size))
+        return self.first_page + where.astype(np.int64)
+
+
+class Zipf(Workload):
+    """Page popularity follows a bounded Zipf law with exponent ``zipf_exponent``.
+
+    Ranks are spread over the region by a fixed affine permutation (rank·a + b mod n, a coprime to
+    n), so popular pages are not all adjacent and no permutation array of guest size is stored.
+    """
+
+    name = "zipf"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        n = self.region_pages
+        a = int(n * 0.6180339887) | 1
+        while np.gcd(a, n) != 1:
+            a += 2
+        self._a = a % n if n > 1 else 1
+        self._b = n // 3
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = self.region_pages
+        ranks = np.empty(k.size, np.int64)
+        filled = 0
+        while filled < k.size:  # rejection of ranks beyond n: a loop per batch, not per write
+            draw = rng.zipf(self.spec.zipf_exponent, size=2 * (k.size - filled) + 16)
+            draw = draw[draw <= n][: k.size - filled]
+            ranks[filled: filled + draw.size] = draw
+            filled += draw.size
+        return self.first_page + ((ranks - 1) * self._a + self._b) % n
+
+
+class Sequential(Workload):
+    """Write ``k`` touches page ``(k · stride) mod region``: distinct pages in address order."""
+
+    name = "sequential"
+
+    def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        stride = self.spec.stride if self.spec.stride is not None else self.page_size
+        offset = (k * stride) % (self.region_pages * self.page_size)
+        return self.first_page + offset // self.page_size
+
+
+class Trace(Workload):
+    """Replays a recorded dirty log (CSV or Parquet with columns ``t_s, page``)."""
+
+    name = "trace"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        import pandas as pd
+
+        path = Path(spec.trace or "")
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        order = np.argsort(frame["t_s"].to_numpy(np.float64), kind="stable")
+        self._times = frame["t_s"].to_numpy(np.float64)[order]
+        self._trace_pages = frame["page"].to_numpy(np.int64)[order] % pages
+
+    def writes(self, t0: float, t1: float, rng: np.random.Generator,
+               rate_scale: float = 1.0) -> WriteBatch:
+        # Throttling stretches a trace in time only approximately: we thin it by rate_scale.
+        lo, hi = np.searchsorted(self._times, [t0, t1], side="left")
+        t, p = self._times[lo:hi], self._trace_pages[lo:hi]
+        self._t = t1
+        if rate_scale < 1.0 and t.size:
+            keep = rng.random(t.size) < rate_scale
+            t, p = t[keep], p[keep]
+        return WriteBatch(t, p)
+
+
+class Phased(Workload):
+    """Runs ``phases`` one after another (each a workload for ``duration`` s), then repeats them."""
+
+    name = "phased"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        self._phases = [make_workload(p.workload, pages, page_size) for p in spec.phases]
+        self._durations = np.array([p.duration for p in spec.phases], np.float64)
+        self._cycle = float(self._durations.sum())
+        self._edges = np.concatenate([[0.0], np.cumsum(self._durations)])
+
+    def writes(self, t0: float, t1: float, rng: np.random.Generator,
+               rate_scale: float = 1.0) -> WriteBatch:
+        self._t = t1
+        if not self._phases or self._cycle <= 0.0:
+            return WriteBatch.empty()
+        times, pages = [], []
+        t = t0
+        while t < t1:
+            n_cycle = np.floor(t / self._cycle)
+            into = t - n_cycle * self._cycle
+            i = min(int(np.searchsorted(self._edges, into, side="right")) - 1,
+                    len(self._phases) - 1)
+            end = min(t1, n_cycle * self._cycle + self._edges[i + 1])
+            if end <= t:  # float edge: step past it
+                end = min(t1, np.nextafter(t, np.inf))
+            phase = self._phases[i]
+            phase._t = t  # every phase keeps its own write count but follows the shared clock
+            batch = phase.writes(t, end, rng, rate_scale)
+            times.append(batch.t_s)
+            pages.append(batch.page)
+            t = end
+        return WriteBatch(np.concatenate(times), np.concatenate(pages))
+
+
+WORKLOADS: dict[str, type[Workload]] = {
+    cls.name: cls for cls in (Idle, Uniform, Hotspot, Zipf, Sequential, Phased, Trace)
+}
+
+
+def make_workload(spec: WorkloadSpec, pages: int, page_size: int) -> Workload:
+    """Build the workload a spec names; an unknown kind lists the valid ones."""
+    try:
+        cls = WORKLOADS[spec.kind]
+    except KeyError:
+        raise ValueError(f"workload {spec.kind!r} is not known; choose one of: "
+                         f"{', '.join(sorted(WORKLOADS))}") from None
+    return cls(spec, pages, page_size)
