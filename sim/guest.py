@@ -32,3 +32,10 @@ class Guest:
         self.version = np.zeros(self.pages, dtype=np.uint32)
         self.dirty_log = np.zeros(self.pages, dtype=np.bool_)
         self.running = True
+        self.exact = spec.content == "exact"
+        if self.exact:
+            # Real bytes: random content, zero where the zero flag says so.
+            self.memory = rng.integers(0, 256, size=(self.pages, self.page_size), dtype=np.uint8)
+            self.memory[self.zero] = 0
+        else:
+            self.memory = np.zeros((1, 8), np.uint8)  # placeholder the kernel never reads

@@ -17,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .content import apply_write
+from .encoders.xbzrle import _decode_core, _encode_core
+
 # Indices into the counters array the kernel updates in place.
 C_NORMAL = 0  # pages sent raw (includes XBZRLE misses and overflows)
 C_ZERO = 1  # zero-page records
@@ -28,7 +31,8 @@ C_ENCODED = 6  # XBZRLE records actually sent
 C_UNCHANGED = 7  # hits with nothing to send
 C_BYTES = 8  # wire bytes
 C_PAGES_SENT = 9  # normal + zero + encoded (what the send loop reports)
-N_COUNTERS = 10
+C_DECODE_ERRORS = 10  # exact mode: records the destination's decoder rejected (a model bug)
+N_COUNTERS = 11
 
 CACHE_LIFETIME = 2  # QEMU's CACHED_PAGE_LIFETIME (REF §2.5)
 
@@ -62,6 +66,28 @@ def _xbzrle_size(sizes, writes_since, page, version):
     return sizes[k, j]
 
 
+@njit(inline="always")
+def _apply_write(k, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+                 clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
+    p = w_page[k]
+    version[p] += 1
+    zero[p] = w_zero[k]
+    if exact:
+        apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
+    # The write is absorbed (KVM log cleared later) only while the page still waits in B and
+    # its clear-chunk has not been re-armed this pass; otherwise it dirties D (REF §1.3).
+    if not (pending[p] and not chunk_cleared[p >> clear_shift]):
+        dirty_log[p] = True
+
+
+@njit(inline="always")
+def _is_zero(row64):
+    for i in range(row64.shape[0]):
+        if row64[i] != 0:
+            return False
+    return True
+
+
 @njit(cache=True)
 def send_chunk(pending, dirty_log, zero, version,
                w_t, w_page, w_zero, w_next,
@@ -70,11 +96,18 @@ def send_chunk(pending, dirty_log, zero, version,
                raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
                xbzrle_on, xbzrle_started, last_stage, generation,
                slot_addr, slot_age, slot_version, xb_sizes,
-               counters):
+               counters,
+               exact, mem, mem64, dest, cache_data, cache64, enc_out, w_seed,
+               pattern, write_size, word_size):
     """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, xbzrle_started, bytes)``.
 
     ``w_*`` are the buffered guest writes in time order; ``w_next`` is the first one not yet
     applied. Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
+
+    With ``exact``, ``mem`` holds the source's real bytes (``mem64`` the same as uint64 words),
+    writes change them, XBZRLE runs the real encoder against the cached copy in ``cache_data``,
+    and every record is applied to the destination's memory ``dest`` (XBZRLE records through the
+    real decoder). Otherwise those arrays are placeholders and sizes come from ``xb_sizes``.
     """
     n = pending.shape[0]
     t = t0
@@ -84,13 +117,8 @@ def send_chunk(pending, dirty_log, zero, version,
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
-            p = w_page[w_next]
-            version[p] += 1
-            zero[p] = w_zero[w_next]
-            # The write is absorbed (KVM log cleared later) only while the page still waits in
-            # B and its clear-chunk has not been re-armed this pass; otherwise it dirties D.
-            if not (pending[p] and not chunk_cleared[p >> clear_shift]):
-                dirty_log[p] = True
+            _apply_write(w_next, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+                         clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
             w_next += 1
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
@@ -107,49 +135,70 @@ def send_chunk(pending, dirty_log, zero, version,
         pending[p] = False
         n_pending -= 1
         size = 0
-        if detect_zero and zero[p]:
+        page_is_zero = _is_zero(mem64[p]) if exact else zero[p]
+        if detect_zero and page_is_zero:
             size = zero_bytes
             counters[C_ZERO] += 1
             counters[C_PAGES_SENT] += 1
+            if exact:
+                dest[p, :] = 0
             if xbzrle_on and xbzrle_started:
                 # A sent zero page refreshes the cache with a zero copy (age rule applies).
-                cache_insert(slot_addr, slot_age, slot_version, p & (n_slots - 1), p,
-                             version[p], generation)
+                slot = p & (n_slots - 1)
+                if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
+                                generation) and exact:
+                    cache_data[slot, :] = 0
         elif xbzrle_on and xbzrle_started:
             slot = p & (n_slots - 1)
             if slot_addr[slot] != p:
                 counters[C_CACHE_MISS] += 1
                 if not last_stage:
-                    cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
-                                 generation)
+                    if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
+                                    generation) and exact:
+                        cache_data[slot, :] = mem[p]
                 size = raw_bytes
                 counters[C_NORMAL] += 1
                 counters[C_PAGES_SENT] += 1
+                if exact:
+                    dest[p, :] = mem[p]
             else:
                 slot_age[slot] = generation  # a hit refreshes the age
                 counters[C_XBZRLE] += 1
-                since = np.int64(version[p]) - np.int64(slot_version[slot])
-                if since == 0:
+                if exact:
+                    enc = _encode_core(cache64[slot], mem64[p], mem[p], page_size, enc_out, True)
+                else:
+                    since = np.int64(version[p]) - np.int64(slot_version[slot])
+                    enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
+                if enc == 0:
                     counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on
                 else:
-                    enc = _xbzrle_size(xb_sizes, since, p, version[p])
                     if not last_stage:
                         slot_version[slot] = version[p]
+                        if exact:
+                            cache_data[slot, :] = mem[p]
                     if enc < 0:
                         counters[C_OVERFLOW] += 1
                         counters[C_XBZRLE_BYTES] += page_size
                         size = raw_bytes
                         counters[C_NORMAL] += 1
                         counters[C_PAGES_SENT] += 1
+                        if exact:
+                            dest[p, :] = mem[p]
                     else:
                         size = xbzrle_header + enc
                         counters[C_XBZRLE_BYTES] += 3 + enc
                         counters[C_ENCODED] += 1
                         counters[C_PAGES_SENT] += 1
+                        if exact:
+                            rc, _ = _decode_core(enc_out, enc, dest[p])
+                            if rc < 0:
+                                counters[C_DECODE_ERRORS] += 1
         else:
             size = raw_bytes
             counters[C_NORMAL] += 1
             counters[C_PAGES_SENT] += 1
+            if exact:
+                dest[p, :] = mem[p]
         sent += size
         t = t0 + sent / rate
         cursor += 1
@@ -161,16 +210,13 @@ def send_chunk(pending, dirty_log, zero, version,
 
 
 @njit(cache=True)
-def apply_writes(pending, dirty_log, zero, version, w_t, w_page, w_zero, w_next, t_end,
-                 clear_shift, chunk_cleared):
+def apply_writes(pending, dirty_log, zero, version, w_t, w_page, w_zero, w_seed, w_next, t_end,
+                 clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
-        p = w_page[w_next]
-        version[p] += 1
-        zero[p] = w_zero[w_next]
-        if not (pending[p] and not chunk_cleared[p >> clear_shift]):
-            dirty_log[p] = True
+        _apply_write(w_next, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+                     clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
         w_next += 1
     return w_next
 

@@ -34,6 +34,7 @@ from .guest import Guest
 from .link import Link
 from .recorder import Recorder
 from .spec import Scenario
+from .content import PATTERNS
 from .workloads import WriteBatch, make_workload
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
@@ -75,7 +76,16 @@ class Migration:
         self.guest = Guest(scenario.vm, rng)
         self.link = Link(scenario.link)
         self.workload = make_workload(scenario.workload, self.guest.pages, scenario.vm.page_size)
-        self._zero_pattern = scenario.workload.write_pattern == "zero"
+        pattern_spec = scenario.workload
+        if pattern_spec.kind == "phased" and pattern_spec.phases:
+            pattern_spec = pattern_spec.phases[0].workload  # one pattern per run (documented)
+        self._zero_pattern = pattern_spec.write_pattern == "zero"
+        self._pattern = PATTERNS[pattern_spec.write_pattern]
+        self._write_size = pattern_spec.write_size
+        self._word_size = pattern_spec.word_size
+        # Content seeds come from their own stream, so exact and modelled runs of one scenario
+        # write the same pages at the same times.
+        self._content_rng = np.random.default_rng([scenario.seed, 1])
         n = self.guest.pages
         self.page_size = scenario.vm.page_size
         self.pending = np.zeros(n, np.bool_)
@@ -86,6 +96,7 @@ class Migration:
         # Write buffer: writes generated up to self._w_until, applied up to index self._w_next.
         self._w = WriteBatch.empty()
         self._w_zero = np.empty(0, np.bool_)
+        self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
         self._w_until = 0.0
         # XBZRLE state (REF §2.5): the cache exists on the source whenever the capability is on.
@@ -95,6 +106,15 @@ class Migration:
         self.slot_addr = np.full(slots, -1, np.int64)
         self.slot_age = np.zeros(slots, np.int64)
         self.slot_version = np.zeros(slots, np.uint32)
+        exact = self.guest.exact
+        self.exact = exact
+        self.mem = self.guest.memory
+        self.mem64 = self.mem.view(np.uint64)
+        self.dest = np.zeros_like(self.mem) if exact else self.mem
+        self.cache_data = (np.zeros((slots, self.page_size), np.uint8)
+                           if exact and self.xbzrle_on else np.zeros((1, 8), np.uint8))
+        self.cache64 = self.cache_data.view(np.uint64)
+        self.enc_out = np.zeros(self.page_size if exact else 8, np.uint8)
         sizes = in_force.xbzrle_sizes
         self.xb_sizes = sizes if sizes is not None else np.full((1, 1), -1, np.int32)
         self.detect_zero = self.mig.zero_page_detection != "none"
@@ -135,14 +155,18 @@ class Migration:
         self._w = WriteBatch(np.concatenate([self._w.t_s[keep], batch.t_s]),
                              np.concatenate([self._w.page[keep], batch.page]))
         self._w_zero = np.full(len(self._w), self._zero_pattern, np.bool_)
+        seeds = (self._content_rng.integers(0, 2**63, size=len(batch), dtype=np.int64)
+                 .astype(np.uint64) if self.exact else np.zeros(len(batch), np.uint64))
+        self._w_seed = np.concatenate([self._w_seed[keep], seeds])
         self._w_next = 0
 
     def _apply_writes_until(self, t_end: float) -> None:
         self._buffer_writes(t_end)
         self._w_next = kernel.apply_writes(
             self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
-            self._w.t_s, self._w.page, self._w_zero, self._w_next, t_end,
-            self.clear_shift, self.chunk_cleared)
+            self._w.t_s, self._w.page, self._w_zero, self._w_seed, self._w_next, t_end,
+            self.clear_shift, self.chunk_cleared, self.exact, self.mem, self._pattern,
+            self._write_size, self._word_size)
 
     # --- events and bookkeeping ---------------------------------------------------------------
 
@@ -216,7 +240,9 @@ class Migration:
                 self.wire.page_header + self.page_size, self.wire.zero_page,
                 self.wire.xbzrle_header, self.page_size, self.detect_zero,
                 self.xbzrle_on, self.xbzrle_started, last_stage, self.sync_count,
-                self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes, c)
+                self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes, c,
+                self.exact, self.mem, self.mem64, self.dest, self.cache_data, self.cache64,
+                self.enc_out, self._w_seed, self._pattern, self._write_size, self._word_size)
         if sent > 0 or c[kernel.C_UNCHANGED] > 0:
             overhead = self.wire.chunk_overhead
             sent += overhead
@@ -320,6 +346,7 @@ class Migration:
         # Writes buffered beyond the stop never happen: the vCPUs are stopped.
         self._w = WriteBatch.empty()
         self._w_zero = np.empty(0, np.bool_)
+        self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
         self._set_status("device")
         self._sync("completion")
@@ -340,3 +367,18 @@ class Migration:
         self.total_time = env.now - self.t_migrate
         self._close_pass(env.now)
         self._set_status("completed")
+
+    def pages_lost(self) -> int:
+        """Pages whose content the VM that runs now does not have.
+
+        Pre-copy never loses pages: if it fails or is cancelled the source runs on with all of
+        them. After a completed exact-mode run, the destination's RAM is compared with the
+        source's byte for byte and every differing page counts.
+        """
+        if self.status != "completed" or not self.exact:
+            return 0
+        return self.pages_differing()
+
+    def pages_differing(self) -> int:
+        """Exact mode: pages where the destination's RAM differs from the source's."""
+        return int(np.count_nonzero((self.mem64 != self.dest.view(np.uint64)).any(axis=1)))

@@ -60,6 +60,8 @@ def _finish(rec: Recorder, scenario: Scenario, mig: Migration) -> None:
     xb_bytes = int(c[kernel.C_XBZRLE_BYTES])
     sent_pages = int(c[kernel.C_PAGES_SENT])
     live = mig.total_time - mig.setup_time
+    lost = mig.pages_lost()
+    extra = {"memory_match": mig.pages_differing() == 0} if mig.exact else {}
     rec.finish(
         params=dict(scenario.params),
         seed=scenario.seed,
@@ -85,5 +87,6 @@ def _finish(rec: Recorder, scenario: Scenario, mig: Migration) -> None:
         dirty_sync_count=mig.sync_count,
         mbps=(mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
         max_throttle_pct=0.0,
-        pages_lost=0,
+        pages_lost=lost,
+        **extra,
     )

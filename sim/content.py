@@ -1,0 +1,125 @@
+"""What a guest write does to a page's bytes, and the XBZRLE sizes that follow from it.
+
+Each write changes ``write_size`` bytes of one page, laid out by ``write_pattern``:
+
+* ``clustered``: one run of ``write_size`` bytes at a random offset (a struct or buffer update);
+* ``scattered``: ``write_size`` single bytes at random offsets (pointer-chasing updates);
+* ``counter``: ``write_size / word_size`` adjacent little-endian words, each incremented by one;
+* ``full``: the whole page rewritten with random bytes (page-cache fills, memcpy);
+* ``zero``: the whole page zeroed (freed memory being scrubbed).
+
+A write's bytes come from a 64-bit seed drawn from the run's RNG, so a run is repeatable. The same
+compiled function drives exact-content runs (real bytes) and the modelled mode's size table, so
+the two modes agree by construction (DESIGN §3): the table holds what the *real* XBZRLE encoder
+produced on synthetic pages written ``k`` times with the workload's own pattern.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from .spec import WorkloadSpec
+
+PATTERNS: dict[str, int] = {"clustered": 0, "scattered": 1, "counter": 2, "full": 3, "zero": 4}
+
+# Modelled mode: sizes for k = 1..SIZE_TABLE_WRITES writes since the cached copy (more writes use
+# the last row), SIZE_TABLE_SAMPLES synthetic pages each.
+SIZE_TABLE_WRITES = 64
+SIZE_TABLE_SAMPLES = 48
+
+
+@njit(inline="always")
+def _mix(x):  # splitmix64 step: a cheap, good 64-bit hash
+    x = (x + np.uint64(0x9E3779B97F4A7C15))
+    z = x
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x, z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def apply_write(page, pattern, write_size, word_size, seed):
+    """Change ``page`` (uint8[page_size]) as one write of ``pattern`` with the given seed."""
+    n = page.shape[0]
+    state = np.uint64(seed)
+    if pattern == 4:  # zero
+        page[:] = 0
+        return
+    if pattern == 3:  # full
+        for i in range(0, n, 8):
+            state, r = _mix(state)
+            for b in range(min(8, n - i)):
+                page[i + b] = np.uint8((r >> np.uint64(8 * b)) & np.uint64(0xFF))
+        return
+    size = min(max(write_size, 1), n)
+    state, r = _mix(state)
+    if pattern == 0:  # clustered
+        start = np.int64(r % np.uint64(n - size + 1))
+        for i in range(size):
+            if (i & 7) == 0:
+                state, r = _mix(state)
+            v = np.uint8((r >> np.uint64(8 * (i & 7))) & np.uint64(0xFF))
+            page[start + i] = v if v != page[start + i] else v ^ np.uint8(0xFF)
+    elif pattern == 1:  # scattered
+        for _ in range(size):
+            state, r = _mix(state)
+            pos = np.int64(r % np.uint64(n))
+            v = np.uint8((r >> np.uint64(56)) & np.uint64(0xFF))
+            page[pos] = v if v != page[pos] else v ^ np.uint8(0xFF)
+    else:  # counter: increment adjacent little-endian words
+        w = min(max(word_size, 1), n)
+        words = max(1, size // w)
+        span = min(words * w, n - n % w)
+        slots = (n - span) // w + 1
+        start = np.int64(r % np.uint64(slots)) * w
+        for k in range(span // w):
+            base = start + k * w
+            carry = 1
+            for b in range(w):
+                s = np.int64(page[base + b]) + carry
+                page[base + b] = np.uint8(s & 0xFF)
+                carry = s >> 8
+                if carry == 0:
+                    break
+
+
+@njit(cache=True)
+def apply_writes_rows(pages, counts, pattern, write_size, word_size, seeds):
+    """Apply ``counts[i]`` writes to row ``i`` of ``pages``, drawing seeds from ``seeds[i]``."""
+    for i in range(pages.shape[0]):
+        state = np.uint64(seeds[i])
+        for _ in range(counts[i]):
+            state, s = _mix(state)
+            apply_write(pages[i], pattern, write_size, word_size, s)
+
+
+@lru_cache(maxsize=64)
+def _size_table(pattern: int, write_size: int, word_size: int, page_size: int) -> np.ndarray:
+    from .encoders.xbzrle import encoded_sizes
+
+    rng = np.random.default_rng([pattern, write_size, word_size, page_size])
+    k = np.repeat(np.arange(1, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
+    old = rng.integers(0, 256, size=(k.size, page_size), dtype=np.uint8)
+    new = old.copy()
+    apply_writes_rows(new, k.astype(np.int64), pattern, write_size, word_size,
+                      rng.integers(0, 2**63, size=k.size, dtype=np.int64).astype(np.uint64))
+    sizes = encoded_sizes(old, new).astype(np.int32)
+    table = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
+    table[1:] = sizes.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
+    table.setflags(write=False)
+    return table
+
+
+def xbzrle_size_table(workload: WorkloadSpec, page_size: int) -> np.ndarray:
+    """``table[k, j]``: XBZRLE size (−1 overflow) of sample ``j`` after ``k`` writes (row 0: 0).
+
+    Built once per (pattern, write size, word size, page size) by running the real encoder.
+    A phased workload uses its first phase's pattern (a modelled-mode simplification).
+    """
+    spec = workload
+    if spec.kind == "phased" and spec.phases:
+        spec = spec.phases[0].workload
+    return _size_table(PATTERNS[spec.write_pattern], spec.write_size, spec.word_size, page_size)
