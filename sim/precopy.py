@@ -30,11 +30,11 @@ import numpy as np
 import simpy
 
 from . import kernel
+from .content import PATTERNS
 from .guest import Guest
 from .link import Link
 from .recorder import Recorder
 from .spec import Scenario
-from .content import PATTERNS
 from .workloads import WriteBatch, make_workload
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period

@@ -11,10 +11,10 @@ import pytest
 
 from sim.run import run_one
 from sim.spec import (
-    GiB,
-    MiB,
     BandwidthChange,
+    GiB,
     LinkSpec,
+    MiB,
     MigrationSpec,
     Scenario,
     VmSpec,

@@ -1,0 +1,428 @@
+"""The ``migsim`` command: run scenarios, check them, list the plug-ins, redraw figures (DESIGN §7).
+
+A mistake in a scenario prints one line, ``file:line: key.path: problem (got X)``, and exits 2; a bug
+in migsim prints ``migsim: internal error: ...`` and exits 1. ``--debug`` adds the traceback.
+Modules are imported inside each command, so one that is broken or missing only breaks the
+commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any
+
+from sim.errors import ScenarioError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sim.result import Result
+    from sim.spec import Scenario
+
+NEGOTIATION_MODES: tuple[str, ...] = ("none", "qemu", "management", "inband")
+NEGOTIATION_DOCS: dict[str, str] = {
+    "none": "the operator's source settings as given; the destination fails on a record it cannot decode",
+    "qemu": "today's QEMU: capabilities set per side; needs-both-sides capabilities must match",
+    "management": "libvirt-style: query source, set destination, set the destination's set on the source",
+    "inband": "a handshake over the return path agrees on the intersection; else legacy raw",
+}
+
+# What Result.save writes, in the order they are reported.
+SAVED_FILES = ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet", "runs.csv",
+               "scenario.yaml")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake on the command line (not in a scenario file); printed as one line, exit 2."""
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _module(name: str) -> ModuleType:
+    # import_module returns the module even when a package attribute of the same name is a function
+    # (``sim.run`` the module vs ``sim.run`` the re-exported function).
+    return importlib.import_module(name)
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``["link.bandwidth=1Gbit/s", ...]`` -> ``{"link.bandwidth": "1Gbit/s"}``.
+
+    Values stay strings; the scenario loader parses them with the key's own rules.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item}: expected key.path=value")
+        overrides[key] = value.strip()
+    return overrides
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_line(err: BaseException) -> str:
+    """The one line printed for a user-facing error."""
+    if isinstance(err, ScenarioError | UsageError):
+        return _one_line(str(err))
+    if isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or type(err).__name__
+        return _one_line(f"{err.filename}: {reason[:1].lower()}{reason[1:]}")
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:  # a yaml.MarkedYAMLError the loader did not wrap
+        problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+        return _one_line(f"{mark.name}:{mark.line + 1}: {problem}")
+    return _one_line(str(err))
+
+
+def _is_user_error(err: BaseException) -> bool:
+    if isinstance(err, ScenarioError | UsageError | OSError):
+        return True
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - yaml is a dependency
+        return False
+    return isinstance(err, yaml.YAMLError)
+
+
+def _check_files(paths: Sequence[str]) -> None:
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise UsageError(f"{p}: no such file")
+        if not path.is_file():
+            raise UsageError(f"{p}: not a file")
+
+
+class Progress:
+    """A one-line ``\\r`` progress bar on a terminal's stderr, shown once a run has taken ~2 s of
+    wall time. Silent (and free) when the stream is not a TTY."""
+
+    def __init__(self, label: str, stream: IO[str] | None = None, *, delay_s: float = 2.0,
+                 every_s: float = 0.1, enabled: bool | None = None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.label = label
+        self.delay_s = delay_s
+        self.every_s = every_s
+        self.width = width
+        self.started = time.monotonic()
+        self.last_draw = -math.inf
+        self.drawn = False
+
+    def __call__(self, sim_time_s: float, max_sim_time_s: float) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.started < self.delay_s or now - self.last_draw < self.every_s:
+            return
+        self.last_draw = now
+        frac = min(max(sim_time_s / max_sim_time_s, 0.0), 1.0) if max_sim_time_s > 0 else 0.0
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r{self.label} [{bar}] {frac * 100:5.1f}%  sim {sim_time_s:.1f} s"
+        self.stream.write(line)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+# -- the summary table ---------------------------------------------------------------------------
+
+# summary() column -> (header, format); columns not listed print as strings with their own name.
+SUMMARY_FORMATS: dict[str, tuple[str, str]] = {
+    "status": ("status", "s"),
+    "total_s": ("total s", ".2f"),
+    "downtime_ms": ("downtime ms", ".1f"),
+    "transferred_MiB": ("transferred MiB", ".1f"),
+    "passes": ("passes", "d"),
+    "mbps": ("mbps", ".1f"),
+    "xbzrle_pages": ("xbzrle pages", "d"),
+    "throttle_pct": ("throttle %", ".0f"),
+    "memory_match": ("memory match", "s"),
+    "failure_reason": ("failure reason", "s"),
+}
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if fmt == "s":
+        return str(value)
+    try:
+        if fmt == "d":
+            return f"{int(value):d}"
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """A fixed-width text table (numbers right-aligned) of ``Result.summary()``."""
+    columns = [c for c in summary.columns if c != "run_id" or summary["run_id"].nunique() > 1]
+    if "scenario" in columns and summary["scenario"].nunique() <= 1 and len(summary) > 1:
+        columns.remove("scenario")
+    headers: list[str] = []
+    cells: list[list[str]] = []
+    right: list[bool] = []
+    for c in columns:
+        header, fmt = SUMMARY_FORMATS.get(c, (c, "s"))
+        headers.append(header)
+        cells.append([_cell(v, fmt) for v in summary[c]])
+        right.append(fmt != "s")
+    widths = [max([len(h), *(len(x) for x in col)]) for h, col in zip(headers, cells, strict=True)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w)
+            for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rows = [line(headers), line(["-" * w for w in widths])]
+    rows += [line([col[i] for col in cells]) for i in range(len(summary))]
+    return "\n".join(rows)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _load(path: str, overrides: dict[str, Any]) -> Scenario:
+    import yaml
+
+    scenario_module = _module("sim.scenario")
+    try:
+        scenario: Scenario = scenario_module.load_scenario(path, overrides=overrides or None)
+    except yaml.YAMLError as err:  # the loader should wrap these; name the file if it did not
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioError(_one_line(problem), file=path, line=line) from err
+    return scenario
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "scenario"
+
+
+def _output_dirs(names: Sequence[str], output: str | None) -> list[Path]:
+    """One directory per scenario: ``-o DIR`` for a single one, else ``DIR/<name>`` (default
+    ``results/<name>``), with ``-2``, ``-3`` ... when two scenarios share a name."""
+    if output is not None and len(names) == 1:
+        return [Path(output)]
+    base = Path(output) if output is not None else Path("results")
+    seen: dict[str, int] = {}
+    dirs = []
+    for name in names:
+        safe = _safe_name(name)
+        seen[safe] = seen.get(safe, 0) + 1
+        dirs.append(base / (safe if seen[safe] == 1 else f"{safe}-{seen[safe]}"))
+    return dirs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _check_files(args.scenarios)
+    overrides = parse_sets(args.set)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    # Validate every file before running any, so a typo in the last one costs nothing.
+    scenarios = [_load(p, overrides) for p in args.scenarios]
+    outdirs = _output_dirs([s.name for s in scenarios], args.output)
+    run = _module("sim.run").run
+    for n, (scenario, outdir) in enumerate(zip(scenarios, outdirs, strict=True)):
+        progress = Progress(scenario.name)
+        try:
+            result: Result = run(scenario, progress=progress) if progress.enabled else run(scenario)
+        finally:
+            progress.close()
+        if n:
+            print()
+        if len(scenarios) > 1:
+            print(f"== {scenario.name} ({args.scenarios[n]})")
+        print(format_summary(result.summary()))
+        result.save(outdir)
+        written = [name for name in SAVED_FILES if (outdir / name).is_file()]
+        if not args.no_plots:
+            plots = _module("sim.plots")
+            for path in plots.draw_standard_figures(result, outdir):
+                if path.name not in written:
+                    written.append(path.name)
+        print(f"wrote {outdir}/: {' '.join(written)}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    overrides = parse_sets(args.set)
+    status = EXIT_OK
+    for p in args.scenarios:
+        try:
+            _check_files([p])
+            scenario = _load(p, overrides)
+            expand = getattr(_module("sim.scenario"), "expand", None)
+            if expand is not None and scenario.sweep is not None:
+                expand(scenario)
+        except Exception as err:
+            if not _is_user_error(err):
+                raise
+            if args.debug:
+                traceback.print_exc()
+            print(_error_line(err), file=sys.stderr)
+            status = EXIT_USAGE
+        else:
+            print(f"ok {p}")
+    return status
+
+
+def _doc_line(obj: Any) -> str:
+    doc = getattr(obj, "doc", None)
+    if not isinstance(doc, str) or not doc.strip():
+        doc = getattr(obj, "__doc__", None) or ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    sentence = re.split(r"(?<=[.!?])\s", paragraph, maxsplit=1)[0]
+    return sentence if len(sentence) <= 100 else sentence[:97].rstrip() + "..."
+
+
+def _registry(module: str, attribute: str) -> dict[str, Any] | str:
+    """The registry dict, or the one-line reason it is unavailable."""
+    try:
+        registry = getattr(_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        return f"(unavailable: {_one_line(str(err))})"
+    return dict(registry)
+
+
+def _print_section(title: str, entries: dict[str, str] | str) -> None:
+    print(f"{title}:")
+    if isinstance(entries, str):
+        print(f"  {entries}")
+        return
+    if not entries:
+        print("  (none)")
+        return
+    width = max(len(name) for name in entries)
+    for name in sorted(entries):
+        print(f"  {name.ljust(width)}  {entries[name]}".rstrip())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    first = True
+    for title, module, attribute in (
+        ("encoders", "sim.encoders", "ENCODERS"),
+        ("workloads", "sim.workloads", "WORKLOADS"),
+        ("capabilities", "sim.capabilities", "CAPABILITIES"),
+    ):
+        registry = _registry(module, attribute)
+        entries = registry if isinstance(registry, str) else {
+            str(name): _doc_line(item) for name, item in registry.items()
+        }
+        if not first:
+            print()
+        first = False
+        _print_section(title, entries)
+    try:
+        modes = tuple(_module("sim.negotiation").NEGOTIATION_MODES)
+    except (ImportError, AttributeError):
+        modes = NEGOTIATION_MODES
+    print()
+    _print_section("negotiation modes", {str(m): NEGOTIATION_DOCS.get(str(m), "") for m in modes})
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    results_dir = Path(args.results_dir)
+    result = _module("sim.result").Result.load(results_dir, with_scenario=False)
+    for path in _module("sim.plots").draw_standard_figures(result, results_dir):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+# -- parser and entry point ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="migsim", parents=[common],
+        description="Discrete-event simulator of QEMU pre-copy live migration.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run scenarios; summary table, files, plots")
+    run.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
+    run.add_argument("-o", "--output", metavar="DIR",
+                     help="results directory (default results/<scenario name>; with several "
+                          "scenarios, one subfolder each)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a scenario key (repeatable)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--no-plots", action="store_true", help="do not draw figures")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", parents=[common], help="validate scenarios only; exit 0 or 2")
+    check.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
+    check.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a scenario key (repeatable)")
+    check.set_defaults(func=cmd_check)
+
+    lst = sub.add_parser("list", parents=[common],
+                         help="encoders, workloads, capabilities, negotiation modes")
+    lst.set_defaults(func=cmd_list)
+
+    plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
+    plot.add_argument("results_dir", metavar="RESULTS_DIR")
+    plot.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``migsim`` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print("migsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
+        if _is_user_error(err):
+            print(_error_line(err), file=sys.stderr)
+            return EXIT_USAGE
+        print(f"migsim: internal error: {type(err).__name__}: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The run's logbook: the engine appends plain rows while simulating; four DataFrames come out at the end.
+
+The four tables and their columns are DESIGN §6. Column names and dtypes live here and nowhere
+else; every row must name every column of its table (a missing one is a ``KeyError`` naming it), so
+the engine cannot silently leave a column out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TABLES: tuple[str, ...] = ("runs", "passes", "samples", "events")
+
+RUNS_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "scenario",
+    "seed",
+    # <swept parameters> go here, after seed
+    "status",  # completed | failed | cancelled
+    "failure_reason",
+    "negotiation",
+    "capabilities",  # in force, comma-joined
+    "total_time_s",
+    "setup_time_s",
+    "downtime_s",
+    "expected_downtime_s",
+    "transferred_bytes",
+    "precopy_bytes",
+    "downtime_bytes",
+    "normal_pages",
+    "zero_pages",
+    "xbzrle_pages",
+    "xbzrle_bytes",
+    "xbzrle_cache_miss",
+    "xbzrle_cache_miss_rate",
+    "xbzrle_encoding_rate",
+    "xbzrle_overflow",
+    "dirty_sync_count",
+    "mbps",
+    "max_throttle_pct",
+    "pages_lost",
+)
+# Only in exact content mode; appended after RUNS_COLUMNS when present.
+RUNS_OPTIONAL_COLUMNS: tuple[str, ...] = ("memory_match",)
+
+PASSES_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "pass",
+    "t_start_s",
+    "t_end_s",
+    "dirty_pages_at_sync",
+    "pages_sent",
+    "bytes_sent",
+    "zero_pages",
+    "xbzrle_pages",
+    "normal_pages",
+    "throttle_pct",
+)
+
+SAMPLES_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "t_s",
+    "bandwidth_bytes_per_s",
+    "threshold_bytes",
+    "pending_bytes",
+    "expected_downtime_s",
+    "dirty_pages_rate",
+    "transferred_bytes",
+    "throttle_pct",
+    "status",
+)
+
+EVENTS_COLUMNS: tuple[str, ...] = ("run_id", "t_s", "endpoint", "event", "detail")
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "runs": RUNS_COLUMNS,
+    "passes": PASSES_COLUMNS,
+    "samples": SAMPLES_COLUMNS,
+    "events": EVENTS_COLUMNS,
+}
+
+# Column kinds: "int" -> int64, "float" -> float64 (None -> NaN), "str" -> strings (None -> ""),
+# "bool" -> bool. A name appearing in several tables has the same kind in all of them.
+KINDS: dict[str, str] = {
+    "run_id": "str",
+    "scenario": "str",
+    "seed": "int",
+    "status": "str",
+    "failure_reason": "str",
+    "negotiation": "str",
+    "capabilities": "str",
+    "total_time_s": "float",
+    "setup_time_s": "float",
+    "downtime_s": "float",
+    "expected_downtime_s": "float",
+    "transferred_bytes": "int",
+    "precopy_bytes": "int",
+    "downtime_bytes": "int",
+    "normal_pages": "int",
+    "zero_pages": "int",
+    "xbzrle_pages": "int",
+    "xbzrle_bytes": "int",
+    "xbzrle_cache_miss": "int",
+    "xbzrle_cache_miss_rate": "float",
+    "xbzrle_encoding_rate": "float",
+    "xbzrle_overflow": "int",
+    "dirty_sync_count": "int",
+    "mbps": "float",
+    "max_throttle_pct": "float",
+    "pages_lost": "int",
+    "memory_match": "bool",
+    "pass": "int",
+    "t_start_s": "float",
+    "t_end_s": "float",
+    "dirty_pages_at_sync": "int",
+    "pages_sent": "int",
+    "bytes_sent": "int",
+    "throttle_pct": "float",
+    "t_s": "float",
+    "bandwidth_bytes_per_s": "float",
+    "threshold_bytes": "float",
+    "pending_bytes": "int",
+    "dirty_pages_rate": "float",
+    "endpoint": "str",
+    "event": "str",
+    "detail": "str",
+}
+
+# The dtype pandas gives a column of strings: object (pandas 2) or str (pandas 3).
+STRING_DTYPE = pd.Series(["x"]).dtype
+
+
+def _check_keys(table: str, given: Iterable[str], expected: Sequence[str]) -> None:
+    given_set = set(given)
+    missing = [c for c in expected if c not in given_set]
+    if missing:
+        raise KeyError(f"{table} row is missing column(s): {', '.join(missing)}")
+    unknown = sorted(given_set.difference(expected))
+    if unknown:
+        raise KeyError(
+            f"{table} row has unknown column(s): {', '.join(unknown)}; "
+            f"the columns are: {', '.join(expected)}"
+        )
+
+
+def _int_array(name: str, values: Sequence[Any]) -> np.ndarray:
+    for v in values:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
+            if isinstance(v, float | np.floating) and math.isfinite(v) and float(v).is_integer():
+                continue
+            raise TypeError(f"column {name!r} holds integers (got {v!r})")
+    return np.asarray(values, dtype=np.int64).reshape(len(values))
+
+
+def _float_array(name: str, values: Sequence[Any]) -> np.ndarray:
+    for v in values:
+        if isinstance(v, str | bytes):
+            raise TypeError(f"column {name!r} holds numbers (got {v!r})")
+    try:
+        return np.asarray(
+            [math.nan if v is None else v for v in values], dtype=np.float64
+        ).reshape(len(values))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"column {name!r} holds numbers: {e}") from e
+
+
+def _column(name: str, values: Sequence[Any]) -> pd.Series:
+    kind = KINDS.get(name)
+    if kind == "int":
+        return pd.Series(_int_array(name, values), dtype=np.int64, name=name)
+    if kind == "float":
+        return pd.Series(_float_array(name, values), dtype=np.float64, name=name)
+    if kind == "bool":
+        return pd.Series(np.asarray([bool(v) for v in values], dtype=bool), name=name)
+    if kind == "str":
+        out = []
+        for v in values:
+            if v is None:
+                out.append("")
+            elif isinstance(v, str):
+                out.append(v)
+            else:
+                raise TypeError(f"column {name!r} holds strings (got {v!r})")
+        return pd.Series(out, dtype=STRING_DTYPE, name=name)
+    # A swept parameter: whatever type its values have.
+    return pd.Series(list(values), name=name)
+
+
+def build_frame(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+    """A DataFrame from row tuples, in ``columns`` order and with each column's fixed dtype."""
+    data = {name: _column(name, [row[i] for row in rows]) for i, name in enumerate(columns)}
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    """The table with no rows, its columns and dtypes in place."""
+    return build_frame(COLUMNS[table], [])
+
+
+def runs_column_order(columns: Iterable[str]) -> list[str]:
+    """The order of a runs table's columns: DESIGN §6, with swept parameters after ``seed``."""
+    columns = list(columns)
+    known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)
+    params = [c for c in columns if c not in known]
+    head = [c for c in RUNS_COLUMNS[:3] if c in columns]
+    tail = [c for c in RUNS_COLUMNS[3:] + RUNS_OPTIONAL_COLUMNS if c in columns]
+    return head + params + tail
+
+
+class Recorder:
+    """Collects one run's rows as plain tuples and builds the DESIGN §6 tables once, at the end.
+
+    ``run_id`` (every table) and ``scenario`` (runs) are filled in here; every other column must be
+    passed by name.
+    """
+
+    def __init__(self, run_id: str, scenario_name: str) -> None:
+        self.run_id = run_id
+        self.scenario_name = scenario_name
+        self._passes: list[tuple[Any, ...]] = []
+        self._samples: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._run: dict[str, Any] | None = None
+        self._params: dict[str, Any] = {}
+
+    def event(self, t_s: float, endpoint: str, event: str, detail: str = "") -> None:
+        """One event: a MIGRATION status change, a MIGRATION_PASS, a negotiation message, an error."""
+        self._events.append((self.run_id, t_s, endpoint, event, detail))
+
+    def sample(self, **columns: Any) -> None:
+        """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``."""
+        _check_keys("samples", columns, SAMPLES_COLUMNS[1:])
+        self._samples.append((self.run_id, *(columns[c] for c in SAMPLES_COLUMNS[1:])))
+
+    def pass_row(self, **columns: Any) -> None:
+        """One sync interval: every PASSES_COLUMNS column but ``run_id``."""
+        _check_keys("passes", columns, PASSES_COLUMNS[1:])
+        self._passes.append((self.run_id, *(columns[c] for c in PASSES_COLUMNS[1:])))
+
+    def finish(self, params: Mapping[str, Any] | None = None, **columns: Any) -> None:
+        """The run's single runs row: every RUNS_COLUMNS column but ``run_id`` and ``scenario``.
+
+        ``memory_match`` may be given (exact mode). ``params`` maps swept parameters (dotted keys)
+        to their values; they become columns after ``seed``.
+        """
+        if self._run is not None:
+            raise RuntimeError(f"run {self.run_id!r} already finished")
+        expected = list(RUNS_COLUMNS[2:])
+        for optional in RUNS_OPTIONAL_COLUMNS:
+            if optional in columns:
+                expected.append(optional)
+        _check_keys("runs", columns, expected)
+        params = dict(params or {})
+        clash = sorted(set(params) & (set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)))
+        if clash:
+            raise KeyError(f"swept parameter(s) clash with runs columns: {', '.join(clash)}")
+        self._params = params
+        self._run = {"run_id": self.run_id, "scenario": self.scenario_name, **params, **columns}
+
+    @property
+    def finished(self) -> bool:
+        return self._run is not None
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The four tables (``runs``, ``passes``, ``samples``, ``events``); needs ``finish()`` first."""
+        if self._run is None:
+            raise RuntimeError(f"run {self.run_id!r}: frames() before finish()")
+        order = runs_column_order(self._run)
+        return {
+            "runs": build_frame(order, [tuple(self._run[c] for c in order)]),
+            "passes": build_frame(PASSES_COLUMNS, self._passes),
+            "samples": build_frame(SAMPLES_COLUMNS, self._samples),
+            "events": build_frame(EVENTS_COLUMNS, self._events),
+        }
