@@ -1,0 +1,22 @@
+"""migsim: a discrete-event testbed for QEMU-style pre-copy live migration.
+
+    import sim
+    scenario = sim.load_scenario("scenarios/quickstart.yaml")
+    result = sim.run(scenario)
+"""
+
+from __future__ import annotations
+
+from .errors import MigrationError, ScenarioError, XbzrleDecodeError
+from .result import Result
+from .run import run
+from .scenario import load_scenario
+
+__all__ = [
+    "MigrationError",
+    "Result",
+    "ScenarioError",
+    "XbzrleDecodeError",
+    "load_scenario",
+    "run",
+]

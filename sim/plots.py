@@ -125,7 +125,9 @@ def plot_timeline(
     ax.set_ylabel("pending (MiB)")
     bw_ax.set_ylabel("bandwidth (MiB/s)")
     ax.set_ylim(bottom=0)
-    bw_ax.set_ylim(bottom=0)
+    # Headroom so a constant bandwidth line is not drawn on the frame's top edge.
+    top = samples["bandwidth_bytes_per_s"].max() / MiB if len(samples) else 0.0
+    bw_ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     if title is None:
         title = f"run {runs[0]}" if len(runs) == 1 and runs[0] is not None else f"{len(runs)} runs"
     ax.set_title(title)

@@ -24,9 +24,13 @@ def run(scenario: Scenario, progress: Progress | None = None) -> Result:
     """
     from .scenario import expand
 
-    members = expand(scenario)
-    results = [run_one(member, progress) for member in members]
-    return results[0] if len(results) == 1 else Result.concat(results)
+    if scenario.sweep is None:
+        return run_one(scenario, progress)
+    results = [run_one(member, progress, scenario_name=scenario.name)
+               for member in expand(scenario)]
+    result = Result.concat(results)
+    result.scenario = scenario  # the sweep itself, so scenario.yaml reproduces all members
+    return result
 
 
 def _in_force(scenario: Scenario, rng: np.random.Generator) -> InForce:
@@ -39,11 +43,12 @@ def _in_force(scenario: Scenario, rng: np.random.Generator) -> InForce:
     return InForce(capabilities=caps, xbzrle_sizes=sizes)
 
 
-def run_one(scenario: Scenario, progress: Progress | None = None) -> Result:
-    """Run a single (non-sweep) scenario."""
+def run_one(scenario: Scenario, progress: Progress | None = None,
+            scenario_name: str | None = None) -> Result:
+    """Run a single (non-sweep) scenario; ``scenario_name`` is the sweep's name for a member."""
     rng = np.random.default_rng(scenario.seed)
     env = simpy.Environment()
-    rec = Recorder(scenario.name, scenario.name.split("-r")[0] if scenario.params else scenario.name)
+    rec = Recorder(scenario.name, scenario_name or scenario.name)
     in_force = _in_force(scenario, rng)
     mig = Migration(env, scenario, rec, rng, in_force, progress)
     env.process(mig.process())

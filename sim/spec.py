@@ -3,6 +3,13 @@
 YAML key = dataclass field = ``--set`` key (DESIGN §4). Sizes are ``int`` bytes, rates ``float``
 bytes per second, times ``float`` seconds. ``sim.scenario`` turns YAML into these; the engine only
 reads them. Defaults are QEMU's (REF §6.2) unless a docstring says otherwise.
+
+Field metadata drives the generic YAML conversion in ``sim.scenario`` (no key lists there):
+``unit`` (``size`` | ``rate`` | ``time``: the value takes units), bounds ``gt`` / ``ge`` / ``le`` (in SI
+units), ``pow2`` (a power of two), ``choices`` (the valid strings), ``registry`` (``workloads`` |
+``capabilities``: names from that registry; ``check_set`` also validates the set as
+``migrate-set-capabilities`` does), ``inline`` (the nested section's keys sit in the parent mapping)
+and ``yaml=False`` (not a YAML key).
 """
 
 from __future__ import annotations
@@ -119,7 +126,9 @@ class MigrationSpec:
     # QEMU: a power of two no less than the page size (checked against vm.page_size)
     xbzrle_cache_size: int = field(default=64 * MiB, metadata={"unit": "size", "gt": 0})
     # what the operator enables on the source
-    capabilities: tuple[str, ...] = field(default=(), metadata={"registry": "capabilities"})
+    capabilities: tuple[str, ...] = field(
+        default=(), metadata={"registry": "capabilities", "check_set": True}
+    )
     # management-side cancel after this long (like guestperf)
     max_time: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
     # hard cap: a run that has not ended by then is "not converged"
@@ -156,7 +165,9 @@ class EndpointSpec:
     supports: tuple[str, ...] | None = field(
         default=None, metadata={"registry": "capabilities"}
     )
-    enabled: tuple[str, ...] = field(default=(), metadata={"registry": "capabilities"})
+    enabled: tuple[str, ...] = field(
+        default=(), metadata={"registry": "capabilities", "check_set": True}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +203,7 @@ class Scenario:
     plugins: tuple[str, ...] = ()
     sweep: SweepSpec | None = None
     # set on sweep members: (dotted key, value), values in SI units; ("repeat", i) when repeats > 1
-    params: tuple[tuple[str, object], ...] = field(default=(), metadata={"params": True})
+    params: tuple[tuple[str, object], ...] = ()
     # where it was loaded from (for messages); not a YAML key and not part of equality
     source_file: str | None = field(default=None, compare=False, metadata={"yaml": False})
 

@@ -1,0 +1,997 @@
+"""Scenario files: YAML in, a validated frozen ``Scenario`` out, every error pointing at its line.
+
+The YAML is composed (not constructed) with PyYAML's safe loader, so every key path keeps the line it
+came from; the tree is then converted field by field, driven by the dataclasses of ``sim.spec`` and
+their metadata (units, bounds, choices), never by hand-written key lists (STYLE §3, §6). An error
+reads ``file:line: key.path: problem (got X)``; ``--set`` overrides name the file ``<--set>``.
+
+Sweeps (DESIGN §4): ``expand()`` turns a scenario with ``sweep:`` into one scenario per member:
+the cartesian product of the ``grid`` lists, times the rows of the ``zip`` lists (equal lengths,
+paired), times ``repeats`` seeds ``seed, seed+1, ...``. A member's ``params`` holds
+``(dotted key, value)`` for each swept key (values in SI units, as in the member's fields), plus
+``("repeat", i)`` when ``repeats > 1``. Its name is generated from those values, e.g.
+``hotspot-xbzrle_cache_size=16MiB-writes_per_s=1000-r0`` (the ``-rN`` suffix only when
+``repeats > 1``; a key is shortened to its last part unless two swept keys share it).
+
+Choices made here:
+
+* A section left empty (``vm:`` with nothing under it) means all its defaults.
+* A ``phased`` workload's phases are written flat, ``{duration, <workload keys>}``; a phase's
+  workload keys default to ``WorkloadSpec``'s defaults (not to the enclosing workload's values).
+* ``to_dict()`` writes every field (defaults included, optional ones only when set), with units,
+  so the file documents the run; ``params`` is written for sweep members and read back.
+* Anchors, aliases and ``<<`` merge keys work; a document that expands to more than
+  ``MAX_NODES`` nodes or nests deeper than ``MAX_DEPTH`` is refused (alias bombs).
+* ``vms:`` (several guests) is refused for now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import itertools
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim import capabilities, units
+from sim.errors import ScenarioError
+from sim.spec import Scenario
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "SCENARIO_KEYS",
+    "KeyInfo",
+    "expand",
+    "from_dict",
+    "load_scenario",
+    "loads_scenario",
+    "scenario_keys",
+    "to_dict",
+]
+
+MAX_NODES = 100_000  # YAML nodes after alias expansion
+MAX_DEPTH = 50  # nesting of mappings and lists
+OVERRIDE_FILE = "<--set>"
+
+_WORKLOAD_KINDS = ("idle", "uniform", "hotspot", "zipf", "sequential", "phased", "trace")
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NOT_SWEPT = ("name", "sweep", "params", "plugins")  # roots that a sweep may not vary
+_PARSERS: dict[str, Callable[..., float]] = {
+    "size": units.parse_size,
+    "rate": units.parse_rate,
+    "time": units.parse_time,
+}
+_FORMATTERS: dict[str, Callable[..., str]] = {
+    "size": units.format_size,
+    "rate": units.format_rate,
+    "time": units.format_time,
+}
+
+Where = tuple[str, int | None]
+
+
+# ---------------------------------------------------------------- the dataclass schema
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a spec dataclass (its annotations are strings)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _yaml_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)]
+
+
+def _optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``, else ``(tp, False)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _list_item(tp: Any) -> Any | None:
+    """``T`` for ``tuple[T, ...]``, else None."""
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+    return None
+
+
+def _keyed(tp: Any) -> Any | None:
+    """``V`` for ``tuple[tuple[str, V], ...]`` (a mapping kept as ordered pairs), else None."""
+    item = _list_item(tp)
+    if item is not None and typing.get_origin(item) is tuple:
+        args = typing.get_args(item)
+        if len(args) == 2 and args[0] is str:
+            return args[1]
+    return None
+
+
+def _inline_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """Keys a mapping for ``cls`` may hold: its own fields and those of its inline sections."""
+    keys: dict[str, dataclasses.Field[Any]] = {}
+    for f in _yaml_fields(cls):
+        if f.metadata.get("inline"):
+            keys.update(_inline_keys(_hints(cls)[f.name]))
+        else:
+            keys[f.name] = f
+    return keys
+
+
+def _key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
+    """The field and type a dotted key such as ``vm.memory`` names, through sections only."""
+    cls: Any = Scenario
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in _yaml_fields(cls)}
+        if part not in fields:
+            return None
+        tp = _hints(cls)[part]
+        if i == len(parts) - 1:
+            return fields[part], tp
+        inner, _ = _optional(tp)
+        if not _is_dataclass_type(inner):
+            return None
+        cls = inner
+    return None
+
+
+def _split_key(key: str) -> list[str]:
+    """Split an override key into mapping keys; below a keyed field the rest is one key."""
+    parts = key.split(".")
+    cls: Any = Scenario
+    for i, part in enumerate(parts):
+        if cls is None:
+            break
+        fields = {f.name: f for f in _yaml_fields(cls)}
+        if part not in fields:
+            break
+        tp, _ = _optional(_hints(cls)[part])
+        if _keyed(tp) is not None and i + 1 < len(parts):
+            return [*parts[: i + 1], ".".join(parts[i + 1 :])]
+        cls = tp if _is_dataclass_type(tp) else None
+    return parts
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One YAML key, for ``migsim list`` and the docs: ``link.schedule[].at``, its kind, default."""
+
+    key: str
+    kind: str  # size | rate | time | int | float | str | bool | list[str] | mapping | list
+    default: str  # as YAML would write it ("" when required, "null" when unset)
+    choices: tuple[str, ...] = ()
+
+
+def _kind(tp: Any, f: dataclasses.Field[Any]) -> str:
+    inner, _ = _optional(tp)
+    if "unit" in f.metadata:
+        return str(f.metadata["unit"])
+    if _keyed(inner) is not None:
+        return "mapping"
+    item = _list_item(inner)
+    if item is not None:
+        return f"list[{getattr(item, '__name__', 'object')}]"
+    return getattr(inner, "__name__", str(inner))
+
+
+def _default_text(f: dataclasses.Field[Any], tp: Any) -> str:
+    if f.default is not MISSING:
+        value = f.default
+    elif f.default_factory is not MISSING:
+        value = f.default_factory()
+    else:
+        return ""
+    dumped = _dump_value(tp, f, value)
+    if dumped is None:
+        return "null"
+    return yaml.safe_dump(dumped, default_flow_style=True, width=10**6).strip().removesuffix(
+        "\n..."
+    ).removesuffix("...").strip()
+
+
+def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    registry = f.metadata.get("registry")
+    if registry == "workloads":
+        return _workload_kinds()
+    if registry == "capabilities":
+        return tuple(capabilities.CAPABILITIES)
+    return tuple(f.metadata.get("choices", ()))
+
+
+def _walk_keys() -> list[tuple[str, dataclasses.Field[Any], Any]]:
+    """``(dotted key, field, type)`` for every leaf key; list items appear as ``key[].field``."""
+    out: list[tuple[str, dataclasses.Field[Any], Any]] = []
+
+    def walk(cls: type, prefix: str, stack: tuple[type, ...]) -> None:
+        hints = _hints(cls)
+        for f in _yaml_fields(cls):
+            tp = hints[f.name]
+            inner, _ = _optional(tp)
+            if f.metadata.get("inline"):
+                walk(inner, prefix, (*stack, cls))
+                continue
+            key = f"{prefix}{f.name}"
+            item = _list_item(inner)
+            if _is_dataclass_type(inner) and inner not in stack:
+                walk(inner, key + ".", (*stack, cls))
+            elif (item is not None and _is_dataclass_type(item) and item not in stack
+                  and cls not in stack):
+                walk(item, key + "[].", (*stack, cls))
+            else:
+                out.append((key, f, tp))
+
+    walk(Scenario, "", ())
+    return out
+
+
+def scenario_keys() -> list[KeyInfo]:
+    """Every YAML key of a scenario with its kind, default and valid values, in dataclass order."""
+    return [KeyInfo(key, _kind(tp, f), _default_text(f, tp), _choices(f))
+            for key, f, tp in _walk_keys()]
+
+
+#: every dotted YAML key (``scenario_keys()`` adds kinds, defaults and choices)
+SCENARIO_KEYS: tuple[str, ...] = tuple(key for key, _, _ in _walk_keys())
+
+
+def _workload_kinds() -> tuple[str, ...]:
+    try:
+        from sim.workloads import WORKLOADS  # lazily: the workloads import numpy and more
+    except ImportError:
+        return _WORKLOAD_KINDS
+    return tuple(WORKLOADS)
+
+
+# ---------------------------------------------------------------- showing values in messages
+
+
+def _show(value: object) -> str:
+    """A value after "got": YAML-like (``null``, ``true``), strings quoted, long ones cut."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _names(value: Iterable[object]) -> str:
+    return "[" + ", ".join(str(v) for v in value) + "]"
+
+
+def _suggest(word: str, valid: Iterable[str]) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f"; valid: {', '.join(valid)}"
+
+
+# ---------------------------------------------------------------- YAML → plain tree + lines
+
+
+class _Document:
+    """The plain data of a scenario (dicts, lists, scalars) and where each key path came from."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.where: dict[str, Where] = {}
+        self.raw: dict[str, str] = {}  # key path -> text of a plain YAML scalar
+        self.nodes = 0
+        self._origin: Where = (file, None)
+        self._with_lines = True
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    # -- locating errors
+    def locate(self, path: str) -> Where:
+        probe = path
+        while probe not in self.where:
+            if not probe:
+                return (self.file, None)
+            probe = _parent(probe)
+        return self.where[probe]
+
+    def error(self, path: str, problem: str, *, at: str | None = None) -> ScenarioError:
+        file, line = self.locate(at if at is not None else path)
+        return ScenarioError(problem, file=file, line=line, key=path or None)
+
+    def got(self, path: str, value: object) -> str:
+        return f"(got {self.raw.get(path, _show(value))})"
+
+    # -- building the tree
+    def _mark(self, path: str, node: yaml.Node | None) -> None:
+        line = node.start_mark.line + 1 if node is not None and self._with_lines else None
+        self.where[path] = (self._origin[0], line)
+
+    def _count(self, path: str, depth: int) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.error(path, f"the document expands to more than {MAX_NODES} nodes "
+                                   "(aliases nested too deeply?)")
+        if depth > MAX_DEPTH:
+            raise self.error(path, f"nested more than {MAX_DEPTH} levels deep")
+
+    def tree(self, node: yaml.Node, path: str, depth: int = 0) -> object:
+        self._count(path, depth)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                raise self.error(path, f"unsupported YAML tag {node.tag}")
+            items = []
+            for i, item in enumerate(node.value):
+                child = f"{path}[{i}]"
+                self._mark(child, item)
+                items.append(self.tree(item, child, depth + 1))
+            return items
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP_TAG:
+                raise self.error(path, f"unsupported YAML tag {node.tag}")
+            return self._mapping(node, path, depth)
+        raise self.error(path, f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
+
+    def _scalar(self, node: yaml.ScalarNode, path: str) -> object:
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise self.error(path, f"invalid YAML value: {problem}") from e
+        if node.style is None and isinstance(node.value, str):
+            self.raw[path] = node.value
+        return value
+
+    def _pairs(self, node: yaml.MappingNode, path: str,
+               depth: int) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.Node]]]:
+        """The explicit ``(key, value)`` nodes of a mapping and those merged in with ``<<``."""
+        explicit: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                explicit.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                self._count(path, depth + 1)
+                if not isinstance(source, yaml.MappingNode):
+                    problem = "'<<' merges a mapping or a list of mappings"
+                    raise ScenarioError(problem, file=self._origin[0],
+                                        line=self._line(key_node), key=path or None)
+                inner_explicit, inner_merged = self._pairs(source, path, depth + 1)
+                merged.extend(inner_explicit + inner_merged)
+        return explicit, merged
+
+    def _line(self, node: yaml.Node) -> int | None:
+        return node.start_mark.line + 1 if self._with_lines else None
+
+    def _mapping(self, node: yaml.MappingNode, path: str, depth: int) -> dict[str, object]:
+        explicit, merged = self._pairs(node, path, depth)
+        result: dict[str, object] = {}
+        first_line: dict[str, int | None] = {}
+        for key_node, value_node in explicit:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ScenarioError("a key must be a name, not a mapping or a list",
+                                    file=self._origin[0], line=self._line(key_node),
+                                    key=path or None)
+            key = str(key_node.value)
+            child = _join(path, key)
+            if key in result:
+                first = first_line[key]
+                was = f" (first at line {first})" if first is not None else ""
+                raise ScenarioError(f"duplicate key{was}", file=self._origin[0],
+                                    line=self._line(key_node), key=child)
+            first_line[key] = self._line(key_node)
+            self._mark(child, key_node)
+            result[key] = self.tree(value_node, child, depth + 1)
+        for key_node, value_node in merged:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
+            if not key or key in result:
+                continue
+            child = _join(path, key)
+            self._mark(child, key_node)
+            result[key] = self.tree(value_node, child, depth + 1)
+        return result
+
+    def python(self, value: object, path: str, depth: int = 0) -> object:
+        """A Python override value as tree data (a dataclass becomes its ``to_dict`` form)."""
+        self._count(path, depth)
+        self.where[path] = self._origin
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = _dump_dataclass(value)
+        if isinstance(value, Mapping):
+            out: dict[str, object] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise self.error(path, f"a key must be a string (got {_show(key)})")
+                out[key] = self.python(item, _join(path, key), depth + 1)
+            return out
+        if isinstance(value, list | tuple):
+            return [self.python(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return value
+
+    # -- overrides
+    def override(self, data: dict[str, object], key: object, value: object) -> None:
+        self._origin, self._with_lines = (OVERRIDE_FILE, None), False
+        try:
+            self._override(data, key, value)
+        finally:
+            self._origin, self._with_lines = (self.file, None), True
+
+    def _override(self, data: dict[str, object], key: object, value: object) -> None:
+        if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+            raise ScenarioError(f"not a key path such as link.bandwidth (got {_show(key)})",
+                                file=OVERRIDE_FILE)
+        parts = _split_key(key)
+        cursor = data
+        for i, part in enumerate(parts[:-1]):
+            prefix = ".".join(parts[: i + 1])
+            child = cursor.get(part)
+            if child is None:
+                child = cursor[part] = {}
+                self.where.setdefault(prefix, self._origin)
+            if not isinstance(child, dict):
+                raise ScenarioError(f"cannot set a key below '{prefix}', which is not a section "
+                                    f"(got {_show(child)})", file=OVERRIDE_FILE, key=key)
+            cursor = child
+        for stale in [p for p in self.where if p == key or p.startswith((key + ".", key + "["))]:
+            self.where.pop(stale, None)
+            self.raw.pop(stale, None)
+        if isinstance(value, str):
+            try:
+                node = yaml.compose(value, Loader=yaml.SafeLoader)
+            except yaml.YAMLError as e:
+                problem = getattr(e, "problem", None) or str(e)
+                raise ScenarioError(f"not a valid YAML value: {problem} (got {value!r})",
+                                    file=OVERRIDE_FILE, key=key) from e
+            self.where[key] = self._origin
+            cursor[parts[-1]] = None if node is None else self.tree(node, key)
+        else:
+            cursor[parts[-1]] = self.python(value, key)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _parent(path: str) -> str:
+    if path.endswith("]"):
+        return path[: path.rindex("[")]
+    return path.rpartition(".")[0]
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(p for p in (e.context, e.problem) if p) or str(e)
+        raise ScenarioError(f"invalid YAML: {problem}", file=file, line=line) from e
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"invalid YAML: {e}", file=file) from e
+    except RecursionError as e:
+        raise ScenarioError(f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)",
+                            file=file) from e
+
+
+# ---------------------------------------------------------------- tree → dataclasses
+
+
+class _Builder:
+    """Converts the plain tree into ``sim.spec`` dataclasses, checking each value on the way."""
+
+    def __init__(self, doc: _Document) -> None:
+        self.doc = doc
+
+    def section(self, cls: type, value: object, path: str) -> Any:
+        doc = self.doc
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise doc.error(path, f"expected a mapping of {cls.__name__} keys {doc.got(path, value)}")
+        known = _inline_keys(cls)
+        for key in value:
+            if key not in known:
+                raise doc.error(_join(path, key), "unknown key" + _suggest(key, known))
+        hints = _hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in _yaml_fields(cls):
+            tp = hints[f.name]
+            if f.metadata.get("inline"):
+                own = _inline_keys(tp)
+                kwargs[f.name] = self.section(tp, {k: v for k, v in value.items() if k in own}, path)
+            elif f.name in value:
+                kwargs[f.name] = self.value(tp, f, value[f.name], _join(path, f.name))
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise doc.error(path, f"missing required key '{f.name}'")
+        return cls(**kwargs)
+
+    def value(self, tp: Any, f: dataclasses.Field[Any], value: object, path: str) -> Any:
+        doc = self.doc
+        inner, optional = _optional(tp)
+        if value is None and optional:
+            return None
+        if _is_dataclass_type(inner):
+            return self.section(inner, value, path)
+        keyed = _keyed(inner)
+        if keyed is not None:
+            return self.keyed(keyed, value, path)
+        item = _list_item(inner)
+        if item is not None:
+            if not isinstance(value, list):
+                raise doc.error(path, f"expected a list {doc.got(path, value)}")
+            items = tuple(self.value(item, f, v, f"{path}[{i}]") for i, v in enumerate(value))
+            self.check_list(f, items, path)
+            return items
+        return self.scalar(inner, f, value, path)
+
+    def scalar(self, tp: Any, f: dataclasses.Field[Any], value: object, path: str) -> Any:
+        doc = self.doc
+        meta = f.metadata
+        got = doc.got(path, value)
+        unit = meta.get("unit")
+        result: Any
+        if unit is not None:
+            try:
+                result = _PARSERS[unit](value, signed=True)
+            except ValueError as e:
+                raise doc.error(path, str(e)) from e
+            if tp is int:
+                result = int(result)
+        elif tp is bool:
+            if not isinstance(value, bool):
+                raise doc.error(path, f"expected true or false {got}")
+            result = value
+        elif tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise doc.error(path, f"expected an integer {got}")
+            result = value
+        elif tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise doc.error(path, f"expected a number {got}")
+            if isinstance(value, int) and abs(value) > 2**64:
+                raise doc.error(path, f"is too large {got}")
+            if not math.isfinite(value):
+                raise doc.error(path, f"must be a finite number {got}")
+            result = float(value)
+        elif tp is str:
+            if isinstance(value, str):
+                result = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                result = doc.raw.get(path, str(value))  # qemu_version: 10.2 unquoted
+            else:
+                raise doc.error(path, f"expected a string {got}")
+        elif tp is object:
+            return value
+        else:  # pragma: no cover - a spec field type this converter does not know
+            raise doc.error(path, f"cannot convert a value of type {tp}")
+        self.check_scalar(f, result, path, value)
+        return result
+
+    def check_scalar(self, f: dataclasses.Field[Any], result: Any, path: str,
+                     value: object) -> None:
+        doc = self.doc
+        meta = f.metadata
+        shown = doc.raw.get(path)
+        if shown is None:
+            unit = meta.get("unit")
+            shown = _FORMATTERS[unit](result, exact=True) if unit else _show(value)
+        got = f"(got {shown})"
+        if "gt" in meta and not result > meta["gt"]:
+            raise doc.error(path, f"must be > {_bound(meta, 'gt')} {got}")
+        if "ge" in meta and "le" in meta and not meta["ge"] <= result <= meta["le"]:
+            raise doc.error(path, f"must be between {_bound(meta, 'ge')} and "
+                                  f"{_bound(meta, 'le')} {got}")
+        if "ge" in meta and not result >= meta["ge"]:
+            raise doc.error(path, f"must be >= {_bound(meta, 'ge')} {got}")
+        if "le" in meta and not result <= meta["le"]:
+            raise doc.error(path, f"must be <= {_bound(meta, 'le')} {got}")
+        if meta.get("pow2") and (result <= 0 or result & (result - 1)):
+            raise doc.error(path, f"must be a power of two {got}")
+        if "choices" in meta and result not in meta["choices"]:
+            choices = meta["choices"]
+            raise doc.error(path, f"'{result}' is not one of {', '.join(choices)}"
+                                  + _close(result, choices))
+        registry = meta.get("registry")
+        if registry == "workloads":
+            kinds = _workload_kinds()
+            if result not in kinds:
+                raise doc.error(path, f"'{result}' is not a known workload kind"
+                                      + _suggest(result, kinds))
+        elif registry == "capabilities" and result not in capabilities.CAPABILITIES:
+            # reported on the list (STYLE §6 example), at the item's line
+            at = path
+            path = _parent(path) if path.endswith("]") else path
+            raise doc.error(path, f"'{result}' is not known"
+                                  + _suggest(result, capabilities.CAPABILITIES), at=at)
+
+    def check_list(self, f: dataclasses.Field[Any], items: tuple[Any, ...], path: str) -> None:
+        if f.metadata.get("registry") != "capabilities":
+            return
+        seen: set[str] = set()
+        for i, name in enumerate(items):
+            if name in seen:
+                raise self.doc.error(path, f"'{name}' is listed twice", at=f"{path}[{i}]")
+            seen.add(name)
+        if f.metadata.get("check_set"):
+            try:
+                capabilities.check_set(items)
+            except ValueError as e:
+                raise self.doc.error(path, f"{e} (got {_names(items)})") from e
+
+    def keyed(self, value_tp: Any, value: object, path: str) -> tuple[tuple[str, Any], ...]:
+        """A mapping of scenario key paths to values of those keys (``sweep.grid``, ``params``)."""
+        doc = self.doc
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise doc.error(path, f"expected a mapping of key paths {doc.got(path, value)}")
+        many = _list_item(value_tp) is not None  # sweep lists vs single values
+        out: list[tuple[str, Any]] = []
+        for key, item in value.items():
+            child = _join(path, key)
+            if key == "repeat" and not many:
+                if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+                    raise doc.error(child, f"expected a repeat index >= 0 {doc.got(child, item)}")
+                out.append((key, item))
+                continue
+            target = _key_field(key)
+            if target is None or key.split(".")[0] in _NOT_SWEPT:
+                leaves = [k for k in SCENARIO_KEYS if "[]" not in k
+                          and k.split(".")[0] not in _NOT_SWEPT]
+                close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise doc.error(child, f"'{key}' is not a scenario key that can vary{hint}")
+            field, tp = target
+            if many:
+                if not isinstance(item, list) or not item:
+                    raise doc.error(child, f"expected a non-empty list of values "
+                                           f"{doc.got(child, item)}")
+                values = tuple(self.value(tp, field, v, f"{child}[{i}]")
+                               for i, v in enumerate(item))
+                out.append((key, values))
+            else:
+                out.append((key, self.value(tp, field, item, child)))
+        return tuple(out)
+
+
+def _bound(meta: Mapping[str, Any], name: str) -> str:
+    bound = meta[name]
+    unit = meta.get("unit")
+    if unit is None or bound == 0:
+        return f"{bound:g}" if isinstance(bound, float) else str(bound)
+    return str(_FORMATTERS[unit](bound, exact=True))
+
+
+def _close(word: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ---------------------------------------------------------------- checks across fields
+
+
+_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+# fail(key path, problem, value as text) -> the error; it appends "(got X)", X as the YAML had it
+_Fail = Callable[[str, str, str], ScenarioError]
+
+
+def _size(value: int) -> str:
+    return units.format_size(value, exact=True)
+
+
+def _check(s: Scenario, fail: _Fail) -> None:
+    """Rules that tie several fields together (one field's own rules are in its metadata)."""
+    vm, migration = s.vm, s.migration
+    page = vm.page_size
+    if vm.memory < page:
+        raise fail("vm.memory", f"must be at least one page of {_size(page)}", _size(vm.memory))
+    if vm.memory % page:
+        raise fail("vm.memory", f"must be a multiple of vm.page_size, {_size(page)}",
+                   _size(vm.memory))
+    cache = migration.xbzrle_cache_size
+    if cache < page or cache & (cache - 1):
+        raise fail("migration.xbzrle_cache_size",
+                   "Option xbzrle_cache_size expects a power of two no less than the target page "
+                   f"size, {_size(page)}", _size(cache))
+    if not _VERSION.match(migration.qemu_version):
+        raise fail("migration.qemu_version", "expected a QEMU version such as '10.2'",
+                   repr(migration.qemu_version))
+    _check_workload(s, s.workload, "workload", fail)
+    for i, phase in enumerate(s.workload.phases):
+        _check_workload(s, phase.workload, f"workload.phases[{i}]", fail)
+    previous = -1.0
+    for i, change in enumerate(s.link.schedule):
+        if change.at <= previous:
+            raise fail(f"link.schedule[{i}].at", "must be later than the previous change",
+                       units.format_time(change.at, exact=True))
+        previous = change.at
+    for i, fault in enumerate(s.link.faults):
+        if fault.kind == "link_down" and fault.duration <= 0:
+            raise fail(f"link.faults[{i}].duration", "a link_down fault needs a duration > 0",
+                       units.format_time(fault.duration, exact=True))
+
+
+def _check_workload(s: Scenario, w: Any, path: str, fail: _Fail) -> None:
+    memory, page = s.vm.memory, s.vm.page_size
+    if w.hot_set is not None and w.hot_set > memory:
+        raise fail(f"{path}.hot_set", f"must be at most vm.memory, {_size(memory)}",
+                   _size(w.hot_set))
+    for name in ("write_size", "word_size"):
+        size = getattr(w, name)
+        if size > page:
+            raise fail(f"{path}.{name}", f"must be at most vm.page_size, {_size(page)}",
+                       _size(size))
+    if w.region is not None:
+        if w.region.size <= 0:
+            raise fail(f"{path}.region.size", "must be > 0", _size(w.region.size))
+        if w.region.offset + w.region.size > memory:
+            raise fail(f"{path}.region", f"must lie inside vm.memory, {_size(memory)}",
+                       f"offset {_size(w.region.offset)}, size {_size(w.region.size)}")
+    if w.kind == "phased" and not w.phases:
+        raise fail(f"{path}.phases", "a phased workload needs at least one phase", "[]")
+    if w.kind == "trace" and not w.trace:
+        raise fail(f"{path}.trace", "a trace workload needs the path of its dirty log", "null")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = None) -> Scenario:
+    """Read, validate and return the scenario in ``path``, with ``--set``-style ``overrides``.
+
+    Raises:
+        ScenarioError: anything wrong with the file or an override (``file:line: key: problem``).
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ScenarioError("no such file", file=file) from e
+    except IsADirectoryError as e:
+        raise ScenarioError("is a directory, not a scenario file", file=file) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(f"cannot read the file: {e}", file=file) from e
+    return loads_scenario(text, file=file, overrides=overrides)
+
+
+def loads_scenario(text: str, file: str = "<string>",
+                   overrides: Mapping[str, object] | None = None) -> Scenario:
+    """Like ``load_scenario`` for YAML ``text``; ``file`` names it in messages and gives the
+    default name (its stem) unless it is a ``<placeholder>``."""
+    node = _compose(text, file)
+    if node is None:
+        raise ScenarioError("the file is empty; expected a mapping of scenario keys", file=file)
+    doc = _Document(file)
+    doc.where[""] = (file, node.start_mark.line + 1)
+    data = doc.tree(node, "")
+    if not isinstance(data, dict):
+        raise doc.error("", f"the top level must be a mapping of scenario keys "
+                            f"(got {_show(data)})")
+    return _finish(doc, data, overrides)
+
+
+def from_dict(data: Mapping[str, object], *, file: str = "<dict>",
+              overrides: Mapping[str, object] | None = None) -> Scenario:
+    """Build a scenario from ``to_dict``-shaped data (values may carry units, as in YAML)."""
+    doc = _Document(file)
+    doc.where[""] = (file, None)
+    tree = doc.python(dict(data), "")
+    assert isinstance(tree, dict)
+    return _finish(doc, tree, overrides)
+
+
+def _finish(doc: _Document, data: dict[str, Any],
+            overrides: Mapping[str, object] | None) -> Scenario:
+    for key, value in (overrides or {}).items():
+        doc.override(data, key, value)
+    if "vms" in data:
+        raise doc.error("vms", "several guests (vms:) are not supported yet")
+    builder = _Builder(doc)
+    if "plugins" in data:  # imported first: they register capabilities, encoders, workloads
+        field = {f.name: f for f in dataclasses.fields(Scenario)}["plugins"]
+        for i, module in enumerate(builder.value(_hints(Scenario)["plugins"], field,
+                                                 data["plugins"], "plugins")):
+            try:
+                importlib.import_module(module)
+            except Exception as e:  # any error in a plug-in is an error of this scenario
+                raise doc.error(f"plugins[{i}]", f"cannot import plug-in module '{module}': "
+                                                 f"{type(e).__name__}: {e}") from e
+    if "name" not in data and not doc.file.startswith("<"):
+        data = {"name": Path(doc.file).stem, **data}
+    scenario: Scenario = builder.section(Scenario, data, "")
+    source = None if doc.file.startswith("<") else doc.file
+    scenario = dataclasses.replace(scenario, source_file=source)
+
+    def fail(path: str, problem: str, got: str) -> ScenarioError:
+        return doc.error(path, f"{problem} (got {doc.raw.get(path, got)})")
+
+    _check(scenario, fail)
+    if scenario.sweep is not None:
+        _check_sweep(scenario, doc)
+    return scenario
+
+
+def _check_sweep(s: Scenario, doc: _Document) -> None:
+    assert s.sweep is not None
+    sweep = s.sweep
+    lengths = {key: len(values) for key, values in sweep.zip}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise doc.error("sweep.zip", f"the lists must have the same length (got {shown})")
+    for key, _ in sweep.zip:
+        if key in dict(sweep.grid):
+            raise doc.error(f"sweep.zip.{key}", "is also in sweep.grid; sweep it in one place")
+    swept = {key: f"sweep.grid.{key}" for key, _ in sweep.grid}
+    swept.update({key: f"sweep.zip.{key}" for key, _ in sweep.zip})
+    for member in expand(s):
+
+        def fail(path: str, problem: str, got: str, member: Scenario = member) -> ScenarioError:
+            at = next((where for key, where in swept.items()
+                       if path == key or path.startswith(key + ".")), None)
+            shown = got if at is not None else doc.raw.get(path, got)
+            return doc.error(path, f"in sweep member '{member.name}': {problem} (got {shown})",
+                             at=at)
+
+        _check(member, fail)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def expand(scenario: Scenario) -> list[Scenario]:
+    """The runs of a scenario: its sweep members (see the module docstring), or itself."""
+    sweep = scenario.sweep
+    if sweep is None:
+        return [scenario]
+    base = dataclasses.replace(scenario, sweep=None)
+    grid_keys = [key for key, _ in sweep.grid]
+    zip_keys = [key for key, _ in sweep.zip]
+    zip_rows: list[tuple[Any, ...]] = (list(zip(*(values for _, values in sweep.zip), strict=True))
+                                       if sweep.zip else [()])
+    labels = _labels(grid_keys + zip_keys)
+    members = []
+    for combo in itertools.product(*(values for _, values in sweep.grid)):
+        for row in zip_rows:
+            assignments = list(zip(grid_keys + zip_keys, (*combo, *row), strict=True))
+            varied = base
+            for key, value in assignments:
+                varied = _assign(varied, key, value)
+            parts = [f"{labels[key]}={_name_value(sweep, key, value)}" for key, value in assignments]
+            for repeat in range(sweep.repeats):
+                params = list(assignments)
+                name_parts = list(parts)
+                if sweep.repeats > 1:
+                    params.append(("repeat", repeat))
+                    name_parts.append(f"r{repeat}")
+                members.append(dataclasses.replace(
+                    varied,
+                    name="-".join([scenario.name, *name_parts]),
+                    seed=varied.seed + repeat,
+                    params=tuple(params),
+                ))
+    return members
+
+
+def _labels(keys: list[str]) -> dict[str, str]:
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)}
+
+
+def _name_value(sweep: Any, key: str, value: object) -> str:
+    target = _key_field(key)
+    unit = target[0].metadata.get("unit") if target else None
+    if value is None:
+        text = "null"
+    elif unit is not None and isinstance(value, int | float):
+        text = _FORMATTERS[unit](value, exact=True)
+        text = text.replace("bit/s", "bps").replace("B/s", "Bps")
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    elif isinstance(value, int | str):
+        text = str(value)
+    elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        text = "+".join(value) if value else "none"
+    else:  # a section or a list of sections: its position in the sweep list
+        values = dict(sweep.grid).get(key) or dict(sweep.zip).get(key) or ()
+        text = f"v{values.index(value)}" if value in values else "v"
+    return re.sub(r"[\s/\\]+", "_", text)
+
+
+def _assign(obj: Any, key: str, value: object) -> Any:
+    """``obj`` with the dotted ``key`` set to ``value`` (sections created from their defaults)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(obj, **{head: value})
+    child = getattr(obj, head)
+    if child is None:
+        child = _optional(_hints(type(obj))[head])[0]()
+    return dataclasses.replace(obj, **{head: _assign(child, rest, value)})
+
+
+# ---------------------------------------------------------------- writing back
+
+
+def to_dict(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as YAML-ready data with units (``"4GiB"``, ``"300ms"``), every field written.
+
+    ``loads_scenario(yaml.safe_dump(to_dict(s), sort_keys=False)) == s`` for every valid scenario
+    (keep the key order: the order of sweep keys decides the order of the members).
+    """
+    return _dump_dataclass(scenario)
+
+
+def _dump_dataclass(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    hints = _hints(type(obj))
+    for f in _yaml_fields(type(obj)):
+        value = getattr(obj, f.name)
+        if f.metadata.get("inline"):
+            out.update(_dump_dataclass(value))
+            continue
+        if value is None and f.default is None:
+            continue
+        if f.name == "params" and not value:
+            continue
+        out[f.name] = _dump_value(hints[f.name], f, value)
+    return out
+
+
+def _dump_value(tp: Any, f: dataclasses.Field[Any], value: Any) -> Any:
+    if value is None:
+        return None
+    inner, _ = _optional(tp)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _dump_dataclass(value)
+    keyed = _keyed(inner)
+    if keyed is not None:
+        many = _list_item(keyed) is not None
+        out: dict[str, Any] = {}
+        for key, item in value:
+            target = _key_field(key)
+            if target is None:
+                out[key] = list(item) if many else item
+            elif many:
+                out[key] = [_dump_value(target[1], target[0], v) for v in item]
+            else:
+                out[key] = _dump_value(target[1], target[0], item)
+        return out
+    item_tp = _list_item(inner)
+    if item_tp is not None:
+        return [_dump_value(item_tp, f, v) for v in value]
+    unit = f.metadata.get("unit")
+    if unit is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return _FORMATTERS[unit](value, exact=True)
+    return value
