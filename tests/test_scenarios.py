@@ -1,0 +1,81 @@
+"""Every example scenario runs, and shows what its comment says it shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sim
+from sim.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+EXPECTED_STATUS = {
+    "quickstart": "completed",
+    "converging-default": "completed",
+    "nonconverging": "cancelled",
+    "slow-link": "completed",
+    "classic-rounds": "completed",
+    "xbzrle-wins": "completed",
+    "xbzrle-raw": "cancelled",
+    "xbzrle-small-cache": "cancelled",
+    "xbzrle-full-rewrites": "cancelled",
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {path.stem: sim.run(load_scenario(path)) for path in sorted(SCENARIOS.glob("*.yaml"))}
+
+
+def test_every_scenario_file_is_covered(results):
+    assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
+def test_scenario_outcome(results, name):
+    runs = results[name].runs
+    assert list(runs.status) == [EXPECTED_STATUS[name]]
+    assert (runs.pages_lost == 0).all()
+
+
+def test_quickstart_converges_in_a_few_passes(results):
+    run = results["quickstart"].runs.iloc[0]
+    assert 2 <= run.dirty_sync_count <= 6
+    assert run.downtime_s < 0.5
+
+
+def test_classic_rounds_is_the_geometric_model(results):
+    run = results["classic-rounds"].runs.iloc[0]
+    assert run.total_time_s == pytest.approx(15.75, rel=1e-9)
+    assert run.downtime_s == pytest.approx(0.25, rel=1e-9)
+
+
+def test_xbzrle_makes_the_hot_set_converge(results):
+    wins, raw = results["xbzrle-wins"].runs.iloc[0], results["xbzrle-raw"].runs.iloc[0]
+    assert wins.status == "completed" and raw.status == "cancelled"
+    assert wins.xbzrle_pages > 0 and wins.xbzrle_encoding_rate > 5
+    assert raw.xbzrle_pages == 0
+
+
+def test_small_cache_misses_more(results):
+    small = results["xbzrle-small-cache"].runs.iloc[0]
+    wins = results["xbzrle-wins"].runs.iloc[0]
+    assert small.xbzrle_cache_miss_rate > 2 * wins.xbzrle_cache_miss_rate
+
+
+def test_full_rewrites_overflow(results):
+    run = results["xbzrle-full-rewrites"].runs.iloc[0]
+    assert run.xbzrle_overflow > 0.9 * (run.xbzrle_pages - 0)
+    assert run.xbzrle_encoding_rate < 1.1  # ~4096 B of "xbzrle bytes" per hit: no gain
+
+
+def test_cache_sweep_miss_rate_falls_as_cache_grows(results):
+    runs = results["xbzrle-cache-sweep"].runs.sort_values("migration.xbzrle_cache_size")
+    miss = runs.xbzrle_cache_miss_rate.to_numpy()
+    assert len(runs) == 5
+    assert np.all(np.diff(miss) <= 1e-12), miss
+    assert miss[0] > 2 * miss[-1]
+    assert runs.status.iloc[-1] == "completed"
+    assert set(runs.scenario) == {"xbzrle-cache-sweep"}
