@@ -6,7 +6,7 @@ import pytest
 
 from sim.content import PATTERNS
 from sim.run import run_one
-from sim.spec import MiB, LinkSpec, MigrationSpec, Scenario, VmSpec, WorkloadSpec
+from sim.spec import LinkSpec, MiB, MigrationSpec, Scenario, VmSpec, WorkloadSpec
 
 
 def hot_scenario(content="modelled", pattern="clustered", seed=1, caps=("xbzrle",),
