@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit
 
 from .content import apply_write
-from .encoders.xbzrle import _decode_core, _encode_core
+from .encoders.cache import try_insert
+from .encoders.xbzrle import decode_page, encode_page
 
 # Indices into the counters array the kernel updates in place.
 C_NORMAL = 0  # pages sent raw (includes XBZRLE misses and overflows)
@@ -34,19 +35,15 @@ C_PAGES_SENT = 9  # normal + zero + encoded (what the send loop reports)
 C_DECODE_ERRORS = 10  # exact mode: records the destination's decoder rejected (a model bug)
 N_COUNTERS = 11
 
-CACHE_LIFETIME = 2  # QEMU's CACHED_PAGE_LIFETIME (REF §2.5)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def cache_insert(slot_addr, slot_age, slot_version, slot, page, version, generation):
-    """QEMU's cache_insert: refuse when the slot holds another page that is still fresh."""
-    if slot_addr[slot] != -1 and slot_addr[slot] != page \
-            and slot_age[slot] + CACHE_LIFETIME > generation:
-        return False
-    slot_addr[slot] = page
-    slot_age[slot] = generation
-    slot_version[slot] = version
-    return True
+    """QEMU's cache_insert (age rule in :mod:`sim.encoders.cache`), noting the page's version."""
+    if try_insert(slot_addr, slot_age, slot, page, generation):
+        slot_version[slot] = version
+        return True
+    return False
 
 
 @njit(cache=True)
@@ -112,6 +109,7 @@ def send_chunk(pending, dirty_log, zero, version,
     n = pending.shape[0]
     t = t0
     sent = 0.0
+    masks = np.empty((mem64.shape[1] + 7) >> 3, dtype=np.uint64)  # encoder scratch
     n_slots = slot_addr.shape[0]
     n_w = w_t.shape[0]
     while True:
@@ -165,7 +163,7 @@ def send_chunk(pending, dirty_log, zero, version,
                 slot_age[slot] = generation  # a hit refreshes the age
                 counters[C_XBZRLE] += 1
                 if exact:
-                    enc = _encode_core(cache64[slot], mem64[p], mem[p], page_size, enc_out, True)
+                    enc = encode_page(cache64[slot], mem64[p], mem[p], page_size, enc_out, masks)
                 else:
                     since = np.int64(version[p]) - np.int64(slot_version[slot])
                     enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
@@ -190,8 +188,7 @@ def send_chunk(pending, dirty_log, zero, version,
                         counters[C_ENCODED] += 1
                         counters[C_PAGES_SENT] += 1
                         if exact:
-                            rc, _ = _decode_core(enc_out, enc, dest[p])
-                            if rc < 0:
+                            if decode_page(enc_out, enc, dest[p]) < 0:
                                 counters[C_DECODE_ERRORS] += 1
         else:
             size = raw_bytes

@@ -99,6 +99,18 @@ def _slots_collide(pages, seen, stamp, mask):  # type: ignore[no-untyped-def]
     return False
 
 
+@njit(inline="always")
+def try_insert(address, age, slot, page, generation):  # type: ignore[no-untyped-def]
+    """QEMU's cache_insert: refused while ``slot`` holds *another* page that is still fresh
+    (inserted or hit less than CACHED_PAGE_LIFETIME generations ago); else take the slot."""
+    held = address[slot]
+    if held != -1 and held != page and age[slot] + CACHED_PAGE_LIFETIME > generation:
+        return False
+    address[slot] = page
+    age[slot] = generation
+    return True
+
+
 @njit(types.void(_I64_1R, types.Array(types.boolean, 1, "C", readonly=True), types.int64,
                  types.boolean, types.boolean, _I64_1, _I64_1, types.Array(types.uint8, 2, "C"),
                  types.boolean, types.Array(types.int8, 1, "C")), cache=True)
@@ -112,23 +124,19 @@ def _classify(pages, is_zero, generation, last_stage, zero_in_last,  # type: ign
         if is_zero[k]:
             if last_stage and not zero_in_last:
                 outcome[k] = ZERO_NOT_INSERTED
-            elif held != -1 and held != p and age[s] + CACHED_PAGE_LIFETIME > generation:
-                outcome[k] = ZERO_NOT_INSERTED
-            else:
-                address[s] = p
-                age[s] = generation
+            elif try_insert(address, age, s, p, generation):
                 if has_content:
                     content[s, :] = 0
                 outcome[k] = ZERO_INSERTED
+            else:
+                outcome[k] = ZERO_NOT_INSERTED
         elif held == p:
             age[s] = generation  # a hit refreshes the age, in every stage
             outcome[k] = HIT
-        elif last_stage or (held != -1 and age[s] + CACHED_PAGE_LIFETIME > generation):
-            outcome[k] = MISS_NOT_INSERTED
-        else:
-            address[s] = p
-            age[s] = generation
+        elif not last_stage and try_insert(address, age, s, p, generation):
             outcome[k] = MISS_INSERTED
+        else:
+            outcome[k] = MISS_NOT_INSERTED
 
 
 def _power_of_two(v: int) -> bool:

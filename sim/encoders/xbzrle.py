@@ -61,11 +61,13 @@ from sim.errors import XbzrleDecodeError
 __all__ = [
     "MAX_PAGE_SIZE",
     "decode",
+    "decode_page",
     "decode_batch",
     "decode_error_reason",
     "decode_into",
     "encode",
     "encode_batch",
+    "encode_page",
     "encoded_sizes",
 ]
 
@@ -366,6 +368,24 @@ def _decode_rows(src, lengths, pages, result):  # type: ignore[no-untyped-def]
     for p in range(src.shape[0]):
         rc, _ = _decode_core(src[p], lengths[p], pages[p])
         result[p] = rc
+
+
+
+@njit(inline="always")
+def encode_page(old64, new64, new, limit, out, masks):  # type: ignore[no-untyped-def]
+    """For other compiled code (the engine's kernel): encode one page into ``out``.
+
+    ``old64``/``new64`` are the pages as uint64 words, ``new`` the new page's bytes, ``masks`` a
+    scratch ``uint64[(words + 7) // 8]``. Returns the length, 0 (unchanged) or -1 (overflow).
+    """
+    return _encode_core(old64, new64, new, limit, out, True, masks)
+
+
+@njit(inline="always")
+def decode_page(src, slen, page):  # type: ignore[no-untyped-def]
+    """For other compiled code: apply one record in place; QEMU's return value (< 0: rejected)."""
+    rc, _ = _decode_core(src, slen, page)
+    return rc
 
 
 # --------------------------------------------------------------------------------------------
