@@ -78,6 +78,16 @@ def _apply_write(k, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
 
 
 @njit(inline="always")
+def _send_raw(p, raw_bytes, counters, exact, mem, dest):
+    """A raw page record: counted as ``normal``; in exact mode the destination gets the bytes."""
+    counters[C_NORMAL] += 1
+    counters[C_PAGES_SENT] += 1
+    if exact:
+        dest[p, :] = mem[p]
+    return raw_bytes
+
+
+@njit(inline="always")
 def _is_zero(row64):
     for i in range(row64.shape[0]):
         if row64[i] != 0:
@@ -154,11 +164,7 @@ def send_chunk(pending, dirty_log, zero, version,
                     if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
                                     generation) and exact:
                         cache_data[slot, :] = mem[p]
-                size = raw_bytes
-                counters[C_NORMAL] += 1
-                counters[C_PAGES_SENT] += 1
-                if exact:
-                    dest[p, :] = mem[p]
+                size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
             else:
                 slot_age[slot] = generation  # a hit refreshes the age
                 counters[C_XBZRLE] += 1
@@ -177,11 +183,7 @@ def send_chunk(pending, dirty_log, zero, version,
                     if enc < 0:
                         counters[C_OVERFLOW] += 1
                         counters[C_XBZRLE_BYTES] += page_size
-                        size = raw_bytes
-                        counters[C_NORMAL] += 1
-                        counters[C_PAGES_SENT] += 1
-                        if exact:
-                            dest[p, :] = mem[p]
+                        size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
                     else:
                         size = xbzrle_header + enc
                         counters[C_XBZRLE_BYTES] += 3 + enc
@@ -191,11 +193,7 @@ def send_chunk(pending, dirty_log, zero, version,
                             if decode_page(enc_out, enc, dest[p]) < 0:
                                 counters[C_DECODE_ERRORS] += 1
         else:
-            size = raw_bytes
-            counters[C_NORMAL] += 1
-            counters[C_PAGES_SENT] += 1
-            if exact:
-                dest[p, :] = mem[p]
+            size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
         sent += size
         t = t0 + sent / rate
         cursor += 1

@@ -303,6 +303,19 @@ def _size_rows(old64, new64, limit, lengths):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always")
+def _read_uleb(src, i):  # type: ignore[no-untyped-def]
+    """QEMU's 14-bit ULEB128 at ``src[i]`` (two bytes must be there): (value, width), width 0
+    when the second byte has its continuation bit set (a 3-byte form, rejected)."""
+    b = np.int64(src[i])
+    if not b & 0x80:
+        return b, 1
+    b2 = np.int64(src[i + 1])
+    if b2 & 0x80:
+        return np.int64(0), 0
+    return (b & 0x7F) | (b2 << 7), 2
+
+
+@njit(inline="always")
 def _decode_core(src, slen, page):  # type: ignore[no-untyped-def]
     """QEMU's decoder on one record, in place. Returns (result, input offset of the failure).
 
@@ -314,16 +327,9 @@ def _decode_core(src, slen, page):  # type: ignore[no-untyped-def]
     while i < slen:
         if slen - i < 2:
             return _E_PAIR_SHORT, i
-        b = np.int64(src[i])
-        if b & 0x80:
-            b2 = np.int64(src[i + 1])
-            if b2 & 0x80:
-                return _E_ZRUN_ULEB, i
-            count = (b & 0x7F) | (b2 << 7)
-            ul = 2
-        else:
-            count = b
-            ul = 1
+        count, ul = _read_uleb(src, i)
+        if ul == 0:
+            return _E_ZRUN_ULEB, i
         if i != 0 and count == 0:
             return _E_ZRUN_ZERO, i
         start = i
@@ -333,16 +339,9 @@ def _decode_core(src, slen, page):  # type: ignore[no-untyped-def]
             return _E_ZRUN_PAGE, start
         if slen - i < 2:
             return _E_NZRUN_SHORT, i
-        b = np.int64(src[i])
-        if b & 0x80:
-            b2 = np.int64(src[i + 1])
-            if b2 & 0x80:
-                return _E_NZRUN_ULEB, i
-            count = (b & 0x7F) | (b2 << 7)
-            ul = 2
-        else:
-            count = b
-            ul = 1
+        count, ul = _read_uleb(src, i)
+        if ul == 0:
+            return _E_NZRUN_ULEB, i
         if count == 0:
             return _E_NZRUN_ZERO, i
         start = i
