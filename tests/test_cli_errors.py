@@ -47,3 +47,12 @@ def test_missing_file(tmp_path):
     out = migsim("run", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unmodelled_negotiation_mode_is_refused_not_ignored(tmp_path):
+    path = tmp_path / "neg.yaml"
+    path.write_text("vm:\n  memory: 64MiB\nnegotiation: management\n")
+    out = migsim("run", str(path), "-o", str(tmp_path / "out"))
+    assert out.returncode == 2
+    assert "negotiation: mode 'management' is not modelled yet" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
