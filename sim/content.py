@@ -113,13 +113,18 @@ def _size_table(pattern: int, write_size: int, word_size: int, page_size: int) -
     return table
 
 
+def writer_spec(workload: WorkloadSpec) -> WorkloadSpec:
+    """The spec whose write pattern a run's content follows: a phased workload uses its first
+    phase's pattern for the whole run (a simplification, documented in the README)."""
+    if workload.kind == "phased" and workload.phases:
+        return workload.phases[0].workload
+    return workload
+
+
 def xbzrle_size_table(workload: WorkloadSpec, page_size: int) -> np.ndarray:
     """``table[k, j]``: XBZRLE size (−1 overflow) of sample ``j`` after ``k`` writes (row 0: 0).
 
     Built once per (pattern, write size, word size, page size) by running the real encoder.
-    A phased workload uses its first phase's pattern (a modelled-mode simplification).
     """
-    spec = workload
-    if spec.kind == "phased" and spec.phases:
-        spec = spec.phases[0].workload
+    spec = writer_spec(workload)
     return _size_table(PATTERNS[spec.write_pattern], spec.write_size, spec.word_size, page_size)

@@ -64,11 +64,11 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 
 @njit(inline="always")
-def _apply_write(k, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+def _apply_write(k, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
                  clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
     p = w_page[k]
     version[p] += 1
-    zero[p] = w_zero[k]
+    zero[p] = zero_pattern
     if exact:
         apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
     # The write is absorbed (KVM log cleared later) only while the page still waits in B and
@@ -97,7 +97,7 @@ def _is_zero(row64):
 
 @njit(cache=True)
 def send_chunk(pending, dirty_log, zero, version,
-               w_t, w_page, w_zero, w_next,
+               w_t, w_page, zero_pattern, w_next,
                cursor, n_pending, t0, rate, byte_budget, t_limit,
                clear_shift, chunk_cleared,
                raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
@@ -125,7 +125,7 @@ def send_chunk(pending, dirty_log, zero, version,
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
-            _apply_write(w_next, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+            _apply_write(w_next, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
                          clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
             w_next += 1
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
@@ -205,12 +205,12 @@ def send_chunk(pending, dirty_log, zero, version,
 
 
 @njit(cache=True)
-def apply_writes(pending, dirty_log, zero, version, w_t, w_page, w_zero, w_seed, w_next, t_end,
-                 clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
+def apply_writes(pending, dirty_log, zero, version, w_t, w_page, zero_pattern, w_seed, w_next,
+                 t_end, clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
-        _apply_write(w_next, pending, dirty_log, zero, version, w_page, w_zero, w_seed,
+        _apply_write(w_next, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
                      clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
         w_next += 1
     return w_next

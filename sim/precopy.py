@@ -30,7 +30,7 @@ import numpy as np
 import simpy
 
 from . import kernel
-from .content import PATTERNS
+from .content import PATTERNS, writer_spec
 from .guest import Guest
 from .link import Link
 from .recorder import Recorder
@@ -52,8 +52,8 @@ class _PassStats:
 
 @dataclass(frozen=True, slots=True)
 class InForce:
-    """What the negotiation settled: capabilities in force on the source, and whether the
-    destination can decode each record type. Built by :mod:`sim.run` before the migration."""
+    """What is in force for the run: the source's capabilities, and (with XBZRLE) the modelled
+    size table. Built by :mod:`sim.run` before the migration."""
 
     capabilities: frozenset[str]
     xbzrle_sizes: np.ndarray | None = None  # modelled XBZRLE sizes table (None: xbzrle off)
@@ -76,9 +76,7 @@ class Migration:
         self.guest = Guest(scenario.vm, rng)
         self.link = Link(scenario.link)
         self.workload = make_workload(scenario.workload, self.guest.pages, scenario.vm.page_size)
-        pattern_spec = scenario.workload
-        if pattern_spec.kind == "phased" and pattern_spec.phases:
-            pattern_spec = pattern_spec.phases[0].workload  # one pattern per run (documented)
+        pattern_spec = writer_spec(scenario.workload)
         self._zero_pattern = pattern_spec.write_pattern == "zero"
         self._pattern = PATTERNS[pattern_spec.write_pattern]
         self._write_size = pattern_spec.write_size
@@ -95,7 +93,6 @@ class Migration:
         self.chunk_cleared = np.zeros((n >> self.clear_shift) + 1, np.bool_)
         # Write buffer: writes generated up to self._w_until, applied up to index self._w_next.
         self._w = WriteBatch.empty()
-        self._w_zero = np.empty(0, np.bool_)
         self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
         self._w_until = 0.0
@@ -121,7 +118,6 @@ class Migration:
         self.return_path = "return-path" in self.caps
         # Statistics.
         self.sync_count = 0
-        self.totals = np.zeros(kernel.N_COUNTERS, np.int64)
         self.transferred = 0
         self.precopy_bytes = 0
         self.downtime_bytes = 0
@@ -154,7 +150,6 @@ class Migration:
         keep = slice(self._w_next, None)
         self._w = WriteBatch(np.concatenate([self._w.t_s[keep], batch.t_s]),
                              np.concatenate([self._w.page[keep], batch.page]))
-        self._w_zero = np.full(len(self._w), self._zero_pattern, np.bool_)
         seeds = (self._content_rng.integers(0, 2**63, size=len(batch), dtype=np.int64)
                  .astype(np.uint64) if self.exact else np.zeros(len(batch), np.uint64))
         self._w_seed = np.concatenate([self._w_seed[keep], seeds])
@@ -164,7 +159,7 @@ class Migration:
         self._buffer_writes(t_end)
         self._w_next = kernel.apply_writes(
             self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
-            self._w.t_s, self._w.page, self._w_zero, self._w_seed, self._w_next, t_end,
+            self._w.t_s, self._w.page, self._zero_pattern, self._w_seed, self._w_next, t_end,
             self.clear_shift, self.chunk_cleared, self.exact, self.mem, self._pattern,
             self._write_size, self._word_size)
 
@@ -234,7 +229,7 @@ class Migration:
         t_end, self.cursor, self._w_next, self.n_pending, self.xbzrle_started, sent = \
             kernel.send_chunk(
                 self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
-                self._w.t_s, self._w.page, self._w_zero, self._w_next,
+                self._w.t_s, self._w.page, self._zero_pattern, self._w_next,
                 self.cursor, self.n_pending, now, rate, byte_budget, t_limit,
                 self.clear_shift, self.chunk_cleared,
                 self.wire.page_header + self.page_size, self.wire.zero_page,
@@ -248,7 +243,6 @@ class Migration:
             sent += overhead
             c[kernel.C_BYTES] += overhead
             t_end += overhead / rate
-        self.totals += c
         self.passes[-1].counters += c
         self.transferred += int(sent)
         self._window_bytes += sent
@@ -289,7 +283,7 @@ class Migration:
                 self._close_window(now)
             if now >= cancel_at or now >= deadline:
                 reason = "max_time" if now >= cancel_at else "not converged"
-                yield from self._cancel(reason)
+                self._cancel(reason)
                 return
             budget = (self.mig.max_bandwidth * WINDOW_S if self.mig.max_bandwidth > 0
                       else math.inf)
@@ -328,14 +322,12 @@ class Migration:
             self._apply_writes_until(t)
             yield self.env.timeout(t - self.env.now)
 
-    def _cancel(self, reason: str):
+    def _cancel(self, reason: str) -> None:
         self._set_status("cancelling")
         self._set_status("cancelled")
         self.failure_reason = reason
         self.total_time = self.env.now - self.t_migrate
         self._close_pass(self.env.now)
-        return
-        yield  # a generator, so callers can `yield from` it
 
     def _complete(self):
         """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
@@ -345,7 +337,6 @@ class Migration:
         self.guest.running = False
         # Writes buffered beyond the stop never happen: the vCPUs are stopped.
         self._w = WriteBatch.empty()
-        self._w_zero = np.empty(0, np.bool_)
         self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
         self._set_status("device")
@@ -367,6 +358,14 @@ class Migration:
         self.total_time = env.now - self.t_migrate
         self._close_pass(env.now)
         self._set_status("completed")
+
+    @property
+    def totals(self) -> np.ndarray:
+        """Counters over the whole migration: the sum over its passes."""
+        total = np.zeros(kernel.N_COUNTERS, np.int64)
+        for p in self.passes:
+            total += p.counters
+        return total
 
     def pages_lost(self) -> int:
         """Pages whose content the VM that runs now does not have.

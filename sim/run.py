@@ -48,7 +48,7 @@ def _refuse_unmodelled(scenario: Scenario) -> None:
         raise ScenarioError("faults are not modelled yet", key="link.faults", file=where)
 
 
-def _in_force(scenario: Scenario, rng: np.random.Generator) -> InForce:
+def _in_force(scenario: Scenario) -> InForce:
     caps = frozenset(scenario.migration.capabilities)
     sizes = None
     if "xbzrle" in caps:
@@ -65,7 +65,7 @@ def run_one(scenario: Scenario, progress: Progress | None = None,
     rng = np.random.default_rng(scenario.seed)
     env = simpy.Environment()
     rec = Recorder(scenario.name, scenario_name or scenario.name)
-    in_force = _in_force(scenario, rng)
+    in_force = _in_force(scenario)
     mig = Migration(env, scenario, rec, rng, in_force, progress)
     env.process(mig.process())
     env.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -194,9 +195,8 @@ def test_downtime_exceeds_limit_when_estimate_was_optimistic():
     steady = run_one(base)
     t_stop = steady.events[(steady.events.event == "MIGRATION")
                            & (steady.events.detail == "device")].t_s.iloc[0]
-    slowed = Scenario(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
-                         "link": LinkSpec(bandwidth=1e9 / 8, schedule=(
-                             BandwidthChange(at=t_stop - 0.01, bandwidth=1e9 / 8 / 4),))})
+    slowed = replace(base, link=LinkSpec(bandwidth=1e9 / 8, schedule=(
+        BandwidthChange(at=t_stop - 0.01, bandwidth=1e9 / 8 / 4),)))
     run = run_one(slowed).runs.iloc[0]
     assert run.status == "completed"
     assert run.downtime_s > 0.3
@@ -235,8 +235,7 @@ def test_same_seed_gives_identical_tables():
     a, b = run_one(sc), run_one(sc)
     for table in ("runs", "passes", "samples", "events"):
         pd.testing.assert_frame_equal(getattr(a, table), getattr(b, table))
-    other = run_one(Scenario(**{**{f: getattr(sc, f) for f in sc.__dataclass_fields__},
-                                "seed": 43}))
+    other = run_one(replace(sc, seed=43))
     assert not a.samples.equals(other.samples)
 
 

@@ -77,6 +77,10 @@ class Workload:
         t = t0 + (k - c0) / rate
         return WriteBatch(t, self._pages(k, rng))
 
+    def resume_at(self, t: float) -> None:
+        """Move the clock to ``t`` with no writes in between (a phase that was not running)."""
+        self._t = t
+
     def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
@@ -225,7 +229,7 @@ class Phased(Workload):
             if end <= t:  # float edge: step past it
                 end = min(t1, np.nextafter(t, np.inf))
             phase = self._phases[i]
-            phase._t = t  # every phase keeps its own write count but follows the shared clock
+            phase.resume_at(t)  # each phase keeps its own write count on the shared clock
             batch = phase.writes(t, end, rng, rate_scale)
             times.append(batch.t_s)
             pages.append(batch.page)
