@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-from .errors import MigrationError, ScenarioError, XbzrleDecodeError
+from .errors import MigrationError, QmpError, ScenarioError, XbzrleDecodeError
 from .result import Result
 from .run import run
 from .scenario import load_scenario
 
 __all__ = [
     "MigrationError",
+    "QmpError",
     "Result",
     "ScenarioError",
     "XbzrleDecodeError",

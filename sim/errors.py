@@ -28,3 +28,16 @@ class XbzrleDecodeError(ValueError):
 
 class MigrationError(RuntimeError):
     """A migration failed inside the model (for example, a record the destination cannot decode)."""
+
+
+class QmpError(Exception):
+    """A QMP command refused, as QEMU refuses it: an error class and QEMU's text (REF §7.1).
+
+    Endpoint methods raise it; the QMP server turns it into
+    ``{"error": {"class": error_class, "desc": desc}}``.
+    """
+
+    def __init__(self, desc: str, error_class: str = "GenericError") -> None:
+        self.desc = desc
+        self.error_class = error_class
+        super().__init__(desc)

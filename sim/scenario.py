@@ -727,6 +727,11 @@ def _check(s: Scenario, fail: _Fail) -> None:
     if not _VERSION.match(migration.qemu_version):
         raise fail("migration.qemu_version", "expected a QEMU version such as '10.2'",
                    repr(migration.qemu_version))
+    for side in ("source", "destination"):
+        version = getattr(s.endpoints, side).version
+        if version is not None and not _VERSION.match(version):
+            raise fail(f"endpoints.{side}.version", "expected a QEMU version such as '7.2'",
+                       repr(version))
     _check_workload(s, s.workload, "workload", fail)
     for i, phase in enumerate(s.workload.phases):
         _check_workload(s, phase.workload, f"workload.phases[{i}]", fail)

@@ -159,8 +159,13 @@ class WireSpec:
 class EndpointSpec:
     """One migration endpoint: what its QEMU can do (``supports``) and what is set (``enabled``).
 
-    ``supports=None`` means everything this simulator models.
+    ``supports=None`` means: what ``version`` knows (each capability's "since" in
+    :mod:`sim.capabilities`), or, with no version either, everything this simulator models.
+    An explicit ``supports`` list wins over the version.
     """
+
+    # QEMU version of this endpoint, e.g. "1.1" or "7.2" (None: the newest, knows everything)
+    version: str | None = None
 
     supports: tuple[str, ...] | None = field(
         default=None, metadata={"registry": "capabilities"}
@@ -174,6 +179,20 @@ class EndpointSpec:
 class EndpointsSpec:
     source: EndpointSpec = field(default_factory=EndpointSpec)
     destination: EndpointSpec = field(default_factory=EndpointSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSpec:
+    """One guest of a fleet scenario (``vms:``): its own VM, workload, migration and endpoints.
+
+    Items default to the top-level sections; every guest shares the scenario's one ``link``.
+    """
+
+    name: str = ""
+    vm: VmSpec = field(default_factory=VmSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    migration: MigrationSpec = field(default_factory=MigrationSpec)
+    endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +220,8 @@ class Scenario:
         default="qemu", metadata={"choices": ("none", "qemu", "management", "inband")}
     )
     plugins: tuple[str, ...] = ()
+    # several guests sharing the link (DESIGN §4); empty: the one guest of the top-level sections
+    vms: tuple[GuestSpec, ...] = ()
     sweep: SweepSpec | None = None
     # set on sweep members: (dotted key, value), values in SI units; ("repeat", i) when repeats > 1
     params: tuple[tuple[str, object], ...] = ()
