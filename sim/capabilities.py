@@ -15,6 +15,13 @@ Properties, as the negotiation modes read them (DESIGN §3):
   frees its pages during postcopy), x-colo and background-snapshot (a different operation),
   x-ignore-shared and mapped-ram (correct only with shared memory / a file target).
 * ``needs_both_sides``: both endpoints must agree for the migration to work (REF §6.1 "needed on").
+* ``on_wire``: it changes the records the destination must parse (xbzrle, plug-in encoders). A
+  destination whose version lacks it cannot decode those records; negotiation modes drop it
+  unless both sides support it.
+* ``since``: the first QEMU version that knows it (QAPI "since" notes); an endpoint given only a
+  ``version`` supports exactly the capabilities with ``since`` at or below it. Plug-ins have
+  ``since=None``: no QEMU release knows them, so only an explicit ``supports`` list (or an endpoint
+  with neither version nor list, "the newest") has them.
 * ``excludes`` / ``requires``: what ``migrate-set-capabilities`` refuses. ``excludes`` is symmetric:
   the built-in table lists each conflict on both capabilities; ``incompatible()`` also honours
   plug-ins that declare it on one side only.
@@ -30,7 +37,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["CAPABILITIES", "Capability", "check_set", "incompatible", "register"]
+__all__ = ["CAPABILITIES", "Capability", "check_set", "incompatible", "mismatch", "parse_version",
+           "register", "supported_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ class Capability:
     excludes: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     doc: str = ""
+    on_wire: bool = False
+    since: str | None = None
 
 
 # QEMU's constraints (migrate_caps_check and migrate_rdma_caps_check in migration/options.c) with
@@ -81,30 +91,38 @@ for _cap, _other, _text in _EXCLUSIONS:
     _MESSAGES[_cap, _other] = _MESSAGES[_other, _cap] = _text
 _REQUIRE_MESSAGES = {(cap, other): text for cap, other, text in _REQUIREMENTS}
 
-# name, side_effect, needs_both_sides, doc (REF §6.1), in QAPI enum order
-_BUILT_IN: tuple[tuple[str, bool, bool, str], ...] = (
-    ("xbzrle", False, False, "XBZRLE delta pages; the source encodes, any destination decodes"),
-    ("rdma-pin-all", True, False, "pin all guest RAM for RDMA (here: migrate over RDMA)"),
-    ("auto-converge", True, False, "throttle the guest's vCPUs when dirtying outpaces sending"),
-    ("events", False, False, "emit MIGRATION and MIGRATION_PASS events"),
-    ("postcopy-ram", False, True, "allow a switch to postcopy (migrate-start-postcopy)"),
-    ("x-colo", True, True, "COLO fault tolerance: continuous checkpoints"),
-    ("release-ram", True, False, "free source pages as they are sent in postcopy"),
-    ("return-path", False, False, "a destination-to-source channel in precopy"),
-    ("pause-before-switchover", True, False, "stop in pre-switchover until migrate-continue"),
-    ("multifd", False, True, "send pages over several parallel channels"),
-    ("dirty-bitmaps", False, True, "migrate block dirty bitmaps"),
-    ("postcopy-blocktime", False, False, "postcopy blocktime statistics on the destination"),
-    ("late-block-activate", False, False, "legacy: delay block activation to VM start"),
-    ("x-ignore-shared", True, True, "do not send shared RAM blocks"),
-    ("validate-uuid", False, False, "the source sends its UUID; the destination compares"),
-    ("background-snapshot", True, False, "snapshot with write tracking instead of migrating"),
-    ("zero-copy-send", True, False, "MSG_ZEROCOPY for multifd (locks pages in host memory)"),
-    ("postcopy-preempt", False, True, "a separate channel for postcopy page requests"),
-    ("switchover-ack", False, True, "wait for the destination's ACK before switchover"),
-    ("dirty-limit", True, False, "limit each vCPU's dirty rate through the dirty ring"),
-    ("mapped-ram", True, True, "fixed-offset file format (file migration)"),
+# name, side_effect, needs_both_sides, since (QAPI), doc (REF §6.1), in QAPI enum order
+_BUILT_IN: tuple[tuple[str, bool, bool, str, str], ...] = (
+    ("xbzrle", False, False, "1.2",
+     "XBZRLE delta pages; the source encodes, any destination that knows it decodes"),
+    ("rdma-pin-all", True, False, "2.0", "pin all guest RAM for RDMA (here: migrate over RDMA)"),
+    ("auto-converge", True, False, "1.6",
+     "throttle the guest's vCPUs when dirtying outpaces sending"),
+    ("events", False, False, "2.4", "emit MIGRATION and MIGRATION_PASS events"),
+    ("postcopy-ram", False, True, "2.6", "allow a switch to postcopy (migrate-start-postcopy)"),
+    ("x-colo", True, True, "2.8", "COLO fault tolerance: continuous checkpoints"),
+    ("release-ram", True, False, "2.9", "free source pages as they are sent in postcopy"),
+    ("return-path", False, False, "2.10", "a destination-to-source channel in precopy"),
+    ("pause-before-switchover", True, False, "2.11",
+     "stop in pre-switchover until migrate-continue"),
+    ("multifd", False, True, "4.0", "send pages over several parallel channels"),
+    ("dirty-bitmaps", False, True, "2.12", "migrate block dirty bitmaps"),
+    ("postcopy-blocktime", False, False, "3.0",
+     "postcopy blocktime statistics on the destination"),
+    ("late-block-activate", False, False, "3.0", "legacy: delay block activation to VM start"),
+    ("x-ignore-shared", True, True, "4.0", "do not send shared RAM blocks"),
+    ("validate-uuid", False, False, "4.2",
+     "the source sends its UUID; the destination compares"),
+    ("background-snapshot", True, False, "6.0",
+     "snapshot with write tracking instead of migrating"),
+    ("zero-copy-send", True, False, "7.1",
+     "MSG_ZEROCOPY for multifd (locks pages in host memory)"),
+    ("postcopy-preempt", False, True, "7.1", "a separate channel for postcopy page requests"),
+    ("switchover-ack", False, True, "8.1", "wait for the destination's ACK before switchover"),
+    ("dirty-limit", True, False, "8.1", "limit each vCPU's dirty rate through the dirty ring"),
+    ("mapped-ram", True, True, "9.0", "fixed-offset file format (file migration)"),
 )
+_ON_WIRE = frozenset({"xbzrle"})
 
 
 def _built_in() -> dict[str, Capability]:
@@ -116,8 +134,9 @@ def _built_in() -> dict[str, Capability]:
     for cap, other, _text in _REQUIREMENTS:
         requires[cap].append(other)
     return {
-        name: Capability(name, side_effect, both, tuple(excludes[name]), tuple(requires[name]), doc)
-        for name, side_effect, both, doc in _BUILT_IN
+        name: Capability(name, side_effect, both, tuple(excludes[name]), tuple(requires[name]),
+                         doc, on_wire=name in _ON_WIRE, since=since)
+        for name, side_effect, both, since, doc in _BUILT_IN
     }
 
 
@@ -168,3 +187,51 @@ def check_set(enabled: Iterable[str]) -> None:
             if other in on:
                 default = f"Capability '{cap.name}' is not compatible with '{other}'"
                 raise ValueError(_MESSAGES.get((cap.name, other), default))
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """ "7.2" → (7, 2, 0); "2.10.1" → (2, 10, 1)."""
+    major, minor, micro = (*(int(x) for x in version.split(".")), 0, 0, 0)[:3]
+    return major, minor, micro
+
+
+def supported_by(version: str | None, supports: Iterable[str] | None = None) -> tuple[str, ...]:
+    """What an endpoint can do, in registry order: an explicit ``supports`` list wins; else every
+    capability a QEMU of ``version`` knows; with neither, every registered capability."""
+    if supports is not None:
+        wanted = set(supports)
+        return tuple(name for name in CAPABILITIES if name in wanted)
+    if version is None:
+        return tuple(CAPABILITIES)
+    v = parse_version(version)
+    return tuple(name for name, cap in CAPABILITIES.items()
+                 if cap.since is not None and parse_version(cap.since) <= v)
+
+
+# How QEMU reports a needs_both_sides capability that only one side has (REF §6.1, §8.3), as
+# (capability, on at the source) -> the destination's error. Texts in REF are QEMU's; the multifd
+# ones are migsim's (REF says only "channel/handshake errors"). Mismatches not listed here fail
+# later (switchover-ack: the ACK never comes) or not visibly (REF's "–").
+_MISMATCH: dict[tuple[str, bool], str] = {
+    ("postcopy-ram", True): "RAM postcopy is disabled but have 16 byte advise",
+    ("x-ignore-shared", True): "Capability x-ignore-shared is off, but received capability is on",
+    ("x-ignore-shared", False): "Capability x-ignore-shared is on, but received capability is off",
+    ("mapped-ram", True): "Capability mapped-ram is off, but received capability is on",
+    ("mapped-ram", False): "Capability mapped-ram is on, but received capability is off",
+    ("multifd", True): "migsim: multifd is on at the source only: the destination rejects its "
+                       "extra channels",
+    ("multifd", False): "migsim: multifd is on at the destination only: it waits for channels "
+                        "that never come",
+}
+
+
+def mismatch(source: Iterable[str], destination: Iterable[str]) -> str | None:
+    """The destination's error at setup for the first both-sides mismatch QEMU detects then
+    (REF §6.1), or None."""
+    src, dst = set(source), set(destination)
+    for name, cap in CAPABILITIES.items():
+        if cap.needs_both_sides and (name in src) != (name in dst):
+            text = _MISMATCH.get((name, name in src))
+            if text is not None:
+                return text
+    return None

@@ -101,7 +101,7 @@ def send_chunk(pending, dirty_log, zero, version,
                cursor, n_pending, t0, rate, byte_budget, t_limit,
                clear_shift, chunk_cleared,
                raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
-               xbzrle_on, xbzrle_started, last_stage, generation,
+               xbzrle_on, xbzrle_started, last_stage, generation, stop_after_encoded,
                slot_addr, slot_age, slot_version, xb_sizes,
                counters,
                exact, mem, mem64, dest, cache_data, cache64, enc_out, w_seed,
@@ -115,6 +115,9 @@ def send_chunk(pending, dirty_log, zero, version,
     writes change them, XBZRLE runs the real encoder against the cached copy in ``cache_data``,
     and every record is applied to the destination's memory ``dest`` (XBZRLE records through the
     real decoder). Otherwise those arrays are placeholders and sizes come from ``xb_sizes``.
+
+    ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends right
+    after the first one is sent (the caller fails the migration there).
     """
     n = pending.shape[0]
     t = t0
@@ -189,6 +192,10 @@ def send_chunk(pending, dirty_log, zero, version,
                         counters[C_XBZRLE_BYTES] += 3 + enc
                         counters[C_ENCODED] += 1
                         counters[C_PAGES_SENT] += 1
+                        if stop_after_encoded:
+                            sent += size
+                            t = t0 + sent / rate
+                            break
                         if exact:
                             if decode_page(enc_out, enc, dest[p]) < 0:
                                 counters[C_DECODE_ERRORS] += 1

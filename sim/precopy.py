@@ -18,12 +18,19 @@ Model notes (where this departs from QEMU, and why):
   force (REF §1.6 step 6). The destination's load-and-start time is not modelled.
 * Device state is sent as one block of ``vm.device_state`` bytes; QEMU's EOF/VM description
   records are folded into it.
+* A destination that cannot parse a record (its version predates the encoding, REF §8.2) fails
+  when that record arrives, one latency after it was sent; the source learns of it one latency
+  later (the closed socket, or the SHUT message on the return path) and stops there. Bytes the
+  source would have pushed in that round trip are not counted.
+* Live commands (QMP) act between chunks: a parameter change or ``migrate_cancel`` takes effect
+  when the running chunk (at most 50 ms) ends, and ``query-migrate`` counts a chunk's pages as
+  sent from its start.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +41,7 @@ from .content import PATTERNS, writer_spec
 from .guest import Guest
 from .link import Link
 from .recorder import Recorder
-from .spec import Scenario
+from .spec import MigrationSpec, Scenario
 from .workloads import WriteBatch, make_workload
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
@@ -52,18 +59,44 @@ class _PassStats:
 
 @dataclass(frozen=True, slots=True)
 class InForce:
-    """What is in force for the run: the source's capabilities, and (with XBZRLE) the modelled
-    size table. Built by :mod:`sim.run` before the migration."""
+    """What the negotiation left in force for one migration (built by :mod:`sim.negotiation`).
 
-    capabilities: frozenset[str]
-    xbzrle_sizes: np.ndarray | None = None  # modelled XBZRLE sizes table (None: xbzrle off)
+    The engine asks ``is_enabled()``, never the scenario: a capability the operator asked for
+    may have been dropped by management or by the in-band handshake.
+    """
+
+    capabilities: frozenset[str]  # in force on the source
+    # on-wire capabilities whose records the destination can parse (REF §8.2: its version knows
+    # them, whatever its own flags say)
+    dest_decodes: frozenset[str] = frozenset({"xbzrle"})
+    # switchover-ack on the source without the destination's: the ACK never comes (REF §6.1)
+    switchover_blocked: bool = False
+
+    def is_enabled(self, name: str) -> bool:
+        return name in self.capabilities
+
+
+# QEMU's words when the destination meets a record flag it does not know (REF §8.2):
+# RAM_SAVE_FLAG_XBZRLE is 0x40; an older binary reports the unknown flag combination.
+_UNDECODABLE = {
+    "xbzrle": ("load of migration failed: Invalid argument: "
+               "Unknown combination of migration flags: 0x40"),
+}
+
+
+#: in-band negotiation at setup: yields SimPy events, returns what was agreed or an error text
+Handshake = Callable[["Migration"], Generator[simpy.Event, None, "InForce | str"]]
 
 
 class Migration:
-    """One run's state: guest, link, workload, bitmaps, counters, and the Recorder it reports to."""
+    """One guest's migration state: guest, workload, bitmaps, counters, and its Recorder.
+
+    The guest runs from sim time 0; :meth:`run` is the migration itself, started by the source
+    endpoint's ``migrate`` (:mod:`sim.endpoints`) with the parameters and capabilities in force.
+    """
 
     def __init__(self, env: simpy.Environment, scenario: Scenario, recorder: Recorder,
-                 rng: np.random.Generator, in_force: InForce,
+                 rng: np.random.Generator, link: Link,
                  progress: Callable[[float, float], None] | None = None) -> None:
         self.env = env
         self.sc = scenario
@@ -72,9 +105,8 @@ class Migration:
         self.rec = recorder
         self.rng = rng
         self.progress = progress
-        self.caps = in_force.capabilities
+        self.link = link
         self.guest = Guest(scenario.vm, rng)
-        self.link = Link(scenario.link)
         self.workload = make_workload(scenario.workload, self.guest.pages, scenario.vm.page_size)
         pattern_spec = writer_spec(scenario.workload)
         self._zero_pattern = pattern_spec.write_pattern == "zero"
@@ -96,26 +128,14 @@ class Migration:
         self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
         self._w_until = 0.0
-        # XBZRLE state (REF §2.5): the cache exists on the source whenever the capability is on.
-        self.xbzrle_on = "xbzrle" in self.caps
-        self.xbzrle_started = False
-        slots = max(1, self.mig.xbzrle_cache_size // self.page_size) if self.xbzrle_on else 1
-        self.slot_addr = np.full(slots, -1, np.int64)
-        self.slot_age = np.zeros(slots, np.int64)
-        self.slot_version = np.zeros(slots, np.uint32)
-        exact = self.guest.exact
-        self.exact = exact
+        self.exact = self.guest.exact
         self.mem = self.guest.memory
         self.mem64 = self.mem.view(np.uint64)
-        self.dest = np.zeros_like(self.mem) if exact else self.mem
-        self.cache_data = (np.zeros((slots, self.page_size), np.uint8)
-                           if exact and self.xbzrle_on else np.zeros((1, 8), np.uint8))
-        self.cache64 = self.cache_data.view(np.uint64)
-        self.enc_out = np.zeros(self.page_size if exact else 8, np.uint8)
-        sizes = in_force.xbzrle_sizes
-        self.xb_sizes = sizes if sizes is not None else np.full((1, 1), -1, np.int32)
-        self.detect_zero = self.mig.zero_page_detection != "none"
-        self.return_path = "return-path" in self.caps
+        self.dest = np.zeros_like(self.mem) if self.exact else self.mem
+        self.enc_out = np.zeros(self.page_size if self.exact else 8, np.uint8)
+        self.in_force = InForce(frozenset())
+        self.xbzrle_started = False
+        self._configure_xbzrle()
         # Statistics.
         self.sync_count = 0
         self.transferred = 0
@@ -123,6 +143,7 @@ class Migration:
         self.downtime_bytes = 0
         self.threshold = 0.0
         self.bandwidth = 0.0
+        self.pages_per_second = 0.0
         self.expected_downtime = self.mig.downtime_limit
         self.dirty_pages_rate = 0.0
         self.dirty_bytes_last_sync = 0
@@ -130,13 +151,48 @@ class Migration:
         self._period_newly = 0
         self._window_start = 0.0
         self._window_bytes = 0.0
+        self._window_pages = 0
         self.passes: list[_PassStats] = []
         self.status = "none"
+        self.dest_status = "none"
         self.failure_reason = ""
+        self.source_error = ""
+        self.cancel_requested = False
         self.t_migrate = self.mig.start
         self.setup_time = 0.0
         self.total_time = 0.0
         self.downtime = 0.0
+
+    @property
+    def caps(self) -> frozenset[str]:
+        """The capabilities in force on the source."""
+        return self.in_force.capabilities
+
+    def _configure_xbzrle(self) -> None:
+        """(Re)build XBZRLE's page cache (REF §2.5): it exists whenever the capability is on, and
+        resizing it (``xbzrle-cache-size`` during a migration) empties it."""
+        self.xbzrle_on = self.in_force.is_enabled("xbzrle")
+        slots = max(1, self.mig.xbzrle_cache_size // self.page_size) if self.xbzrle_on else 1
+        self.slot_addr = np.full(slots, -1, np.int64)
+        self.slot_age = np.zeros(slots, np.int64)
+        self.slot_version = np.zeros(slots, np.uint32)
+        self.cache_data = (np.zeros((slots, self.page_size), np.uint8)
+                           if self.exact and self.xbzrle_on else np.zeros((1, 8), np.uint8))
+        self.cache64 = self.cache_data.view(np.uint64)
+        self.xb_sizes = np.full((1, 1), -1, np.int32)
+        if self.xbzrle_on and not self.exact:
+            from .content import xbzrle_size_table
+
+            self.xb_sizes = xbzrle_size_table(self.sc.workload, self.page_size)
+
+    def set_parameters(self, spec: MigrationSpec) -> None:
+        """New parameters during a migration (REF §6.2): ``max-bandwidth`` applies at the next
+        chunk, ``downtime-limit`` at the next window, a new cache size flushes the cache."""
+        resized = spec.xbzrle_cache_size != self.mig.xbzrle_cache_size
+        self.mig = spec
+        self.link.set_cap(self, spec.max_bandwidth)
+        if resized and self.xbzrle_on:
+            self._configure_xbzrle()
 
     # --- guest writes -------------------------------------------------------------------------
 
@@ -165,9 +221,13 @@ class Migration:
 
     # --- events and bookkeeping ---------------------------------------------------------------
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: str, t: float | None = None) -> None:
         self.status = status
-        self.rec.event(self.env.now, "source", "MIGRATION", status)
+        self.rec.event(self.env.now if t is None else t, "source", "MIGRATION", status)
+
+    def _set_dest_status(self, status: str, t: float) -> None:
+        self.dest_status = status
+        self.rec.event(t, "destination", "MIGRATION", status)
 
     def _sync(self, reason: str) -> None:
         """Dirty-bitmap sync (REF §1.5): merge D into B, count a pass, update dirty-rate stats."""
@@ -205,6 +265,7 @@ class Migration:
     def _close_window(self, now: float) -> None:
         length = now - self._window_start
         self.bandwidth = self._window_bytes / length if length > 0 else 0.0
+        self.pages_per_second = self._window_pages / length if length > 0 else 0.0
         expected_bw = self.mig.avail_switchover_bandwidth or self.bandwidth
         self.threshold = expected_bw * self.mig.downtime_limit
         if self.dirty_pages_rate > 0 and self._window_bytes > 10000 and expected_bw > 0:
@@ -217,12 +278,17 @@ class Migration:
             throttle_pct=0.0, status=self.status)
         self._window_start = now
         self._window_bytes = 0.0
+        self._window_pages = 0
         if self.progress is not None:
             self.progress(now, self.mig.start + self.mig.max_sim_time)
 
     def _send(self, t_limit: float, byte_budget: float, last_stage: bool,
               rate: float) -> tuple[float, float]:
-        """One chunk through the kernel; returns (end time, bytes)."""
+        """One chunk through the kernel; returns (end time, bytes).
+
+        If the destination cannot parse XBZRLE records, the chunk ends right after the first one
+        (the stream breaks there); :meth:`_undecodable` then says so.
+        """
         now = self.env.now
         self._buffer_writes(t_limit if math.isfinite(t_limit) else now)
         c = np.zeros(kernel.N_COUNTERS, np.int64)
@@ -233,8 +299,9 @@ class Migration:
                 self.cursor, self.n_pending, now, rate, byte_budget, t_limit,
                 self.clear_shift, self.chunk_cleared,
                 self.wire.page_header + self.page_size, self.wire.zero_page,
-                self.wire.xbzrle_header, self.page_size, self.detect_zero,
+                self.wire.xbzrle_header, self.page_size, self.mig.zero_page_detection != "none",
                 self.xbzrle_on, self.xbzrle_started, last_stage, self.sync_count,
+                self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes,
                 self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes, c,
                 self.exact, self.mem, self.mem64, self.dest, self.cache_data, self.cache64,
                 self.enc_out, self._w_seed, self._pattern, self._write_size, self._word_size)
@@ -246,6 +313,7 @@ class Migration:
         self.passes[-1].counters += c
         self.transferred += int(sent)
         self._window_bytes += sent
+        self._window_pages += int(c[kernel.C_PAGES_SENT])
         if last_stage:
             self.downtime_bytes += int(sent)
         else:
@@ -254,12 +322,27 @@ class Migration:
 
     # --- the process --------------------------------------------------------------------------
 
-    def process(self):  # noqa: C901 - the loop mirrors REF §1.8 step by step
+    def run(self, spec: MigrationSpec, in_force: InForce, handshake: Handshake | None = None):
+        """The migration, as a SimPy process started at ``migrate`` time.
+
+        ``handshake`` (in-band negotiation) runs after the connection is up; it yields SimPy
+        events and returns what it agreed (an :class:`InForce`) or an error text that fails the
+        migration in setup.
+        """
         env = self.env
-        yield env.timeout(self.mig.start)
+        self.mig = spec
+        self.in_force = in_force
         self._apply_writes_until(env.now)
         self.t_migrate = env.now
         self._set_status("setup")
+        self.link.join(self, spec.max_bandwidth)
+        try:
+            yield from self._migrate(handshake)
+        finally:
+            self.link.leave(self)
+
+    def _migrate(self, handshake: Handshake | None):  # noqa: C901 - the loop mirrors REF §1.8
+        env = self.env
         deadline = env.now + self.mig.max_sim_time
         cancel_at = env.now + self.mig.max_time if self.mig.max_time is not None else math.inf
         # Setup: connect (one round trip), every page pending, the first sync (REF §1.1).
@@ -267,6 +350,15 @@ class Migration:
         if setup > 0:
             yield env.timeout(setup)
             self._apply_writes_until(env.now)
+        self._set_dest_status("setup", env.now - self.link.latency_s)
+        if handshake is not None:
+            agreed = yield from handshake(self)
+            self._apply_writes_until(env.now)
+            if isinstance(agreed, str):
+                self._fail(agreed, agreed)
+                return
+            self.in_force = agreed
+        self._configure_xbzrle()
         self.pending[:] = True
         self.n_pending = self.guest.pages
         self.guest.dirty_log[:] = False
@@ -274,6 +366,7 @@ class Migration:
         self._sync("setup")
         self.setup_time = env.now - self.t_migrate
         self._set_status("active")
+        self._set_dest_status("active", env.now + self.link.latency_s)
         self._window_start = env.now
         rounds = self.mig.switchover == "rounds"
         live_passes = 0
@@ -281,8 +374,9 @@ class Migration:
             now = env.now
             if now - self._window_start >= WINDOW_S - 1e-12:
                 self._close_window(now)
-            if now >= cancel_at or now >= deadline:
-                reason = "max_time" if now >= cancel_at else "not converged"
+            if self.cancel_requested or now >= cancel_at or now >= deadline:
+                reason = ("migrate_cancel" if self.cancel_requested
+                          else "max_time" if now >= cancel_at else "not converged")
                 self._cancel(reason)
                 return
             budget = (self.mig.max_bandwidth * WINDOW_S if self.mig.max_bandwidth > 0
@@ -292,20 +386,23 @@ class Migration:
                 yield from self._idle_until(min(window_end, cancel_at, deadline))
                 continue
             pending_bytes = self.n_pending * self.page_size
+            # With switchover-ack on the source only, the destination's ACK never comes: the
+            # loop keeps iterating until a cancel (REF §6.1).
+            may_stop = not self.in_force.switchover_blocked
             if rounds:
                 if self.n_pending == 0:
                     live_passes += 1
                     self._sync("round")
                     pending_bytes = self.n_pending * self.page_size
                     capped = self.mig.max_passes is not None and live_passes >= self.mig.max_passes
-                    if pending_bytes <= self.threshold or capped:
+                    if may_stop and (pending_bytes <= self.threshold or capped):
                         yield from self._complete()
                         return
             else:
                 if pending_bytes < self.threshold:
                     self._sync("drain")
                     pending_bytes = self.n_pending * self.page_size
-                if pending_bytes <= self.threshold:
+                if may_stop and pending_bytes <= self.threshold:
                     yield from self._complete()
                     return
             if self.n_pending == 0:
@@ -314,20 +411,67 @@ class Migration:
                 continue
             t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, self.link.next_change_after(now))
             t_end, _ = self._send(t_limit, budget - self._window_bytes, False,
-                                  self.link.rate_at(now))
+                                  self.link.share(self, now))
             yield env.timeout(t_end - now)
+            if self._undecodable():
+                yield from self._fail_at_destination()
+                return
 
     def _idle_until(self, t: float):
         if t > self.env.now:
             self._apply_writes_until(t)
             yield self.env.timeout(t - self.env.now)
 
+    def _undecodable(self) -> bool:
+        """The last chunk carried a record the destination cannot parse."""
+        return (self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes
+                and self.passes[-1].counters[kernel.C_ENCODED] > 0)
+
+    def _fail_at_destination(self):
+        """The destination met a record it cannot parse (REF §8.2): it fails when the record
+        arrives; the source learns one latency later and fails too. Its guest keeps running
+        (or is restarted, if the failure came during stop-and-copy)."""
+        latency = self.link.latency_s
+        error = _UNDECODABLE["xbzrle"]
+        self.rec.event(self.env.now + latency, "destination", "error", error)
+        self._set_dest_status("failed", self.env.now + latency)
+        if 2 * latency > 0:
+            yield self.env.timeout(2 * latency)
+        self._apply_writes_until(self.env.now)
+        self.source_error = ("Sibling indicated error 1" if self.in_force.is_enabled("return-path")
+                             else "Unable to write to socket: Connection reset by peer")
+        self._fail(error, self.source_error)
+
+    def refuse(self, reason: str) -> None:
+        """The migration could not start (a refused command while setting it up)."""
+        self.t_migrate = self.env.now
+        self._set_status("setup")
+        self._fail(reason, reason)
+
+    def request_cancel(self) -> None:
+        """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends."""
+        if self.status in ("setup", "active") and not self.cancel_requested:
+            self.cancel_requested = True
+            self._set_status("cancelling")
+
+    def _fail(self, reason: str, source_error: str) -> None:
+        self.failure_reason = reason
+        self.source_error = source_error
+        self.rec.event(self.env.now, "source", "error", source_error)
+        self.guest.running = True
+        self.total_time = self.env.now - self.t_migrate
+        self._close_pass(self.env.now)
+        self._set_status("failed")
+
     def _cancel(self, reason: str) -> None:
-        self._set_status("cancelling")
+        if self.status != "cancelling":
+            self._set_status("cancelling")
         self._set_status("cancelled")
         self.failure_reason = reason
         self.total_time = self.env.now - self.t_migrate
         self._close_pass(self.env.now)
+        if self.dest_status not in ("none", "failed"):
+            self._set_dest_status("failed", self.env.now + self.link.latency_s)
 
     def _complete(self):
         """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
@@ -341,23 +485,33 @@ class Migration:
         self._w_next = 0
         self._set_status("device")
         self._sync("completion")
-        rate = self.link.rate_at(t_stop)
+        rate = self.link.share(self, t_stop)
         t_end = t_stop
         while self.n_pending > 0:
             t_end, _ = self._send(math.inf, math.inf, True, rate)
+            if self._undecodable():
+                yield env.timeout(t_end - t_stop)
+                yield from self._fail_at_destination()
+                return
         device = self.sc.vm.device_state
         if device > 0:
             t_end += device / rate
             self.transferred += device
             self.downtime_bytes += device
             self.passes[-1].counters[kernel.C_BYTES] += device
+        t_loaded = t_end + self.link.latency_s  # the destination has the last byte
         if self.return_path:
             t_end += 2 * self.link.latency_s
         yield env.timeout(t_end - t_stop)
         self.downtime = env.now - t_stop
         self.total_time = env.now - self.t_migrate
         self._close_pass(env.now)
+        self._set_dest_status("completed", t_loaded)
         self._set_status("completed")
+
+    @property
+    def return_path(self) -> bool:
+        return self.in_force.is_enabled("return-path")
 
     @property
     def totals(self) -> np.ndarray:

@@ -8,7 +8,7 @@ the engine cannot silently leave a column out.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,11 +203,12 @@ def empty_frame(table: str) -> pd.DataFrame:
 
 
 def runs_column_order(columns: Iterable[str]) -> list[str]:
-    """The order of a runs table's columns: DESIGN §6, with swept parameters after ``seed``."""
+    """The order of a runs table's columns: DESIGN §6, with swept parameters after ``seed`` and a
+    fleet's ``vm`` after ``run_id``."""
     columns = list(columns)
-    known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)
+    known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS) | {"vm"}
     params = [c for c in columns if c not in known]
-    head = [c for c in RUNS_COLUMNS[:3] if c in columns]
+    head = [c for c in RUNS_COLUMNS[:1] + ("vm",) + RUNS_COLUMNS[1:3] if c in columns]
     tail = [c for c in RUNS_COLUMNS[3:] + RUNS_OPTIONAL_COLUMNS if c in columns]
     return head + params + tail
 
@@ -219,9 +220,12 @@ class Recorder:
     passed by name.
     """
 
-    def __init__(self, run_id: str, scenario_name: str) -> None:
+    def __init__(self, run_id: str, scenario_name: str, vm: str | None = None) -> None:
         self.run_id = run_id
         self.scenario_name = scenario_name
+        self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
+        #: called as listener(t_s, endpoint, event, detail) for every event (the QMP server)
+        self.listeners: list[Callable[[float, str, str, str], None]] = []
         self._passes: list[tuple[Any, ...]] = []
         self._samples: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
@@ -231,6 +235,8 @@ class Recorder:
     def event(self, t_s: float, endpoint: str, event: str, detail: str = "") -> None:
         """One event: a MIGRATION status change, a MIGRATION_PASS, a negotiation message, an error."""
         self._events.append((self.run_id, t_s, endpoint, event, detail))
+        for listener in self.listeners:
+            listener(t_s, endpoint, event, detail)
 
     def sample(self, **columns: Any) -> None:
         """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``."""
@@ -255,7 +261,9 @@ class Recorder:
             if optional in columns:
                 expected.append(optional)
         _check_keys("runs", columns, expected)
-        params = dict(params or {})
+        # A swept key that is itself a runs column (``negotiation``) is shown by that column.
+        params = {k: v for k, v in (params or {}).items()
+                  if not (k in columns and columns[k] == v)}
         clash = sorted(set(params) & (set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)))
         if clash:
             raise KeyError(f"swept parameter(s) clash with runs columns: {', '.join(clash)}")
@@ -270,10 +278,17 @@ class Recorder:
         """The four tables (``runs``, ``passes``, ``samples``, ``events``); needs ``finish()`` first."""
         if self._run is None:
             raise RuntimeError(f"run {self.run_id!r}: frames() before finish()")
-        order = runs_column_order(self._run)
-        return {
+        order = [c for c in runs_column_order(self._run) if c != "vm"]
+        # Some events are stamped ahead of the engine's clock (a message's arrival one latency
+        # later): the table is in time order, ties in the order they were recorded.
+        events = sorted(self._events, key=lambda row: row[1])
+        frames = {
             "runs": build_frame(order, [tuple(self._run[c] for c in order)]),
             "passes": build_frame(PASSES_COLUMNS, self._passes),
             "samples": build_frame(SAMPLES_COLUMNS, self._samples),
-            "events": build_frame(EVENTS_COLUMNS, self._events),
+            "events": build_frame(EVENTS_COLUMNS, events),
         }
+        if self.vm is not None:
+            for frame in frames.values():
+                frame.insert(1, "vm", pd.Series([self.vm] * len(frame), dtype=STRING_DTYPE))
+        return frames

@@ -49,10 +49,11 @@ def test_missing_file(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_unmodelled_negotiation_mode_is_refused_not_ignored(tmp_path):
-    path = tmp_path / "neg.yaml"
-    path.write_text("vm:\n  memory: 64MiB\nnegotiation: management\n")
+def test_unmodelled_faults_are_refused_not_ignored(tmp_path):
+    path = tmp_path / "faults.yaml"
+    path.write_text("vm:\n  memory: 64MiB\nlink:\n  faults:\n"
+                    "    - {kind: link_down, at: 1s, duration: 1s}\n")
     out = migsim("run", str(path), "-o", str(tmp_path / "out"))
     assert out.returncode == 2
-    assert "negotiation: mode 'management' is not modelled yet" in out.stderr
+    assert "link.faults: faults are not modelled yet" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

@@ -223,7 +223,7 @@ def test_max_time_cancels_like_management():
     res = run_one(sc)
     run = res.runs.iloc[0]
     assert (run.status, run.failure_reason) == ("cancelled", "max_time")
-    statuses = list(res.events[res.events.event == "MIGRATION"].detail)
+    statuses = list(res.events[(res.events.event == "MIGRATION") & (res.events.endpoint == "source")].detail)
     assert statuses == ["setup", "active", "cancelling", "cancelled"]
 
 

@@ -1,0 +1,495 @@
+"""Source and destination endpoints with QMP-shaped commands, and the Testbed that holds them.
+
+An :class:`Endpoint` is one QEMU's migration face: what its version ``supports``, what is
+``enabled``, its parameters, and the commands of REF §7.2 as methods (``query_migrate_capabilities``,
+``migrate_set_capabilities``, ``query_migrate_parameters``, ``migrate_set_parameters``,
+``query_migrate``, ``migrate``, ``migrate_cancel``, ``migrate_incoming``). They take and return
+QMP's JSON shapes (hyphenated names, QEMU's units: ms and bytes) and refuse as QEMU does, raising
+:class:`sim.errors.QmpError` with QEMU's texts. The negotiation modes (:mod:`sim.negotiation`) and
+the QMP server (:mod:`sim.qmp`) both drive migrations through these methods and nothing else.
+
+A :class:`Testbed` is one simulation: a SimPy environment, the shared link, and per guest a
+source/destination pair around a :class:`sim.precopy.Migration`. Guests run from sim time 0; a
+migration starts when its source's ``migrate`` is called.
+
+Model notes (departures from QEMU):
+* The destination listens from the start, as if run with ``-incoming <uri>``; ``migrate-incoming``
+  is accepted once (and then refused as "already started") but is not required before
+  ``migrate``. The URI is not used: each source has its one destination.
+* ``exit-on-error`` is recorded but the destination process never exits: after a failed load it
+  stays, ``status: failed``, so its ``query-migrate`` can be read.
+* One migration per pair: once it has ended, another ``migrate`` is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from . import capabilities, kernel
+from .errors import QmpError, ScenarioError
+from .link import Link
+from .precopy import Handshake, InForce, Migration
+from .recorder import Recorder
+from .result import Result
+from .spec import EndpointSpec, GuestSpec, MigrationSpec, Scenario
+
+Progress = Callable[[float, float], None]
+EventCallback = Callable[[str, dict[str, Any], float], None]
+
+#: the states in which a migration is under way (capabilities cannot change, REF §6.1)
+RUNNING = ("setup", "active", "device", "cancelling", "pre-switchover", "wait-unplug")
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """One migration parameter of REF §6.2 as ``query-migrate-parameters`` shows it."""
+
+    name: str
+    default: Any
+    kind: str  # int | bool | str | enum | list
+    lo: int | None = None
+    hi: int | None = None
+    choices: tuple[str, ...] = ()
+    field: str | None = None  # the MigrationSpec field it sets on a source
+    scale: float = 1.0  # QMP value × scale = the spec's SI value (ms → s)
+    error: str = ""  # QEMU's complaint when out of range
+
+
+def _range(name: str, lo: int, hi: int, what: str = "an integer") -> str:
+    return f"Parameter '{name.replace('-', '_')}' expects {what} in the range of {lo} to {hi}"
+
+
+#: REF §6.2, in query-migrate-parameters order
+PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
+    Parameter("announce-initial", 50, "int", 1, 100000),
+    Parameter("announce-max", 550, "int", 1, 100000),
+    Parameter("announce-rounds", 5, "int", 1, 1000),
+    Parameter("announce-step", 100, "int", 1, 10000),
+    Parameter("throttle-trigger-threshold", 50, "int", 1, 100,
+              error=_range("throttle-trigger-threshold", 1, 100)),
+    Parameter("cpu-throttle-initial", 20, "int", 1, 99,
+              error=_range("cpu-throttle-initial", 1, 99)),
+    Parameter("cpu-throttle-increment", 10, "int", 1, 99,
+              error=_range("cpu-throttle-increment", 1, 99)),
+    Parameter("cpu-throttle-tailslow", False, "bool"),
+    Parameter("tls-creds", "", "str"),
+    Parameter("tls-hostname", "", "str"),
+    Parameter("tls-authz", "", "str"),
+    Parameter("max-bandwidth", 134217728, "int", 0, 2**63 - 1, field="max_bandwidth"),
+    Parameter("avail-switchover-bandwidth", 0, "int", 0, 2**63 - 1,
+              field="avail_switchover_bandwidth"),
+    Parameter("downtime-limit", 300, "int", 0, 2000000, field="downtime_limit", scale=1e-3,
+              error=_range("downtime-limit", 0, 2000000) + " milliseconds"),
+    Parameter("x-checkpoint-delay", 20000, "int", 0, 2**32 - 1),
+    Parameter("multifd-channels", 2, "int", 1, 255,
+              error="Parameter 'multifd_channels' expects is invalid, "
+                    "it should be in the range of 1 to 255"),
+    Parameter("xbzrle-cache-size", 67108864, "int", 0, 2**63 - 1, field="xbzrle_cache_size"),
+    Parameter("max-postcopy-bandwidth", 0, "int", 0, 2**63 - 1),
+    Parameter("max-cpu-throttle", 99, "int", 1, 99, error=_range("max-cpu-throttle", 1, 99)),
+    Parameter("multifd-compression", "none", "enum", choices=("none", "zlib", "zstd")),
+    Parameter("multifd-zlib-level", 1, "int", 0, 9,
+              error="Parameter 'multifd_zlib_level' expects a value between 0 and 9"),
+    Parameter("multifd-qatzip-level", 1, "int", 1, 9,
+              error="Parameter 'multifd_qatzip_level' expects a value between 1 and 9"),
+    Parameter("multifd-zstd-level", 1, "int", 0, 20,
+              error="Parameter 'multifd_zstd_level' expects a value between 0 and 20"),
+    Parameter("x-vcpu-dirty-limit-period", 1000, "int", 1, 1000,
+              error="Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000"),
+    Parameter("vcpu-dirty-limit", 1, "int", 1, 2**63 - 1,
+              error="Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s"),
+    Parameter("mode", "normal", "enum", choices=("normal", "cpr-reboot", "cpr-transfer")),
+    Parameter("zero-page-detection", "multifd", "enum", choices=("none", "legacy", "multifd"),
+              field="zero_page_detection"),
+    Parameter("direct-io", False, "bool"),
+    Parameter("cpr-exec-command", [], "list"),
+)}
+
+
+def _to_qmp(spec: MigrationSpec) -> dict[str, Any]:
+    """A fresh QEMU's parameters with the scenario's migration section applied."""
+    values: dict[str, Any] = {}
+    for p in PARAMETERS.values():
+        value = p.default
+        if p.field is not None:
+            value = getattr(spec, p.field)
+            if p.kind == "int":
+                value = int(round(value / p.scale))
+        values[p.name] = list(value) if isinstance(value, list) else value
+    return values
+
+
+class Endpoint:
+    """One side of a migration, commanded as QEMU is over QMP (REF §7.2)."""
+
+    def __init__(self, role: str, spec: EndpointSpec, default_version: str,
+                 pair: Pair) -> None:
+        self.role = role
+        self.pair = pair
+        self.version = capabilities.parse_version(spec.version or default_version)
+        #: what this endpoint's QEMU knows (and can decode), registry order
+        self.supports: tuple[str, ...] = capabilities.supported_by(spec.version, spec.supports)
+        missing = [c for c in spec.enabled if c not in self.supports]
+        if missing:
+            raise ScenarioError(f"{', '.join(missing)}: not supported by this endpoint "
+                                f"(supports: {', '.join(self.supports) or 'nothing'})",
+                                key=f"endpoints.{role}.enabled")
+        self.enabled: set[str] = set(spec.enabled)
+        self.parameters = _to_qmp(pair.scenario.migration)
+        self.incoming_started = False
+        self.exit_on_error = True
+        self._subscribers: list[EventCallback] = []
+        pair.recorder.listeners.append(self._on_record)
+
+    # --- capabilities --------------------------------------------------------------------------
+
+    def is_enabled(self, name: str) -> bool:
+        return name in self.enabled
+
+    def query_migrate_capabilities(self) -> list[dict[str, Any]]:
+        """Every capability this version knows, with its state: presence means "supported"."""
+        return [{"capability": c, "state": c in self.enabled} for c in self.supports]
+
+    def migrate_set_capabilities(self, capabilities_: Iterable[Mapping[str, Any]]) -> None:
+        """All or nothing: the whole new set is validated first (REF §6.1)."""
+        if self.status in RUNNING:
+            raise QmpError("There's a migration process in progress")
+        new = set(self.enabled)
+        for item in capabilities_:
+            name, state = item["capability"], bool(item["state"])
+            if name not in self.supports:
+                raise QmpError(f"Parameter 'capability' does not accept value '{name}'")
+            (new.add if state else new.discard)(name)
+        try:
+            capabilities.check_set(new)
+        except ValueError as err:
+            raise QmpError(str(err)) from None
+        self.enabled = new
+
+    # --- parameters ----------------------------------------------------------------------------
+
+    def query_migrate_parameters(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.parameters.items()}
+
+    def migrate_set_parameters(self, params: Mapping[str, Any]) -> None:
+        """Validated as a whole, then applied; a running migration sees the change (REF §6.2)."""
+        new = dict(self.parameters)
+        for name, value in params.items():
+            p = PARAMETERS.get(name)
+            if p is None:
+                raise QmpError(f"Parameter '{name}' is unexpected")
+            if p.kind == "int" and p.lo is not None and p.hi is not None \
+                    and not p.lo <= value <= p.hi:
+                raise QmpError(p.error or _range(name, p.lo, p.hi))
+            if p.kind == "enum" and value not in p.choices:
+                raise QmpError(f"Parameter '{name}' does not accept value '{value}'")
+            new[name] = value
+        cache = new["xbzrle-cache-size"]
+        page = self.pair.scenario.vm.page_size
+        if cache < page or cache & (cache - 1):
+            raise QmpError("Option xbzrle_cache_size expects a power of two no less than the "
+                           "target page size")
+        self.parameters = new
+        mig = self.pair.migration
+        if self.role == "source" and mig.status in RUNNING:
+            mig.set_parameters(self.migration_spec())
+
+    def migration_spec(self) -> MigrationSpec:
+        """The scenario's migration section with this endpoint's parameters applied."""
+        changes: dict[str, Any] = {}
+        for p in PARAMETERS.values():
+            if p.field is not None:
+                value = self.parameters[p.name]
+                changes[p.field] = value * p.scale if p.scale != 1.0 else value
+        changes["xbzrle_cache_size"] = int(self.parameters["xbzrle-cache-size"])
+        return dataclasses.replace(self.pair.scenario.migration, **changes)
+
+    # --- migration -----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        mig = self.pair.migration
+        return mig.status if self.role == "source" else mig.dest_status
+
+    @property
+    def running(self) -> bool:
+        """Whether this endpoint's guest runs (the destination's only once it has completed)."""
+        mig = self.pair.migration
+        if self.role == "source":
+            return mig.guest.running
+        return mig.dest_status == "completed"
+
+    def migrate(self, uri: str | None = None, channels: list[Any] | None = None,
+                resume: bool = False, *, handshake: Handshake | None = None,
+                in_force: InForce | None = None) -> None:
+        """Start the migration to this pair's destination; returns at once (REF §7.2).
+
+        ``in_force`` / ``handshake`` come from :mod:`sim.negotiation`; by default what is in
+        force is this endpoint's enabled set, checked against the destination as QEMU does.
+        """
+        if self.role != "source":
+            raise QmpError("Guest is waiting for an incoming migration")
+        mig = self.pair.migration
+        if mig.status in RUNNING:
+            raise QmpError("There's a migration process in progress")
+        if mig.status != "none":
+            raise QmpError("migsim: this testbed runs one migration per source; "
+                           "start a new one for another")
+        if resume:
+            raise QmpError("Cannot resume if there is no paused migration")
+        if in_force is None:
+            in_force = self.pair.qemu_in_force()
+            handshake = handshake or self.pair.setup_checks(in_force)
+        env = self.pair.env
+        env.process(mig.run(self.migration_spec(), in_force, handshake))
+
+    def migrate_cancel(self) -> None:
+        if self.role == "source":
+            self.pair.migration.request_cancel()
+
+    def migrate_incoming(self, uri: str | None = None, channels: list[Any] | None = None,
+                         exit_on_error: bool = True) -> None:
+        if self.role != "destination":
+            raise QmpError("'-incoming' was not specified on the command line")
+        if self.incoming_started or self.pair.migration.dest_status != "none":
+            raise QmpError("The incoming migration has already been started")
+        self.incoming_started = True
+        self.exit_on_error = exit_on_error
+
+    def query_migrate(self) -> dict[str, Any]:
+        """QEMU's MigrationInfo (REF §7.3) from the live simulation."""
+        mig = self.pair.migration
+        if self.role == "destination":
+            info: dict[str, Any] = {} if mig.dest_status == "none" else {"status": mig.dest_status}
+            if mig.dest_status == "failed" and mig.failure_reason:
+                info["error-desc"] = mig.failure_reason
+            return info
+        return migration_info(mig, self.pair.env.now)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def subscribe(self, callback: EventCallback) -> None:
+        """``callback(name, data, t_sim)`` for this side's QMP events, while ``events`` is on."""
+        self._subscribers.append(callback)
+
+    def _on_record(self, t_s: float, endpoint: str, event: str, detail: str) -> None:
+        if endpoint != self.role or "events" not in self.enabled or not self._subscribers:
+            return
+        if event == "MIGRATION":
+            data: dict[str, Any] = {"status": detail}
+        elif event == "MIGRATION_PASS":
+            data = {"pass": int(detail)}
+        else:
+            return
+        for callback in list(self._subscribers):
+            callback(event, data, t_s)
+
+
+def migration_info(mig: Migration, now: float) -> dict[str, Any]:
+    """The source's ``query-migrate`` reply (REF §7.3) at sim time ``now``."""
+    status = mig.status
+    if status == "none":
+        return {}
+    info: dict[str, Any] = {"status": status}
+    if status == "setup":
+        return info
+    done = status in ("completed", "failed", "cancelled")
+    total_time = mig.total_time if done else now - mig.t_migrate
+    c = mig.totals
+    page = mig.page_size
+    info["total-time"] = int(total_time * 1000)
+    info["setup-time"] = int(mig.setup_time * 1000)
+    if status == "completed":
+        info["downtime"] = int(round(mig.downtime * 1000))
+    elif not done:
+        info["expected-downtime"] = int(round(mig.expected_downtime * 1000))
+    live = total_time - mig.setup_time
+    info["ram"] = {
+        "transferred": mig.transferred,
+        "remaining": 0 if done else mig.n_pending * page,
+        "total": mig.guest.pages * page,
+        "duplicate": int(c[kernel.C_ZERO]),
+        "normal": int(c[kernel.C_NORMAL]),
+        "normal-bytes": int(c[kernel.C_NORMAL]) * page,
+        "dirty-pages-rate": 0 if done else int(mig.dirty_pages_rate),
+        "mbps": (mig.transferred * 8 / live / 1e6) if done and live > 0
+        else mig.bandwidth * 8 / 1e6,
+        "dirty-sync-count": mig.sync_count,
+        "postcopy-requests": 0,
+        "page-size": page,
+        "multifd-bytes": 0,
+        "pages-per-second": int(mig.pages_per_second),
+        "precopy-bytes": mig.precopy_bytes,
+        "downtime-bytes": mig.downtime_bytes,
+        "postcopy-bytes": 0,
+        "dirty-sync-missed-zero-copy": 0,
+    }
+    if mig.xbzrle_on:
+        info["xbzrle-cache"] = xbzrle_stats(mig)
+    if status == "failed" and mig.source_error:
+        info["error-desc"] = mig.source_error
+    return info
+
+
+def xbzrle_stats(mig: Migration) -> dict[str, Any]:
+    """``xbzrle-cache`` of query-migrate (REF §2.8)."""
+    c = mig.totals
+    hits, xb_bytes, sent = (int(c[kernel.C_XBZRLE]), int(c[kernel.C_XBZRLE_BYTES]),
+                            int(c[kernel.C_PAGES_SENT]))
+    return {
+        "cache-size": int(mig.mig.xbzrle_cache_size),
+        "bytes": xb_bytes,
+        "pages": hits,
+        "cache-miss": int(c[kernel.C_CACHE_MISS]),
+        "cache-miss-rate": (c[kernel.C_CACHE_MISS] / sent) if sent else 0.0,
+        "encoding-rate": (hits * mig.page_size / xb_bytes) if xb_bytes else 0.0,
+        "overflow": int(c[kernel.C_OVERFLOW]),
+    }
+
+
+class Pair:
+    """One guest's source and destination endpoints around its Migration."""
+
+    def __init__(self, testbed: Testbed, scenario: Scenario, rng: np.random.Generator,
+                 recorder: Recorder, progress: Progress | None) -> None:
+        self.env = testbed.env
+        self.scenario = scenario
+        self.recorder = recorder
+        self.migration = Migration(testbed.env, scenario, recorder, rng, testbed.link, progress)
+        version = scenario.migration.qemu_version
+        ends = scenario.endpoints
+        self.source = Endpoint("source", ends.source, version, self)
+        self.destination = Endpoint("destination", ends.destination, version, self)
+
+    def qemu_in_force(self) -> InForce:
+        """What QEMU itself puts in force from the two sides' settings (REF §6.1, §8.2).
+
+        The source runs with its own set. The destination parses every record its version
+        knows, whatever its flags. A ``needs_both_sides`` mismatch shows as REF §6.1 says; see
+        :func:`sim.negotiation.mismatch`.
+        """
+        src, dst = self.source, self.destination
+        on_wire = frozenset(c for c in dst.supports if capabilities.CAPABILITIES[c].on_wire)
+        blocked = "switchover-ack" in src.enabled and "switchover-ack" not in dst.enabled
+        return InForce(frozenset(src.enabled), on_wire, switchover_blocked=blocked)
+
+    def setup_checks(self, in_force: InForce) -> Handshake:
+        """QEMU's own in-band checks at setup (REF §8.3): a ``needs_both_sides`` mismatch that
+        QEMU detects then fails the migration in setup with the destination's words."""
+        error = capabilities.mismatch(self.source.enabled, self.destination.enabled)
+
+        def check(mig: Migration) -> Generator[simpy.Event, None, InForce | str]:
+            yield mig.env.timeout(0)
+            if error is not None:
+                mig.rec.event(mig.env.now, "destination", "error", error)
+                return error
+            return in_force
+
+        return check
+
+
+class Testbed:
+    """One simulation: a SimPy environment, the link, and a source/destination pair per guest."""
+
+    def __init__(self, scenario: Scenario, progress: Progress | None = None,
+                 scenario_name: str | None = None) -> None:
+        self.scenario = scenario
+        self.negotiation = scenario.negotiation
+        self.env = simpy.Environment()
+        self.link = Link(scenario.link)
+        guests = scenario.vms or (GuestSpec("", scenario.vm, scenario.workload,
+                                            scenario.migration, scenario.endpoints),)
+        fleet = bool(scenario.vms)
+        self.pairs: list[Pair] = []
+        for i, guest in enumerate(guests):
+            view = dataclasses.replace(scenario, vm=guest.vm, workload=guest.workload,
+                                       migration=guest.migration, endpoints=guest.endpoints,
+                                       vms=())
+            # A single guest draws from the scenario's seed; a fleet's guest i from (seed, i).
+            rng = (np.random.default_rng([scenario.seed, 1000 + i]) if fleet
+                   else np.random.default_rng(scenario.seed))
+            rec = Recorder(scenario.name, scenario_name or scenario.name,
+                           vm=(guest.name or f"vm{i}") if fleet else None)
+            self.pairs.append(Pair(self, view, rng, rec, progress if i == 0 else None))
+
+    @property
+    def source(self) -> Endpoint:
+        return self.pairs[0].source
+
+    @property
+    def destination(self) -> Endpoint:
+        return self.pairs[0].destination
+
+    @property
+    def now(self) -> float:
+        return float(self.env.now)
+
+    def advance(self, until: float) -> None:
+        """Run the simulation up to sim time ``until`` (nothing if it is not later than now)."""
+        if until > self.env.now:
+            self.env.run(until=until)
+
+    def run(self) -> None:
+        """Run until nothing is left to happen (every migration has ended)."""
+        self.env.run()
+
+    def result(self) -> Result:
+        """The tables so far: a run that has not ended shows its current status."""
+        results = []
+        for pair in self.pairs:
+            if not pair.recorder.finished:
+                pair.recorder.finish(params=dict(self.scenario.params), **_summary(pair, self))
+            frames = pair.recorder.frames()
+            results.append(Result(frames["runs"], frames["passes"], frames["samples"],
+                                  frames["events"], self.scenario))
+        result = Result.concat(results)
+        result.scenario = self.scenario
+        return result
+
+
+def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
+    """The runs row of one guest's migration (DESIGN §6)."""
+    mig = pair.migration
+    c = mig.totals
+    hits = int(c[kernel.C_XBZRLE])
+    xb = xbzrle_stats(mig)
+    now = testbed.env.now
+    done = mig.status in ("completed", "failed", "cancelled")
+    total = mig.total_time if done else (now - mig.t_migrate if mig.status != "none" else 0.0)
+    live = total - mig.setup_time
+    row: dict[str, Any] = {
+        "seed": testbed.scenario.seed,
+        "status": mig.status,
+        "failure_reason": mig.failure_reason,
+        "negotiation": testbed.negotiation,
+        "capabilities": ",".join(sorted(mig.caps)),
+        "total_time_s": total,
+        "setup_time_s": mig.setup_time,
+        "downtime_s": mig.downtime if mig.status == "completed" else math.nan,
+        "expected_downtime_s": mig.expected_downtime,
+        "transferred_bytes": mig.transferred,
+        "precopy_bytes": mig.precopy_bytes,
+        "downtime_bytes": mig.downtime_bytes,
+        "normal_pages": int(c[kernel.C_NORMAL]),
+        "zero_pages": int(c[kernel.C_ZERO]),
+        "xbzrle_pages": hits,
+        "xbzrle_bytes": xb["bytes"],
+        "xbzrle_cache_miss": xb["cache-miss"],
+        "xbzrle_cache_miss_rate": xb["cache-miss-rate"],
+        "xbzrle_encoding_rate": xb["encoding-rate"],
+        "xbzrle_overflow": xb["overflow"],
+        "dirty_sync_count": mig.sync_count,
+        "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
+        "max_throttle_pct": 0.0,
+        "pages_lost": mig.pages_lost(),
+    }
+    if mig.exact:
+        row["memory_match"] = mig.pages_differing() == 0
+    return row

@@ -1,0 +1,157 @@
+"""The four ways a migration's capabilities get decided (DESIGN §3, REF §8), as operators.
+
+Each mode is a SimPy process that waits for ``migration.start`` and then talks to the two
+:class:`~sim.endpoints.Endpoint` objects only through their QMP-shaped commands, recording every
+command and reply as an event (endpoint = who received it), before it calls ``migrate``.
+
+The operator's wish list ``W`` is ``migration.capabilities`` plus ``endpoints.source.enabled``.
+
+* ``none``: no negotiation. ``W`` is set on the source as given; the destination keeps what it
+  was started with. A record the destination cannot parse fails the migration when it arrives
+  (REF §8.2), a both-sides mismatch fails as QEMU reports it.
+* ``qemu``: today's QEMU with an operator who follows QEMU's docs: ``W`` on the source, and the
+  capabilities of ``W`` that QEMU needs on both sides (``needs_both_sides``) on the destination
+  too, where it knows them. XBZRLE is not needed there (the destination decodes it whatever its
+  flag), so an old destination still fails at the first XBZRLE record.
+* ``management``: the 2011 proposal as libvirt does it: query both sides, set on the
+  destination what it supports of ``W``, read back its current set, and set on the source that
+  set plus ``W``'s source-only capabilities. Capabilities that change the wire or need both
+  sides are thus used only when both support them; a side-effect capability (auto-converge, ...)
+  is copied from the destination only if the operator asked for it.
+* ``inband`` (a migsim extension; QEMU has no such thing for encoders, REF §8.3): after the
+  connection is up, the source offers ``W``'s wire and both-sides capabilities over the return
+  path and the destination answers with those it supports: one more round trip in setup. The
+  return path is used whenever both sides support ``return-path`` (it has no side effect);
+  without it the two fall back to the legacy protocol, with no wire or both-sides capability.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from .capabilities import CAPABILITIES
+from .errors import QmpError
+from .precopy import InForce, Migration
+
+if TYPE_CHECKING:
+    from .endpoints import Endpoint, Pair
+
+MODES = ("none", "qemu", "management", "inband")
+
+
+def wish_list(pair: Pair) -> list[str]:
+    """What the operator asked for on the source, in registry order."""
+    asked = set(pair.scenario.migration.capabilities) | set(pair.scenario.endpoints.source.enabled)
+    return [c for c in CAPABILITIES if c in asked]
+
+
+def needs_destination(name: str) -> bool:
+    """A capability the destination must support for the stream to load (REF §6.1, §8.2)."""
+    cap = CAPABILITIES[name]
+    return cap.on_wire or cap.needs_both_sides
+
+
+def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
+    """The operator of one pair: at ``migration.start``, decide capabilities by ``mode`` and
+    start the migration. A refused command fails the migration in setup with QEMU's text."""
+    env = pair.env
+    yield env.timeout(pair.scenario.migration.start)
+    wishes = wish_list(pair)
+    try:
+        if mode == "management":
+            _management(pair, wishes)
+        else:
+            if wishes:
+                _set(pair, pair.source, wishes, "operator")
+            if mode == "qemu":
+                both = [c for c in wishes if CAPABILITIES[c].needs_both_sides
+                        and c in pair.destination.supports]
+                if both:
+                    _set(pair, pair.destination, both, "operator")
+    except QmpError as err:
+        pair.migration.refuse(err.desc)
+        return
+    if mode == "inband":
+        pair.source.migrate(handshake=_inband(pair, wishes),
+                            in_force=pair.qemu_in_force())
+    else:
+        pair.source.migrate()
+
+
+def _event(pair: Pair, endpoint: str, command: str, detail: Any) -> None:
+    text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
+    pair.recorder.event(pair.env.now, endpoint, command, text)
+
+
+def _set(pair: Pair, ep: Endpoint, names: Iterable[str], who: str,
+         off: Iterable[str] = ()) -> None:
+    items = ([{"capability": c, "state": True} for c in names]
+             + [{"capability": c, "state": False} for c in off])
+    _event(pair, ep.role, "migrate-set-capabilities", {"by": who, "capabilities": items})
+    ep.migrate_set_capabilities(items)
+
+
+def _query(pair: Pair, ep: Endpoint) -> set[str]:
+    """query-migrate-capabilities; returns the enabled names (presence = supported)."""
+    reply = ep.query_migrate_capabilities()
+    _event(pair, ep.role, "query-migrate-capabilities",
+           {"supported": [r["capability"] for r in reply],
+            "enabled": [r["capability"] for r in reply if r["state"]]})
+    return {r["capability"] for r in reply if r["state"]}
+
+
+def _management(pair: Pair, wishes: list[str]) -> None:
+    src, dst = pair.source, pair.destination
+    _query(pair, src)
+    _query(pair, dst)
+    _set(pair, dst, [c for c in wishes if c in dst.supports], "management")
+    current = _query(pair, dst)
+    asked = set(wishes)
+    chosen = {c for c in current
+              if c in src.supports and (not CAPABILITIES[c].side_effect or c in asked)}
+    chosen |= {c for c in wishes if c in src.supports and not needs_destination(c)}
+    for c in wishes:
+        if c not in chosen:
+            where = "source" if c not in src.supports else "destination"
+            _event(pair, "management", "dropped", f"{c}: not supported by the {where}")
+    ordered = [c for c in CAPABILITIES if c in chosen]
+    _set(pair, src, ordered, "management", off=sorted(src.enabled - chosen))
+
+
+def _inband(pair: Pair, wishes: list[str]):
+    """The in-band handshake, run by the migration after the connection is up."""
+    src, dst = pair.source, pair.destination
+
+    def handshake(mig: Migration) -> Generator[simpy.Event, None, InForce | str]:
+        latency = mig.link.latency_s
+        offer = [c for c in wishes if needs_destination(c)]
+        if "return-path" not in src.supports or "return-path" not in dst.supports:
+            dropped = set(offer)
+            mig.rec.event(mig.env.now, "source", "inband-fallback",
+                          "no return path: legacy protocol"
+                          + (f", dropping {','.join(offer)}" if offer else ""))
+            yield mig.env.timeout(0)
+            agreed_both: list[str] = []
+        else:
+            mig.rec.event(mig.env.now, "source", "inband-offer", ",".join(offer))
+            accepted = [c for c in offer if c in dst.supports]
+            mig.rec.event(mig.env.now + latency, "destination", "inband-accept",
+                          ",".join(accepted))
+            yield mig.env.timeout(2 * latency)
+            dropped = set(offer) - set(accepted)
+            agreed_both = accepted + ["return-path"]
+        for c in sorted(dropped):
+            mig.rec.event(mig.env.now, "source", "dropped", f"{c}: not agreed in-band")
+        # Both endpoints now run with the agreement: their flags show it.
+        src.enabled = (src.enabled - dropped) | set(agreed_both)
+        dst.enabled = dst.enabled | {c for c in agreed_both if CAPABILITIES[c].needs_both_sides
+                                     or c == "return-path"}
+        in_force = pair.qemu_in_force()
+        return InForce(frozenset(src.enabled), in_force.dest_decodes,
+                       in_force.switchover_blocked)
+
+    return handshake
