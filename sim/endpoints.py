@@ -398,6 +398,8 @@ class Pair:
 class Testbed:
     """One simulation: a SimPy environment, the link, and a source/destination pair per guest."""
 
+    __test__ = False  # not a pytest class, despite the name
+
     def __init__(self, scenario: Scenario, progress: Progress | None = None,
                  scenario_name: str | None = None) -> None:
         self.scenario = scenario

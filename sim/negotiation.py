@@ -10,8 +10,8 @@ The operator's wish list ``W`` is ``migration.capabilities`` plus ``endpoints.so
   was started with. A record the destination cannot parse fails the migration when it arrives
   (REF §8.2), a both-sides mismatch fails as QEMU reports it.
 * ``qemu``: today's QEMU with an operator who follows QEMU's docs: ``W`` on the source, and the
-  capabilities of ``W`` that QEMU needs on both sides (``needs_both_sides``) on the destination
-  too, where it knows them. XBZRLE is not needed there (the destination decodes it whatever its
+  capabilities of ``W`` that QEMU needs on both sides (``needs_both_sides``, with what they
+  require) on the destination too, where it knows them. XBZRLE is not needed there (the destination decodes it whatever its
   flag), so an old destination still fails at the first XBZRLE record.
 * ``management``: the 2011 proposal as libvirt does it: query both sides, set on the
   destination what it supports of ``W``, read back its current set, and set on the source that
@@ -68,8 +68,10 @@ def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
             if wishes:
                 _set(pair, pair.source, wishes, "operator")
             if mode == "qemu":
-                both = [c for c in wishes if CAPABILITIES[c].needs_both_sides
-                        and c in pair.destination.supports]
+                both = {c for c in wishes if CAPABILITIES[c].needs_both_sides
+                        and c in pair.destination.supports}
+                both |= {r for c in both for r in CAPABILITIES[c].requires}
+                both = [c for c in CAPABILITIES if c in both]
                 if both:
                     _set(pair, pair.destination, both, "operator")
     except QmpError as err:

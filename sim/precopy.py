@@ -458,6 +458,8 @@ class Migration:
         self.failure_reason = reason
         self.source_error = source_error
         self.rec.event(self.env.now, "source", "error", source_error)
+        # Everything sent for a failed migration was sent for nothing.
+        self.rec.event(self.env.now, "source", "bytes-wasted", str(self.transferred))
         self.guest.running = True
         self.total_time = self.env.now - self.t_migrate
         self._close_pass(self.env.now)

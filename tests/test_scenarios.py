@@ -30,7 +30,7 @@ def results():
 
 
 def test_every_scenario_file_is_covered(results):
-    assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep"}
+    assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
@@ -79,3 +79,18 @@ def test_cache_sweep_miss_rate_falls_as_cache_grows(results):
     assert miss[0] > 2 * miss[-1]
     assert runs.status.iloc[-1] == "completed"
     assert set(runs.scenario) == {"xbzrle-cache-sweep"}
+
+
+def test_mixed_cluster_compares_negotiation_modes(results):
+    """Per mode (REF §8.2): without negotiation XBZRLE kills the migrations to the destinations
+    that cannot decode it (1.1, and the one whose supports lacks it); management and in-band
+    negotiation fall back to raw for those, so every migration completes."""
+    runs = results["mixed-cluster"].runs
+    assert len(runs) == 16 and set(runs.vm) == {"old-dest", "qemu-7.2", "qemu-10.2", "no-xbzrle"}
+    failed = runs[runs.status == "failed"].groupby("negotiation").vm.apply(sorted).to_dict()
+    assert failed == {"none": ["no-xbzrle", "old-dest"], "qemu": ["no-xbzrle", "old-dest"]}
+    assert (runs[runs.status == "completed"].downtime_s > 0).all()
+    assert (runs.pages_lost == 0).all()
+    by_mode = runs.set_index(["negotiation", "vm"])
+    assert by_mode.loc[("management", "old-dest"), "capabilities"] == ""
+    assert by_mode.loc[("management", "qemu-7.2"), "capabilities"] == "xbzrle"
