@@ -71,9 +71,9 @@ def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
                 both = {c for c in wishes if CAPABILITIES[c].needs_both_sides
                         and c in pair.destination.supports}
                 both |= {r for c in both for r in CAPABILITIES[c].requires}
-                both = [c for c in CAPABILITIES if c in both]
                 if both:
-                    _set(pair, pair.destination, both, "operator")
+                    _set(pair, pair.destination, [c for c in CAPABILITIES if c in both],
+                         "operator")
     except QmpError as err:
         pair.migration.refuse(err.desc)
         return

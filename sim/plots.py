@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -165,6 +166,8 @@ def run_titles(runs: pd.DataFrame, params: Sequence[str] = ()) -> dict[Any, str]
     for _, row in runs.iterrows():
         parts = [str(row.get("scenario", row["run_id"]))]
         parts += [f"{p.rsplit('.', 1)[-1]}={row[p]}" for p in params if p in row.index]
+        if "vm" in row.index:
+            parts.append(f"vm={row['vm']}")
         if "status" in row.index and row["status"] != "completed":
             parts.append(f"[{row['status']}]")
         titles[row["run_id"]] = " ".join(parts)
@@ -179,9 +182,13 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str]) -> lis
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    samples, events, passes = result.samples, result.events, result.passes
-    run_ids = _run_ids(result.runs) if len(result.runs) else _run_ids(samples)
-    titles = run_titles(result.runs, result.params) if len(result.runs) else {}
+    written = []
+    runs, samples, events, passes = (_per_guest(f) for f in (result.runs, result.samples,
+                                                              result.events, result.passes))
+    if "vm" in result.runs.columns and len(result.runs):
+        written.append(_save(_fleet_figure(result.runs), out / "fleet.png"))
+    run_ids = _run_ids(runs) if len(runs) else _run_ids(samples)
+    titles = run_titles(runs, result.params) if len(runs) else {}
 
     if len(run_ids) <= 1:
         fig = Figure(figsize=(9, 4.5), layout="constrained")
@@ -205,8 +212,57 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str]) -> lis
         ax = fig.add_subplot()
         plot_pending(samples, ax=ax, labels=titles)
 
-    path = out / "timeline.png"
-    tmp = out / ".timeline.png.tmp"
+    return [_save(fig, out / "timeline.png"), *written]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Write atomically: a figure on disk is always whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, format="png")
     os.replace(tmp, path)
-    return [path]
+    return path
+
+
+def _per_guest(frame: pd.DataFrame) -> pd.DataFrame:
+    """In a fleet's tables each (run, guest) is one timeline: fold ``vm`` into ``run_id``."""
+    if "vm" not in frame.columns:
+        return frame
+    return frame.assign(run_id=frame["run_id"].astype(str) + " " + frame["vm"].astype(str))
+
+
+def plot_fleet(runs: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """A fleet per run (e.g. per negotiation mode): migrations failed, GiB sent, the time until
+    the last guest is done, and each guest's downtime. Four Axes."""
+    if axes is None:
+        fig = Figure(figsize=(13, 3.6), layout="constrained")
+        axes = fig.subplots(1, 4)
+    run_ids = list(dict.fromkeys(runs["run_id"]))
+    labels = [str(r).rsplit("=", 1)[-1] if "=" in str(r) else str(r) for r in run_ids]
+    grouped = runs.groupby("run_id", sort=False)
+    failed = [int((g["status"] != "completed").sum()) for _, g in grouped]
+    sent = [g["transferred_bytes"].sum() / 2**30 for _, g in grouped]
+    makespan = [g["total_time_s"].max() for _, g in grouped]
+    x = np.arange(len(run_ids))
+    for ax, values, ylabel in zip(axes[:3], (failed, sent, makespan),
+                                  ("migrations not completed", "sent (GiB)",
+                                   "last guest done (s)"), strict=True):
+        ax.bar(x, values, color="C0")
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
+        ax.set_ylabel(ylabel)
+    vms = list(dict.fromkeys(runs["vm"]))
+    width = 0.8 / max(len(vms), 1)
+    for j, vm in enumerate(vms):
+        rows = runs[runs["vm"] == vm].set_index("run_id").reindex(run_ids)
+        axes[3].bar(x + (j - (len(vms) - 1) / 2) * width, rows["downtime_s"] * 1000, width,
+                    label=str(vm), color=f"C{j % 10}")
+    axes[3].set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
+    axes[3].set_ylabel("downtime (ms); none if failed")
+    axes[3].legend(fontsize="x-small")
+    return axes
+
+
+def _fleet_figure(runs: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    plot_fleet(runs, fig.subplots(1, 4))
+    fig.suptitle("fleet: per run")
+    return fig

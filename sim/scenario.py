@@ -22,7 +22,19 @@ Choices made here:
   so the file documents the run; ``params`` is written for sweep members and read back.
 * Anchors, aliases and ``<<`` merge keys work; a document that expands to more than
   ``MAX_NODES`` nodes or nests deeper than ``MAX_DEPTH`` is refused (alias bombs).
-* ``vms:`` (several guests) is refused for now.
+
+Several guests (DESIGN §4): each ``vms`` item may hold ``name`` (default ``vm0``, ``vm1``, ... by
+index; unique) and the sections ``vm``, ``workload``, ``migration`` and ``endpoints``. An item's
+sections are deep-merged over the top-level ones: mappings merge key by key, the item's value wins,
+and anything else (lists included) replaces; an item section left empty inherits it all. A
+``workload`` whose ``kind`` differs from the top-level one inherits nothing. ``Scenario.vms`` holds
+the merged guests, each validated as a single-guest scenario would be (errors name
+``vms[i].key.path`` and the line the value came from); the top-level sections stay as written.
+``--set`` overrides apply before merging, so ``migration.start=3s`` reaches every guest that
+inherits it; list items are addressed by index (``vms.1.migration.start=3s``). A swept top-level
+key reaches every guest whose value equals the top-level one (what a guest inherits; a guest that
+repeats the top-level value follows it too). ``to_dict`` writes each item as its ``name`` and what
+differs from the top level.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import yaml
 
 from sim import capabilities, units
 from sim.errors import ScenarioError
-from sim.spec import Scenario
+from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
 __all__ = [
     "MAX_DEPTH",
@@ -67,7 +79,8 @@ _WORKLOAD_KINDS = ("idle", "uniform", "hotspot", "zipf", "sequential", "phased",
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_NOT_SWEPT = ("name", "sweep", "params", "plugins")  # roots that a sweep may not vary
+_NOT_SWEPT = ("name", "sweep", "params", "plugins", "vms")  # roots that a sweep may not vary
+_OMIT_EMPTY = ("params", "vms")  # fields that to_dict leaves out when empty
 _PARSERS: dict[str, Callable[..., float]] = {
     "size": units.parse_size,
     "rate": units.parse_rate,
@@ -110,6 +123,15 @@ def _optional(tp: Any) -> tuple[Any, bool]:
 
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _guest_sections() -> tuple[str, ...]:
+    """The sections a ``vms`` item shares with the top level: ``vm``, ``workload``, ..."""
+    return tuple(f.name for f in _yaml_fields(GuestSpec)
+                 if _is_dataclass_type(_hints(GuestSpec)[f.name]))
+
+
+_GUEST_SECTIONS = _guest_sections()
 
 
 def _list_item(tp: Any) -> Any | None:
@@ -451,18 +473,31 @@ class _Document:
             raise ScenarioError(f"not a key path such as link.bandwidth (got {_show(key)})",
                                 file=OVERRIDE_FILE)
         parts = _split_key(key)
-        cursor = data
-        for i, part in enumerate(parts[:-1]):
-            prefix = ".".join(parts[: i + 1])
-            child = cursor.get(part)
+        cursor: Any = data  # a mapping, or a list whose items a number addresses (vms.1.vm)
+        path = ""  # the key as the document names it: vms[1].vm
+        for i, part in enumerate(parts):
+            index: str | int = part
+            if isinstance(cursor, list):
+                if not (part.isascii() and part.isdigit() and int(part) < len(cursor)):
+                    prefix = ".".join(parts[:i])
+                    raise ScenarioError(f"'{prefix}' has no item {part}; it has {len(cursor)}, "
+                                        "numbered from 0", file=OVERRIDE_FILE, key=key)
+                index = int(part)
+                path = f"{path}[{index}]"
+            else:
+                path = _join(path, part)
+            if i == len(parts) - 1:
+                break
+            child = cursor.get(index) if isinstance(cursor, dict) else cursor[index]
             if child is None:
-                child = cursor[part] = {}
-                self.where.setdefault(prefix, self._origin)
-            if not isinstance(child, dict):
-                raise ScenarioError(f"cannot set a key below '{prefix}', which is not a section "
-                                    f"(got {_show(child)})", file=OVERRIDE_FILE, key=key)
+                child = cursor[index] = {}
+                self.where.setdefault(path, self._origin)
+            if not isinstance(child, dict | list):
+                raise ScenarioError(f"cannot set a key below '{'.'.join(parts[: i + 1])}', which "
+                                    f"is not a section (got {_show(child)})",
+                                    file=OVERRIDE_FILE, key=key)
             cursor = child
-        for stale in [p for p in self.where if p == key or p.startswith((key + ".", key + "["))]:
+        for stale in [p for p in self.where if p == path or p.startswith((path + ".", path + "["))]:
             self.where.pop(stale, None)
             self.raw.pop(stale, None)
         if isinstance(value, str):
@@ -472,10 +507,67 @@ class _Document:
                 problem = getattr(e, "problem", None) or str(e)
                 raise ScenarioError(f"not a valid YAML value: {problem} (got {value!r})",
                                     file=OVERRIDE_FILE, key=key) from e
-            self.where[key] = self._origin
-            cursor[parts[-1]] = None if node is None else self.tree(node, key)
+            self.where[path] = self._origin
+            cursor[index] = None if node is None else self.tree(node, path)
         else:
-            cursor[parts[-1]] = self.python(value, key)
+            cursor[index] = self.python(value, path)
+
+    # -- several guests
+    def merge_guests(self, data: dict[str, Any]) -> None:
+        """Merge each ``vms`` item over the top-level sections (see the module docstring)."""
+        items = data.get("vms")
+        if not isinstance(items, list):
+            return  # absent, or not a list: the builder reports it
+        if not items:
+            raise self.error("vms", "needs at least one guest (got [])")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue  # the builder reports it
+            path = f"vms[{i}]"
+            merged = {"name": f"vm{i}", **item}
+            for section in _GUEST_SECTIONS:
+                if section not in data:
+                    continue
+                top, own = data[section], item.get(section)
+                if own is None:
+                    own = {}  # an empty section inherits everything
+                if section == "workload" and _other_kind(top, own):
+                    merged[section] = own
+                else:
+                    merged[section] = self._merged(top, own, section, f"{path}.{section}")
+            items[i] = merged
+
+    def _merged(self, top: object, own: object, top_path: str, path: str) -> object:
+        """``own`` deep-merged over ``top``; inherited values keep the line they came from."""
+        if not (isinstance(top, dict) and isinstance(own, dict)):
+            return own
+        out = {key: self._inherited(value, _join(top_path, key), _join(path, key))
+               for key, value in top.items() if key not in own}
+        for key, value in own.items():
+            out[key] = (self._merged(top[key], value, _join(top_path, key), _join(path, key))
+                        if key in top else value)
+        return out
+
+    def _inherited(self, value: object, top_path: str, path: str) -> object:
+        if top_path in self.where:
+            self.where[path] = self.where[top_path]
+        if top_path in self.raw:
+            self.raw[path] = self.raw[top_path]
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self._inherited(item, _join(top_path, key), _join(path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self._inherited(item, f"{top_path}[{i}]", f"{path}[{i}]")
+        return value
+
+
+def _other_kind(top: object, own: object) -> bool:
+    """Whether an item's workload is of another kind than the top-level one (so inherits nothing)."""
+    if not (isinstance(own, dict) and "kind" in own):
+        return False
+    return bool(own["kind"] != (top.get("kind", WorkloadSpec().kind) if isinstance(top, dict)
+                                else WorkloadSpec().kind))
 
 
 def _join(path: str, key: str) -> str:
@@ -712,6 +804,34 @@ def _size(value: int) -> str:
 
 def _check(s: Scenario, fail: _Fail) -> None:
     """Rules that tie several fields together (one field's own rules are in its metadata)."""
+    _check_guest(s, fail)
+    names: dict[str, int] = {}
+    for i, guest in enumerate(s.vms):
+        prefix = f"vms[{i}]"
+        if guest.name in names:
+            raise fail(f"{prefix}.name", f"vms[{names[guest.name]}] has that name already; "
+                                         "names must be unique", repr(guest.name))
+        names[guest.name] = i
+        _check_guest(guest, _within(prefix, fail))
+    previous = -1.0
+    for i, change in enumerate(s.link.schedule):
+        if change.at <= previous:
+            raise fail(f"link.schedule[{i}].at", "must be later than the previous change",
+                       units.format_time(change.at, exact=True))
+        previous = change.at
+    for i, fault in enumerate(s.link.faults):
+        if fault.kind == "link_down" and fault.duration <= 0:
+            raise fail(f"link.faults[{i}].duration", "a link_down fault needs a duration > 0",
+                       units.format_time(fault.duration, exact=True))
+
+
+def _within(prefix: str, fail: _Fail) -> _Fail:
+    """``fail`` for key paths below ``prefix``."""
+    return lambda path, problem, got: fail(f"{prefix}.{path}", problem, got)
+
+
+def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
+    """The rules of one guest: a scenario's top-level sections, or a ``vms`` item."""
     vm, migration = s.vm, s.migration
     page = vm.page_size
     if vm.memory < page:
@@ -735,19 +855,9 @@ def _check(s: Scenario, fail: _Fail) -> None:
     _check_workload(s, s.workload, "workload", fail)
     for i, phase in enumerate(s.workload.phases):
         _check_workload(s, phase.workload, f"workload.phases[{i}]", fail)
-    previous = -1.0
-    for i, change in enumerate(s.link.schedule):
-        if change.at <= previous:
-            raise fail(f"link.schedule[{i}].at", "must be later than the previous change",
-                       units.format_time(change.at, exact=True))
-        previous = change.at
-    for i, fault in enumerate(s.link.faults):
-        if fault.kind == "link_down" and fault.duration <= 0:
-            raise fail(f"link.faults[{i}].duration", "a link_down fault needs a duration > 0",
-                       units.format_time(fault.duration, exact=True))
 
 
-def _check_workload(s: Scenario, w: Any, path: str, fail: _Fail) -> None:
+def _check_workload(s: Scenario | GuestSpec, w: Any, path: str, fail: _Fail) -> None:
     memory, page = s.vm.memory, s.vm.page_size
     if w.hot_set is not None and w.hot_set > memory:
         raise fail(f"{path}.hot_set", f"must be at most vm.memory, {_size(memory)}",
@@ -820,8 +930,7 @@ def _finish(doc: _Document, data: dict[str, Any],
             overrides: Mapping[str, object] | None) -> Scenario:
     for key, value in (overrides or {}).items():
         doc.override(data, key, value)
-    if "vms" in data:
-        raise doc.error("vms", "several guests (vms:) are not supported yet")
+    doc.merge_guests(data)
     builder = _Builder(doc)
     if "plugins" in data:  # imported first: they register capabilities, encoders, workloads
         field = {f.name: f for f in dataclasses.fields(Scenario)}["plugins"]
@@ -862,8 +971,9 @@ def _check_sweep(s: Scenario, doc: _Document) -> None:
     for member in expand(s):
 
         def fail(path: str, problem: str, got: str, member: Scenario = member) -> ScenarioError:
+            bare = re.sub(r"^vms\[\d+\]\.", "", path)  # a guest's key follows the swept one
             at = next((where for key, where in swept.items()
-                       if path == key or path.startswith(key + ".")), None)
+                       if bare == key or bare.startswith(key + ".")), None)
             shown = got if at is not None else doc.raw.get(path, got)
             return doc.error(path, f"in sweep member '{member.name}': {problem} (got {shown})",
                              at=at)
@@ -891,7 +1001,7 @@ def expand(scenario: Scenario) -> list[Scenario]:
             assignments = list(zip(grid_keys + zip_keys, (*combo, *row), strict=True))
             varied = base
             for key, value in assignments:
-                varied = _assign(varied, key, value)
+                varied = _assign_member(varied, key, value)
             parts = [f"{labels[key]}={_name_value(sweep, key, value)}" for key, value in assignments]
             for repeat in range(sweep.repeats):
                 params = list(assignments)
@@ -935,6 +1045,28 @@ def _name_value(sweep: Any, key: str, value: object) -> str:
     return re.sub(r"[\s/\\]+", "_", text)
 
 
+def _assign_member(s: Scenario, key: str, value: object) -> Scenario:
+    """``_assign`` for a sweep member: the guests that follow the top-level value follow too."""
+    if s.vms and key.split(".")[0] in _GUEST_SECTIONS:
+        s = dataclasses.replace(s, vms=tuple(
+            _assign(guest, key, value) if _follows(s, guest, key) else guest for guest in s.vms))
+    return _assign(s, key, value)
+
+
+def _follows(s: Scenario, guest: GuestSpec, key: str) -> bool:
+    """Whether ``guest`` has the top-level value of ``key`` (the same kind of workload, for
+    ``workload.*`` keys)."""
+    if key.startswith("workload.") and guest.workload.kind != s.workload.kind:
+        return False
+    return bool(_get(guest, key) == _get(s, key))
+
+
+def _get(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = None if obj is None else getattr(obj, part)
+    return obj
+
+
 def _assign(obj: Any, key: str, value: object) -> Any:
     """``obj`` with the dotted ``key`` set to ``value`` (sections created from their defaults)."""
     head, _, rest = key.partition(".")
@@ -955,7 +1087,35 @@ def to_dict(scenario: Scenario) -> dict[str, Any]:
     ``loads_scenario(yaml.safe_dump(to_dict(s), sort_keys=False)) == s`` for every valid scenario
     (keep the key order: the order of sweep keys decides the order of the members).
     """
-    return _dump_dataclass(scenario)
+    out = _dump_dataclass(scenario)
+    if scenario.vms:
+        out["vms"] = [_dump_guest(guest, scenario) for guest in scenario.vms]
+    return out
+
+
+def _dump_guest(guest: GuestSpec, top: Scenario) -> dict[str, Any]:
+    """A ``vms`` item: its name and what differs from the top-level sections it merges over."""
+    out: dict[str, Any] = {"name": guest.name}
+    for section in _GUEST_SECTIONS:
+        own = _dump_dataclass(getattr(guest, section))
+        if section == "workload" and guest.workload.kind != top.workload.kind:
+            out[section] = own  # another kind inherits nothing
+        elif diff := _diff(own, _dump_dataclass(getattr(top, section))):
+            out[section] = diff
+    return out
+
+
+def _diff(own: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``own`` that differ from ``base``; a key only ``base`` has becomes null."""
+    out: dict[str, Any] = {}
+    for key in [*own, *(k for k in base if k not in own)]:
+        mine, theirs = own.get(key), base.get(key)
+        if mine == theirs:
+            continue
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            mine = _diff(mine, theirs)
+        out[key] = mine
+    return out
 
 
 def _dump_dataclass(obj: Any) -> dict[str, Any]:
@@ -968,7 +1128,7 @@ def _dump_dataclass(obj: Any) -> dict[str, Any]:
             continue
         if value is None and f.default is None:
             continue
-        if f.name == "params" and not value:
+        if f.name in _OMIT_EMPTY and not value:
             continue
         out[f.name] = _dump_value(hints[f.name], f, value)
     return out

@@ -181,8 +181,8 @@ endpoints:
     <<: *caps
     enabled: []
 """)
-    assert s.endpoints.source == EndpointSpec(("xbzrle", "return-path"), ("xbzrle",))
-    assert s.endpoints.destination == EndpointSpec(("xbzrle", "return-path"), ())
+    assert s.endpoints.source == EndpointSpec(supports=("xbzrle", "return-path"), enabled=("xbzrle",))
+    assert s.endpoints.destination == EndpointSpec(supports=("xbzrle", "return-path"), enabled=())
 
 
 def test_unquoted_version_keeps_its_text() -> None:
@@ -343,8 +343,7 @@ ERRORS = [
      "s.yaml:1: seed: invalid YAML value: could not determine a constructor for the tag "
      "'tag:yaml.org,2002:python/object:os.system'"),
     ("a: &a [*a]\n", "s.yaml:1: a" + "[0]" * 50 + ": nested more than 50 levels deep"),
-    # not supported yet, and plug-ins that do not import
-    ("vms:\n  - vm: {memory: 1GiB}\n", "s.yaml:1: vms: several guests (vms:) are not supported yet"),
+    # plug-ins that do not import
     ("plugins: [no_such_module_xyz]\n",
      "s.yaml:1: plugins[0]: cannot import plug-in module 'no_such_module_xyz': "
      "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
@@ -491,7 +490,7 @@ def test_overrides_take_python_values() -> None:
          "(got '4GiB')"),
         ({"": "1"}, "<--set>: not a key path such as link.bandwidth (got '')"),
         ({"seed": "x"}, "<--set>: seed: expected an integer (got x)"),
-        ({"vms": "[]"}, "<--set>: vms: several guests (vms:) are not supported yet"),
+        ({"vms": "[]"}, "<--set>: vms: needs at least one guest (got [])"),
         ({"link.schedule": [{"at": "1s", "bandwidth": "x"}]},
          "<--set>: link.schedule[0].bandwidth: expected a rate such as 10Gbit/s or a number "
          "(got x)"),
@@ -707,8 +706,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     wire = WireSpec(draw(sizes), draw(sizes), draw(sizes), draw(sizes))
     endpoint = st.builds(
         EndpointSpec,
-        st.none() | st.lists(st.sampled_from(sorted(CAPABILITIES)), unique=True).map(tuple),
-        _VALID_CAPABILITY_SETS.map(tuple))
+        version=st.none() | st.sampled_from(["1.1", "2.10", "7.2", "10.2"]),
+        supports=st.none()
+        | st.lists(st.sampled_from(sorted(CAPABILITIES)), unique=True).map(tuple),
+        enabled=_VALID_CAPABILITY_SETS.map(tuple))
     sweep = draw(st.none() | st.builds(
         SweepSpec,
         grid=st.just((("workload.writes_per_s", (1.0, 2.5)), ("migration.capabilities", ((), ("xbzrle",))))),
