@@ -7,17 +7,20 @@
 
 from __future__ import annotations
 
+from .encoders import Encoder, register_encoder
 from .errors import MigrationError, QmpError, ScenarioError, XbzrleDecodeError
 from .result import Result
 from .run import run
 from .scenario import load_scenario
 
 __all__ = [
+    "Encoder",
     "MigrationError",
     "QmpError",
     "Result",
     "ScenarioError",
     "XbzrleDecodeError",
     "load_scenario",
+    "register_encoder",
     "run",
 ]

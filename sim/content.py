@@ -17,11 +17,15 @@ produced on synthetic pages written ``k`` times with the workload's own pattern.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
 from .spec import WorkloadSpec
+
+if TYPE_CHECKING:
+    from .encoders import Encoder
 
 PATTERNS: dict[str, int] = {"clustered": 0, "scattered": 1, "counter": 2, "full": 3, "zero": 4}
 
@@ -128,3 +132,35 @@ def xbzrle_size_table(workload: WorkloadSpec, page_size: int) -> np.ndarray:
     """
     spec = writer_spec(workload)
     return _size_table(PATTERNS[spec.write_pattern], spec.write_size, spec.word_size, page_size)
+
+
+_PLUGIN_TABLES: dict[tuple[object, ...], np.ndarray] = {}
+
+
+def _plugin_table(encoder: type[Encoder], pattern: int, write_size: int, word_size: int,
+                  page_size: int) -> np.ndarray:
+    key = (encoder, pattern, write_size, word_size, page_size)
+    if key in _PLUGIN_TABLES:
+        return _PLUGIN_TABLES[key]
+    rng = np.random.default_rng([pattern, write_size, word_size, page_size, 9])
+    k = np.repeat(np.arange(0, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
+    old = rng.integers(0, 256, size=(k.size, page_size), dtype=np.uint8)
+    new = old.copy()
+    apply_writes_rows(new, k.astype(np.int64), pattern, write_size, word_size,
+                      rng.integers(0, 2**63, size=k.size, dtype=np.int64).astype(np.uint64))
+    payloads = encoder().encode_batch(new, old if encoder.needs_previous else None)
+    sizes = np.array([-1 if pl is None else len(pl) for pl in payloads], np.int32)
+    table = sizes.reshape(SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES)
+    table.setflags(write=False)
+    _PLUGIN_TABLES[key] = table
+    return table
+
+
+def plugin_size_table(encoder: type[Encoder], workload: WorkloadSpec, page_size: int) -> np.ndarray:
+    """``table[k, j]``: a plug-in's payload size (−1: "not for me", 0: unchanged) for synthetic
+    page ``j`` after ``k`` writes of the workload's pattern, against its pre-write copy for a
+    delta encoder (the same construction as :func:`xbzrle_size_table`, run through the plug-in's
+    own ``encode_batch``). Built once per encoder class and pattern."""
+    spec = writer_spec(workload)
+    return _plugin_table(encoder, PATTERNS[spec.write_pattern], spec.write_size,
+                         spec.word_size, page_size)

@@ -487,6 +487,8 @@ def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
         "xbzrle_cache_miss_rate": xb["cache-miss-rate"],
         "xbzrle_encoding_rate": xb["encoding-rate"],
         "xbzrle_overflow": xb["overflow"],
+        "plugin_pages": int(mig.pl_counts[:, 0].sum()),
+        "plugin_bytes": int(mig.pl_counts[:, 1].sum()),
         "dirty_sync_count": mig.sync_count,
         "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
         "max_throttle_pct": 0.0,

@@ -101,12 +101,14 @@ def send_chunk(pending, dirty_log, zero, version,
                cursor, n_pending, t0, rate, byte_budget, t_limit,
                clear_shift, chunk_cleared,
                raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
-               xbzrle_on, xbzrle_started, last_stage, generation, stop_after_encoded,
+               xbzrle_on, cache_on, xbzrle_started, last_stage, generation, stop_after_encoded,
                slot_addr, slot_age, slot_version, xb_sizes,
+               pl_flags, pl_sizes, pl_counts,
                counters,
                exact, mem, mem64, dest, cache_data, cache64, enc_out, w_seed,
                pattern, write_size, word_size):
-    """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, xbzrle_started, bytes)``.
+    """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, started, bytes, plugin_page,
+    plugin_slot)``.
 
     ``w_*`` are the buffered guest writes in time order; ``w_next`` is the first one not yet
     applied. Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
@@ -116,8 +118,17 @@ def send_chunk(pending, dirty_log, zero, version,
     and every record is applied to the destination's memory ``dest`` (XBZRLE records through the
     real decoder). Otherwise those arrays are placeholders and sizes come from ``xb_sizes``.
 
+    Plug-in encoders (DESIGN §9) in force are rows of ``pl_flags`` (needs_previous, record
+    header bytes, destination cannot decode) in their order. They get the pages that the zero
+    test and XBZRLE leave for raw; a delta plug-in (needs_previous) only cache hits that XBZRLE
+    did not take. In modelled mode their sizes come from ``pl_sizes`` (like ``xb_sizes``) and
+    ``pl_counts[j]`` counts (records, bytes). In exact mode a plug-in is Python code: the chunk
+    stops *before* accounting such a page and returns it as ``plugin_page`` (with the cache slot
+    of a hit as ``plugin_slot``, else -1); the caller encodes it and calls again.
+
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends right
-    after the first one is sent (the caller fails the migration there).
+    after the first one is sent (the caller fails the migration there). A plug-in whose
+    destination cannot decode it stops the chunk the same way.
     """
     n = pending.shape[0]
     t = t0
@@ -125,6 +136,9 @@ def send_chunk(pending, dirty_log, zero, version,
     masks = np.empty((mem64.shape[1] + 7) >> 3, dtype=np.uint64)  # encoder scratch
     n_slots = slot_addr.shape[0]
     n_w = w_t.shape[0]
+    n_pl = pl_flags.shape[0]
+    plugin_page = -1
+    plugin_slot = -1
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
@@ -145,7 +159,14 @@ def send_chunk(pending, dirty_log, zero, version,
             chunk_cleared[c] = True
         pending[p] = False
         n_pending -= 1
+        cursor += 1
+        if cursor == n:
+            cursor = 0
+            xbzrle_started = True
         size = 0
+        hit = -1  # cache slot of a hit XBZRLE did not take
+        leftover = False  # not sent yet: plug-ins, else raw
+        stop = False
         page_is_zero = _is_zero(mem64[p]) if exact else zero[p]
         if detect_zero and page_is_zero:
             size = zero_bytes
@@ -153,23 +174,28 @@ def send_chunk(pending, dirty_log, zero, version,
             counters[C_PAGES_SENT] += 1
             if exact:
                 dest[p, :] = 0
-            if xbzrle_on and xbzrle_started:
+            if cache_on and xbzrle_started:
                 # A sent zero page refreshes the cache with a zero copy (age rule applies).
                 slot = p & (n_slots - 1)
                 if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
                                 generation) and exact:
                     cache_data[slot, :] = 0
-        elif xbzrle_on and xbzrle_started:
+        elif cache_on and xbzrle_started:
             slot = p & (n_slots - 1)
             if slot_addr[slot] != p:
-                counters[C_CACHE_MISS] += 1
+                if xbzrle_on:
+                    counters[C_CACHE_MISS] += 1
                 if not last_stage:
                     if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
                                     generation) and exact:
                         cache_data[slot, :] = mem[p]
-                size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
-            else:
+                leftover = True
+            elif not xbzrle_on:
                 slot_age[slot] = generation  # a hit refreshes the age
+                hit = slot
+                leftover = True
+            else:
+                slot_age[slot] = generation
                 counters[C_XBZRLE] += 1
                 if exact:
                     enc = encode_page(cache64[slot], mem64[p], mem[p], page_size, enc_out, masks)
@@ -186,29 +212,54 @@ def send_chunk(pending, dirty_log, zero, version,
                     if enc < 0:
                         counters[C_OVERFLOW] += 1
                         counters[C_XBZRLE_BYTES] += page_size
-                        size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
+                        leftover = True
                     else:
                         size = xbzrle_header + enc
                         counters[C_XBZRLE_BYTES] += 3 + enc
                         counters[C_ENCODED] += 1
                         counters[C_PAGES_SENT] += 1
                         if stop_after_encoded:
-                            sent += size
-                            t = t0 + sent / rate
-                            break
-                        if exact:
+                            stop = True
+                        elif exact:
                             if decode_page(enc_out, enc, dest[p]) < 0:
                                 counters[C_DECODE_ERRORS] += 1
         else:
+            leftover = True
+        if leftover and n_pl > 0:
+            if exact:
+                plugin_page = p
+                plugin_slot = hit
+                break
+            for j in range(n_pl):
+                if pl_flags[j, 0] != 0 and hit < 0:
+                    continue  # a delta encoder needs the page as last sent
+                if pl_flags[j, 0] != 0:
+                    since = np.int64(version[p]) - np.int64(slot_version[hit])
+                    enc = 0 if since == 0 else _xbzrle_size(pl_sizes[j], since, p, version[p])
+                else:
+                    enc = _xbzrle_size(pl_sizes[j], np.int64(version[p]), p, version[p])
+                if enc < 0:
+                    continue  # "not for this encoder"
+                leftover = False
+                if enc == 0:
+                    counters[C_UNCHANGED] += 1
+                else:
+                    size = pl_flags[j, 1] + enc
+                    pl_counts[j, 0] += 1
+                    pl_counts[j, 1] += size
+                    counters[C_PAGES_SENT] += 1
+                    if hit >= 0 and not last_stage:
+                        slot_version[hit] = version[p]
+                    stop = pl_flags[j, 2] != 0
+                break
+        if leftover:
             size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
         sent += size
         t = t0 + sent / rate
-        cursor += 1
-        if cursor == n:
-            cursor = 0
-            xbzrle_started = True
+        if stop:
+            break
     counters[C_BYTES] += np.int64(sent)
-    return t, cursor, w_next, n_pending, xbzrle_started, sent
+    return t, cursor, w_next, n_pending, xbzrle_started, sent, plugin_page, plugin_slot
 
 
 @njit(cache=True)

@@ -37,7 +37,8 @@ import numpy as np
 import simpy
 
 from . import kernel
-from .content import PATTERNS, writer_spec
+from .content import PATTERNS, plugin_size_table, writer_spec, xbzrle_size_table
+from .encoders import ENCODERS, plugins_in_force
 from .guest import Guest
 from .link import Link
 from .recorder import Recorder
@@ -76,12 +77,8 @@ class InForce:
         return name in self.capabilities
 
 
-# QEMU's words when the destination meets a record flag it does not know (REF §8.2):
-# RAM_SAVE_FLAG_XBZRLE is 0x40; an older binary reports the unknown flag combination.
-_UNDECODABLE = {
-    "xbzrle": ("load of migration failed: Invalid argument: "
-               "Unknown combination of migration flags: 0x40"),
-}
+# QEMU's RAM_SAVE_FLAG_XBZRLE: a destination that predates it reports the unknown flag (REF §8.2)
+XBZRLE_FLAG = 0x40
 
 
 #: in-band negotiation at setup: yields SimPy events, returns what was agreed or an error text
@@ -135,7 +132,9 @@ class Migration:
         self.enc_out = np.zeros(self.page_size if self.exact else 8, np.uint8)
         self.in_force = InForce(frozenset())
         self.xbzrle_started = False
-        self._configure_xbzrle()
+        self.pl_counts = np.zeros((0, 2), np.int64)
+        self.broken_encoder: str | None = None  # whose record the destination could not parse
+        self._configure_encoders()
         # Statistics.
         self.sync_count = 0
         self.transferred = 0
@@ -168,22 +167,39 @@ class Migration:
         """The capabilities in force on the source."""
         return self.in_force.capabilities
 
-    def _configure_xbzrle(self) -> None:
-        """(Re)build XBZRLE's page cache (REF §2.5): it exists whenever the capability is on, and
-        resizing it (``xbzrle-cache-size`` during a migration) empties it."""
+    def _configure_encoders(self) -> None:
+        """(Re)build the source's page cache (REF §2.5) and the plug-in encoders in force.
+
+        The cache exists whenever XBZRLE or a delta plug-in is in force; resizing it
+        (``xbzrle-cache-size`` during a migration) empties it.
+        """
         self.xbzrle_on = self.in_force.is_enabled("xbzrle")
-        slots = max(1, self.mig.xbzrle_cache_size // self.page_size) if self.xbzrle_on else 1
+        self.plugins = [cls() for cls in plugins_in_force(self.in_force.capabilities)]
+        self.cache_on = self.xbzrle_on or any(e.needs_previous for e in self.plugins)
+        slots = max(1, self.mig.xbzrle_cache_size // self.page_size) if self.cache_on else 1
         self.slot_addr = np.full(slots, -1, np.int64)
         self.slot_age = np.zeros(slots, np.int64)
         self.slot_version = np.zeros(slots, np.uint32)
         self.cache_data = (np.zeros((slots, self.page_size), np.uint8)
-                           if self.exact and self.xbzrle_on else np.zeros((1, 8), np.uint8))
+                           if self.exact and self.cache_on else np.zeros((1, 8), np.uint8))
         self.cache64 = self.cache_data.view(np.uint64)
         self.xb_sizes = np.full((1, 1), -1, np.int32)
         if self.xbzrle_on and not self.exact:
-            from .content import xbzrle_size_table
-
             self.xb_sizes = xbzrle_size_table(self.sc.workload, self.page_size)
+        # Plug-ins (DESIGN §9): (needs_previous, record header, destination cannot decode).
+        n = len(self.plugins)
+        self.pl_flags = np.array(
+            [[int(e.needs_previous), int(e.header),
+              int(e.capability not in self.in_force.dest_decodes)] for e in self.plugins],
+            np.int64).reshape(n, 3)
+        if self.exact or n == 0:
+            self.pl_sizes = np.full((n, 1, 1), -1, np.int32)
+        else:
+            self.pl_sizes = np.stack([plugin_size_table(type(e), self.sc.workload,
+                                                        self.page_size) for e in self.plugins])
+        if len(self.pl_counts) != n:
+            self.pl_counts = np.zeros((n, 2), np.int64)  # per plug-in: (records, wire bytes)
+        self.broken_encoder = None
 
     def set_parameters(self, spec: MigrationSpec) -> None:
         """New parameters during a migration (REF §6.2): ``max-bandwidth`` applies at the next
@@ -192,7 +208,7 @@ class Migration:
         self.mig = spec
         self.link.set_cap(self, spec.max_bandwidth)
         if resized and self.xbzrle_on:
-            self._configure_xbzrle()
+            self._configure_encoders()
 
     # --- guest writes -------------------------------------------------------------------------
 
@@ -286,25 +302,49 @@ class Migration:
               rate: float) -> tuple[float, float]:
         """One chunk through the kernel; returns (end time, bytes).
 
-        If the destination cannot parse XBZRLE records, the chunk ends right after the first one
-        (the stream breaks there); :meth:`_undecodable` then says so.
+        If the destination cannot parse a record (XBZRLE or a plug-in's), the chunk ends right
+        after the first one (the stream breaks there) and ``broken_encoder`` names the encoder.
+        In exact mode a page for a plug-in comes back from the kernel; it is encoded here and
+        the chunk goes on from after it.
         """
         now = self.env.now
         self._buffer_writes(t_limit if math.isfinite(t_limit) else now)
         c = np.zeros(kernel.N_COUNTERS, np.int64)
-        t_end, self.cursor, self._w_next, self.n_pending, self.xbzrle_started, sent = \
-            kernel.send_chunk(
-                self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
-                self._w.t_s, self._w.page, self._zero_pattern, self._w_next,
-                self.cursor, self.n_pending, now, rate, byte_budget, t_limit,
-                self.clear_shift, self.chunk_cleared,
-                self.wire.page_header + self.page_size, self.wire.zero_page,
-                self.wire.xbzrle_header, self.page_size, self.mig.zero_page_detection != "none",
-                self.xbzrle_on, self.xbzrle_started, last_stage, self.sync_count,
-                self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes,
-                self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes, c,
-                self.exact, self.mem, self.mem64, self.dest, self.cache_data, self.cache64,
-                self.enc_out, self._w_seed, self._pattern, self._write_size, self._word_size)
+        counts_before = self.pl_counts[:, 0].copy()
+        t0, sent = now, 0.0
+        while True:
+            t_end, self.cursor, self._w_next, self.n_pending, self.xbzrle_started, part, page, \
+                slot = kernel.send_chunk(
+                    self.pending, self.guest.dirty_log, self.guest.zero, self.guest.version,
+                    self._w.t_s, self._w.page, self._zero_pattern, self._w_next,
+                    self.cursor, self.n_pending, t0, rate, byte_budget - sent, t_limit,
+                    self.clear_shift, self.chunk_cleared,
+                    self.wire.page_header + self.page_size, self.wire.zero_page,
+                    self.wire.xbzrle_header, self.page_size,
+                    self.mig.zero_page_detection != "none",
+                    self.xbzrle_on, self.cache_on, self.xbzrle_started, last_stage,
+                    self.sync_count, self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes,
+                    self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes,
+                    self.pl_flags, self.pl_sizes, self.pl_counts, c,
+                    self.exact, self.mem, self.mem64, self.dest, self.cache_data, self.cache64,
+                    self.enc_out, self._w_seed, self._pattern, self._write_size,
+                    self._word_size)
+            sent += part
+            if page < 0:
+                break
+            size, stop = self._plugin_page(page, slot, last_stage, c)
+            sent += size
+            c[kernel.C_BYTES] += size
+            t0 = now + sent / rate
+            t_end = t0
+            if stop:
+                break
+        if self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes \
+                and c[kernel.C_ENCODED] > 0:
+            self.broken_encoder = "xbzrle"
+        for j in np.flatnonzero(self.pl_counts[:, 0] > counts_before):
+            if self.pl_flags[j, 2]:
+                self.broken_encoder = self.plugins[j].name
         if sent > 0 or c[kernel.C_UNCHANGED] > 0:
             overhead = self.wire.chunk_overhead
             sent += overhead
@@ -319,6 +359,46 @@ class Migration:
         else:
             self.precopy_bytes += int(sent)
         return t_end, sent
+
+    def _plugin_page(self, p: int, slot: int, last_stage: bool,
+                     c: np.ndarray) -> tuple[int, bool]:
+        """Exact mode: page ``p`` through the plug-ins in order (a delta one only with a cache
+        hit, ``slot``), else raw; the destination decodes with the plug-in's ``decode``.
+        Returns (wire bytes, whether the stream broke here)."""
+        page = self.mem[p]
+        for j, enc in enumerate(self.plugins):
+            previous = None
+            if enc.needs_previous:
+                if slot < 0:
+                    continue
+                previous = self.cache_data[slot].tobytes()
+            payload = enc.encode(page.tobytes(), previous)
+            if payload is None:
+                continue
+            if len(payload) == 0:
+                c[kernel.C_UNCHANGED] += 1
+                return 0, False
+            size = int(self.pl_flags[j, 1]) + len(payload)
+            self.pl_counts[j] += (1, size)
+            c[kernel.C_PAGES_SENT] += 1
+            if slot >= 0 and not last_stage:
+                self.cache_data[slot] = page
+                self.slot_version[slot] = self.guest.version[p]
+            if self.pl_flags[j, 2]:
+                return size, True
+            try:
+                rebuilt = enc.decode(payload, self.dest[p].tobytes() if enc.needs_previous
+                                     else None)
+                if len(rebuilt) != self.page_size:
+                    raise ValueError(f"decoded {len(rebuilt)} bytes, not a page")
+                self.dest[p] = np.frombuffer(rebuilt, np.uint8)
+            except Exception:  # noqa: BLE001 - a plug-in's bug shows as a decode error
+                c[kernel.C_DECODE_ERRORS] += 1
+            return size, False
+        c[kernel.C_NORMAL] += 1
+        c[kernel.C_PAGES_SENT] += 1
+        self.dest[p] = page
+        return self.wire.page_header + self.page_size, False
 
     # --- the process --------------------------------------------------------------------------
 
@@ -358,7 +438,7 @@ class Migration:
                 self._fail(agreed, agreed)
                 return
             self.in_force = agreed
-        self._configure_xbzrle()
+        self._configure_encoders()
         self.pending[:] = True
         self.n_pending = self.guest.pages
         self.guest.dirty_log[:] = False
@@ -424,15 +504,17 @@ class Migration:
 
     def _undecodable(self) -> bool:
         """The last chunk carried a record the destination cannot parse."""
-        return (self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes
-                and self.passes[-1].counters[kernel.C_ENCODED] > 0)
+        return self.broken_encoder is not None
 
     def _fail_at_destination(self):
         """The destination met a record it cannot parse (REF §8.2): it fails when the record
         arrives; the source learns one latency later and fails too. Its guest keeps running
         (or is restarted, if the failure came during stop-and-copy)."""
         latency = self.link.latency_s
-        error = _UNDECODABLE["xbzrle"]
+        flag = (XBZRLE_FLAG if self.broken_encoder == "xbzrle"
+                else ENCODERS[str(self.broken_encoder)].record_flag)
+        error = ("load of migration failed: Invalid argument: "
+                 f"Unknown combination of migration flags: {flag:#x}")
         self.rec.event(self.env.now + latency, "destination", "error", error)
         self._set_dest_status("failed", self.env.now + latency)
         if 2 * latency > 0:
@@ -454,6 +536,12 @@ class Migration:
             self.cancel_requested = True
             self._set_status("cancelling")
 
+    def encoder_stats(self) -> None:
+        """One event per plug-in in force: its records and wire bytes (the runs table sums)."""
+        for enc, (pages, nbytes) in zip(self.plugins, self.pl_counts, strict=True):
+            self.rec.event(self.env.now, "source", "encoder-stats",
+                           f"{enc.name} pages={pages} bytes={nbytes}")
+
     def _fail(self, reason: str, source_error: str) -> None:
         self.failure_reason = reason
         self.source_error = source_error
@@ -463,11 +551,13 @@ class Migration:
         self.guest.running = True
         self.total_time = self.env.now - self.t_migrate
         self._close_pass(self.env.now)
+        self.encoder_stats()
         self._set_status("failed")
 
     def _cancel(self, reason: str) -> None:
         if self.status != "cancelling":
             self._set_status("cancelling")
+        self.encoder_stats()
         self._set_status("cancelled")
         self.failure_reason = reason
         self.total_time = self.env.now - self.t_migrate
@@ -509,6 +599,7 @@ class Migration:
         self.total_time = env.now - self.t_migrate
         self._close_pass(env.now)
         self._set_dest_status("completed", t_loaded)
+        self.encoder_stats()
         self._set_status("completed")
 
     @property

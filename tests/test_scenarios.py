@@ -30,7 +30,8 @@ def results():
 
 
 def test_every_scenario_file_is_covered(results):
-    assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster"}
+    assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster",
+                                                    "zlib-xor-vs-xbzrle"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
@@ -94,3 +95,16 @@ def test_mixed_cluster_compares_negotiation_modes(results):
     by_mode = runs.set_index(["negotiation", "vm"])
     assert by_mode.loc[("management", "old-dest"), "capabilities"] == ""
     assert by_mode.loc[("management", "qemu-7.2"), "capabilities"] == "xbzrle"
+
+
+def test_the_zlib_xor_plugin_compares_with_xbzrle(results):
+    """examples/zlib_xor.py, a delta plug-in, against XBZRLE and raw on small scattered writes:
+    both deltas send fewer bytes than raw; the plug-in's records are counted."""
+    runs = results["zlib-xor-vs-xbzrle"].runs
+    assert set(runs.status) == {"completed"}
+    by = {tuple(c): r for c, r in zip(runs["migration.capabilities"], runs.itertuples(),
+                                      strict=True)}
+    raw, xb, zx = by[()], by[("xbzrle",)], by[("x-zlib-xor",)]
+    assert zx.plugin_pages > 0 and xb.xbzrle_pages > 0 and raw.plugin_pages == 0
+    assert zx.transferred_bytes < raw.transferred_bytes
+    assert xb.transferred_bytes < raw.transferred_bytes
