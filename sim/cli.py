@@ -361,6 +361,45 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_qmp(args: argparse.Namespace) -> int:
+    """Serve the scenario's source and destination over QMP until interrupted (DESIGN §7)."""
+    import logging
+
+    _check_files([args.scenario])
+    overrides = parse_sets(args.set)
+    scenario = _load(args.scenario, overrides)
+    server_mod = _module("sim.qmp.server")
+    addresses = {}
+    for role in ("source", "destination"):
+        try:
+            addresses[role] = server_mod.parse_address(getattr(args, role))
+        except server_mod.AddressError as err:
+            raise UsageError(f"--{role}: {err}") from None
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UsageError(f"--speed {args.speed:g}: expected a positive number")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                            format="migsim qmp: %(levelname)s: %(message)s")
+    testbed = _module("sim.endpoints").Testbed(scenario)
+
+    def ready(server: Any) -> None:
+        print(f"migsim qmp: {scenario.name}: source on {server.addresses['source']}, "
+              f"destination on {server.addresses['destination']}, speed {args.speed:g}x "
+              f"(Ctrl-C to stop)", flush=True)
+
+    try:
+        server_mod.run_server(testbed, addresses["source"], addresses["destination"],
+                              args.speed, on_ready=ready)
+    except server_mod.AddressError as err:
+        raise UsageError(_one_line(str(err))) from None
+    if args.output is not None:
+        outdir = Path(args.output)
+        testbed.result().save(outdir)
+        written = [name for name in SAVED_FILES if (outdir / name).is_file()]
+        print(f"wrote {outdir}/: {' '.join(written)}")
+    return EXIT_OK
+
+
 # -- parser and entry point ----------------------------------------------------------------------
 
 
@@ -394,6 +433,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", parents=[common],
                          help="encoders, workloads, capabilities, negotiation modes")
     lst.set_defaults(func=cmd_list)
+
+    qmp = sub.add_parser("qmp", parents=[common],
+                         help="serve the source and destination over QMP (libvirt, qemu.qmp)")
+    qmp.add_argument("scenario", metavar="SCENARIO.yaml")
+    qmp.add_argument("--source", required=True, metavar="SOCKET",
+                     help="the source's QMP socket: a unix socket path or HOST:PORT (loopback)")
+    qmp.add_argument("--destination", required=True, metavar="SOCKET",
+                     help="the destination's QMP socket: a unix socket path or HOST:PORT")
+    qmp.add_argument("--speed", type=float, default=100.0,
+                     help="simulated seconds per wall-clock second (default 100)")
+    qmp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a scenario key (repeatable)")
+    qmp.add_argument("-o", "--output", metavar="DIR",
+                     help="on exit, save the result tables to DIR")
+    qmp.set_defaults(func=cmd_qmp)
 
     plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
     plot.add_argument("results_dir", metavar="RESULTS_DIR")
