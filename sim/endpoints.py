@@ -38,7 +38,7 @@ from .link import Link
 from .precopy import Handshake, InForce, Migration
 from .recorder import Recorder
 from .result import Result
-from .spec import EndpointSpec, GuestSpec, MigrationSpec, Scenario
+from .spec import EndpointSpec, FaultSpec, GuestSpec, MigrationSpec, Scenario
 
 Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
@@ -358,13 +358,17 @@ class Pair:
     """One guest's source and destination endpoints around its Migration."""
 
     def __init__(self, testbed: Testbed, scenario: Scenario, rng: np.random.Generator,
-                 recorder: Recorder, progress: Progress | None) -> None:
+                 recorder: Recorder, progress: Progress | None, name: str | None = None) -> None:
         self.env = testbed.env
         self.scenario = scenario
+        self.name = name
         self.recorder = recorder
         self.migration = Migration(testbed.env, scenario, recorder, rng, testbed.link, progress)
         version = scenario.migration.qemu_version
         ends = scenario.endpoints
+        self.migration.faults = [f for f in testbed.scenario.link.faults
+                                 if f.kind in ("destination_crash", "cancel")
+                                 and f.vm in (None, name)]
         self.source = Endpoint("source", ends.source, version, self)
         self.destination = Endpoint("destination", ends.destination, version, self)
 
@@ -419,7 +423,28 @@ class Testbed:
                    else np.random.default_rng(scenario.seed))
             rec = Recorder(scenario.name, scenario_name or scenario.name,
                            vm=(guest.name or f"vm{i}") if fleet else None)
-            self.pairs.append(Pair(self, view, rng, rec, progress if i == 0 else None))
+            self.pairs.append(Pair(self, view, rng, rec, progress if i == 0 else None,
+                                   guest.name or (f"vm{i}" if fleet else None)))
+        for fault in scenario.link.faults:
+            self.env.process(self._log_fault(fault))
+
+    def _log_fault(self, fault: FaultSpec) -> Generator[simpy.Event, None, None]:
+        """Every fault is an event, at its time, in the tables of the guests it hits."""
+        yield self.env.timeout(fault.at)
+        where = {"link_down": "link", "bandwidth_drop": "link",
+                 "destination_crash": "destination", "cancel": "management"}[fault.kind]
+        detail = fault.kind
+        if fault.kind in ("link_down", "bandwidth_drop"):
+            detail += f" duration_s={fault.duration:g}" if fault.duration > 0 else " for good"
+        if fault.kind == "bandwidth_drop":
+            detail += f" bandwidth_bytes_per_s={fault.bandwidth:g}"
+        for pair in self.pairs:
+            if fault.vm in (None, pair.name):
+                pair.recorder.event(self.env.now, where, "fault", detail)
+        if fault.kind == "link_down":
+            yield self.env.timeout(fault.duration)
+            for pair in self.pairs:
+                pair.recorder.event(self.env.now, "link", "fault-end", "link up")
 
     @property
     def source(self) -> Endpoint:

@@ -1,5 +1,5 @@
-"""The network between source and destination: a rate that may change on a schedule, a latency,
-and fair sharing between the migrations that use it at the same time.
+"""The network between source and destination: a rate that may change on a schedule or by a
+fault (down, degraded), a latency, and fair sharing between the migrations that use it.
 
 QEMU's ``max-bandwidth`` is not the link: it is a per-100 ms byte budget the migration thread
 imposes on itself (REF §1.2), applied in :mod:`sim.precopy`. The link only says how fast bytes
@@ -29,13 +29,26 @@ class Link:
     def __init__(self, spec: LinkSpec) -> None:
         self.spec = spec
         self.latency_s = spec.latency
+        # Piecewise-constant rate: the schedule, with link faults laid over it (a link_down is a
+        # zero rate, a bandwidth_drop caps the rate, for their duration; 0 = for good).
+        overlays = [(f.at, f.at + f.duration if f.duration > 0 else math.inf,
+                     0.0 if f.kind == "link_down" else f.bandwidth)
+                    for f in spec.faults if f.kind in ("link_down", "bandwidth_drop")]
+        points = sorted({0.0, *(c.at for c in spec.schedule),
+                         *(t for a, b, _ in overlays for t in (a, b) if math.isfinite(t))})
         changes = sorted(spec.schedule, key=lambda c: c.at)
-        self._at = np.array([0.0] + [c.at for c in changes if c.at > 0], np.float64)
-        first = spec.bandwidth
-        for c in changes:
-            if c.at <= 0:
-                first = c.bandwidth
-        self._rate = np.array([first] + [c.bandwidth for c in changes if c.at > 0], np.float64)
+        rates = []
+        for t in points:
+            base = spec.bandwidth
+            for c in changes:
+                if c.at <= t:
+                    base = c.bandwidth
+            for a, b, cap in overlays:
+                if a <= t < b:
+                    base = min(base, cap)
+            rates.append(base)
+        self._at = np.array(points, np.float64)
+        self._rate = np.array(rates, np.float64)
         self._flows: dict[object, float] = {}  # flow -> its cap in bytes/s (inf: none)
 
     def rate_at(self, t: float) -> float:

@@ -42,7 +42,7 @@ from .encoders import ENCODERS, plugins_in_force
 from .guest import Guest
 from .link import Link
 from .recorder import Recorder
-from .spec import MigrationSpec, Scenario
+from .spec import FaultSpec, MigrationSpec, Scenario
 from .workloads import WriteBatch, make_workload
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
@@ -134,6 +134,9 @@ class Migration:
         self.xbzrle_started = False
         self.pl_counts = np.zeros((0, 2), np.int64)
         self.broken_encoder: str | None = None  # whose record the destination could not parse
+        #: destination crashes and cancels aimed at this guest (link faults live in the Link)
+        self.faults: list[FaultSpec] = []
+        self._fired: list[FaultSpec] = []
         self._configure_encoders()
         # Statistics.
         self.sync_count = 0
@@ -415,6 +418,10 @@ class Migration:
         self._apply_writes_until(env.now)
         self.t_migrate = env.now
         self._set_status("setup")
+        if self._due_fault(env.now) == "destination_crash":
+            self._fail("destination crashed", "Failed to connect to the destination: "
+                                              "Connection refused")
+            return
         self.link.join(self, spec.max_bandwidth)
         try:
             yield from self._migrate(handshake)
@@ -454,6 +461,10 @@ class Migration:
             now = env.now
             if now - self._window_start >= WINDOW_S - 1e-12:
                 self._close_window(now)
+            fault = self._due_fault(now)
+            if fault == "destination_crash":
+                yield from self._destination_crashed()
+                return
             if self.cancel_requested or now >= cancel_at or now >= deadline:
                 reason = ("migrate_cancel" if self.cancel_requested
                           else "max_time" if now >= cancel_at else "not converged")
@@ -463,7 +474,8 @@ class Migration:
                       else math.inf)
             window_end = self._window_start + WINDOW_S
             if self._window_bytes >= budget:
-                yield from self._idle_until(min(window_end, cancel_at, deadline))
+                yield from self._idle_until(min(window_end, cancel_at, deadline,
+                                                self._next_change(now)))
                 continue
             pending_bytes = self.n_pending * self.page_size
             # With switchover-ack on the source only, the destination's ACK never comes: the
@@ -476,22 +488,28 @@ class Migration:
                     pending_bytes = self.n_pending * self.page_size
                     capped = self.mig.max_passes is not None and live_passes >= self.mig.max_passes
                     if may_stop and (pending_bytes <= self.threshold or capped):
-                        yield from self._complete()
+                        yield from self._complete(cancel_at, deadline)
                         return
             else:
                 if pending_bytes < self.threshold:
                     self._sync("drain")
                     pending_bytes = self.n_pending * self.page_size
                 if may_stop and pending_bytes <= self.threshold:
-                    yield from self._complete()
+                    yield from self._complete(cancel_at, deadline)
                     return
             if self.n_pending == 0:
                 # Nothing to send and no switchover yet (threshold still 0): wait for the window.
-                yield from self._idle_until(min(window_end, cancel_at, deadline))
+                yield from self._idle_until(min(window_end, cancel_at, deadline,
+                                                self._next_change(now)))
                 continue
-            t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, self.link.next_change_after(now))
-            t_end, _ = self._send(t_limit, budget - self._window_bytes, False,
-                                  self.link.share(self, now))
+            rate = self.link.share(self, now)
+            if rate <= 0:
+                # The link is down: nothing moves until it is back (or a deadline).
+                yield from self._idle_until(min(window_end, cancel_at, deadline,
+                                                self._next_change(now)))
+                continue
+            t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, self._next_change(now))
+            t_end, _ = self._send(t_limit, budget - self._window_bytes, False, rate)
             yield env.timeout(t_end - now)
             if self._undecodable():
                 yield from self._fail_at_destination()
@@ -501,6 +519,34 @@ class Migration:
         if t > self.env.now:
             self._apply_writes_until(t)
             yield self.env.timeout(t - self.env.now)
+
+    def _next_change(self, now: float) -> float:
+        """The next time the link's rate changes or a fault is due: chunks and waits end there."""
+        pending = [f.at for f in self.faults if f.at > now and f not in self._fired]
+        return min([self.link.next_change_after(now), *pending])
+
+    def _due_fault(self, now: float) -> str | None:
+        """Fire the faults that are due (each once): a cancel is management's migrate_cancel; a
+        destination crash is returned for the caller to act on."""
+        crash = None
+        for f in self.faults:
+            if f.at <= now and f not in self._fired:
+                self._fired.append(f)
+                if f.kind == "cancel":
+                    self.request_cancel()
+                else:
+                    crash = f.kind
+        return crash
+
+    def _destination_crashed(self):
+        """The destination QEMU died: its side fails now; the source sees the connection reset
+        one latency later and fails, its guest running (restarted if it was stopped). Nothing is
+        lost: the source still has every page."""
+        self._set_dest_status("failed", self.env.now)
+        if self.link.latency_s > 0:
+            yield self.env.timeout(self.link.latency_s)
+        self._apply_writes_until(self.env.now)
+        self._fail("destination crashed", "Unable to write to socket: Connection reset by peer")
 
     def _undecodable(self) -> bool:
         """The last chunk carried a record the destination cannot parse."""
@@ -565,8 +611,13 @@ class Migration:
         if self.dest_status not in ("none", "failed"):
             self._set_dest_status("failed", self.env.now + self.link.latency_s)
 
-    def _complete(self):
-        """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
+    def _complete(self, cancel_at: float = math.inf, deadline: float = math.inf):
+        """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed.
+
+        The rest goes out in pieces that end where the link's rate changes or a fault is due, so
+        a link that drops or dies during the downtime stretches it; a crash or cancel in this
+        phase fails or cancels the migration and restarts the source's guest.
+        """
         env = self.env
         t_stop = env.now
         self._apply_writes_until(t_stop)
@@ -577,24 +628,39 @@ class Migration:
         self._w_next = 0
         self._set_status("device")
         self._sync("completion")
-        rate = self.link.share(self, t_stop)
-        t_end = t_stop
-        while self.n_pending > 0:
-            t_end, _ = self._send(math.inf, math.inf, True, rate)
-            if self._undecodable():
-                yield env.timeout(t_end - t_stop)
-                yield from self._fail_at_destination()
+        device_left = float(self.sc.vm.device_state)
+        while self.n_pending > 0 or device_left > 0:
+            now = env.now
+            if self._due_fault(now) == "destination_crash":
+                yield from self._destination_crashed()
                 return
+            if self.cancel_requested or now >= cancel_at or now >= deadline:
+                self._cancel("migrate_cancel" if self.cancel_requested
+                             else "max_time" if now >= cancel_at else "not converged")
+                self.guest.running = True  # QEMU restarts the source's guest
+                return
+            rate = self.link.share(self, now)
+            until = min(self._next_change(now), cancel_at, deadline)
+            if rate <= 0:
+                yield env.timeout(until - now)  # the link is down: wait for it
+                continue
+            if self.n_pending > 0:
+                t_end, _ = self._send(until, math.inf, True, rate)
+                yield env.timeout(t_end - now)
+                if self._undecodable():
+                    yield from self._fail_at_destination()
+                    return
+            else:
+                dt = min(device_left / rate, until - now)
+                device_left = 0.0 if dt >= device_left / rate else device_left - dt * rate
+                yield env.timeout(dt)
         device = self.sc.vm.device_state
-        if device > 0:
-            t_end += device / rate
-            self.transferred += device
-            self.downtime_bytes += device
-            self.passes[-1].counters[kernel.C_BYTES] += device
-        t_loaded = t_end + self.link.latency_s  # the destination has the last byte
+        self.transferred += device
+        self.downtime_bytes += device
+        self.passes[-1].counters[kernel.C_BYTES] += device
+        t_loaded = env.now + self.link.latency_s  # the destination has the last byte
         if self.return_path:
-            t_end += 2 * self.link.latency_s
-        yield env.timeout(t_end - t_stop)
+            yield env.timeout(2 * self.link.latency_s)
         self.downtime = env.now - t_stop
         self.total_time = env.now - self.t_migrate
         self._close_pass(env.now)

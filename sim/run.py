@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .endpoints import Testbed
-from .errors import ScenarioError
 from .negotiation import operate
 from .result import Result
 from .spec import Scenario
@@ -30,13 +29,6 @@ def run(scenario: Scenario, progress: Progress | None = None) -> Result:
     return result
 
 
-def _refuse_unmodelled(scenario: Scenario) -> None:
-    """Keys the schema accepts but the engine does not model yet fail loudly, never silently."""
-    if scenario.link.faults:
-        raise ScenarioError("faults are not modelled yet", key="link.faults",
-                            file=scenario.source_file)
-
-
 def run_one(scenario: Scenario, progress: Progress | None = None,
             scenario_name: str | None = None) -> Result:
     """Run a single (non-sweep) scenario; ``scenario_name`` is the sweep's name for a member.
@@ -44,7 +36,6 @@ def run_one(scenario: Scenario, progress: Progress | None = None,
     Every guest's operator negotiates by ``scenario.negotiation`` and starts its migration at
     ``migration.start`` (:mod:`sim.negotiation`); the run ends when every migration has ended.
     """
-    _refuse_unmodelled(scenario)
     testbed = Testbed(scenario, progress, scenario_name)
     for pair in testbed.pairs:
         testbed.env.process(operate(pair, scenario.negotiation))

@@ -94,11 +94,22 @@ class BandwidthChange:
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
-    """A fault injected at ``at`` seconds: ``link_down`` for ``duration``, or ``destination_crash``."""
+    """Something that goes wrong at sim time ``at`` (seconds from the start of the run).
 
-    kind: str = field(metadata={"choices": ("link_down", "destination_crash")})
+    * ``link_down``: no byte moves for ``duration`` (a cut cable, a flapping switch port);
+    * ``bandwidth_drop``: the link runs at ``bandwidth`` for ``duration`` (0: for good);
+    * ``destination_crash``: the destination QEMU dies;
+    * ``cancel``: management issues ``migrate_cancel``.
+
+    ``vm`` picks the guest of a fleet a crash or cancel hits (default: every guest).
+    """
+
+    kind: str = field(metadata={"choices": ("link_down", "bandwidth_drop", "destination_crash",
+                                            "cancel")})
     at: float = field(metadata={"unit": "time", "ge": 0})
     duration: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    vm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

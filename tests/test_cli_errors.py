@@ -49,11 +49,11 @@ def test_missing_file(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_unmodelled_faults_are_refused_not_ignored(tmp_path):
+def test_a_bad_fault_names_its_key(tmp_path):
     path = tmp_path / "faults.yaml"
     path.write_text("vm:\n  memory: 64MiB\nlink:\n  faults:\n"
-                    "    - {kind: link_down, at: 1s, duration: 1s}\n")
+                    "    - {kind: bandwidth_drop, at: 1s, duration: 1s}\n")
     out = migsim("run", str(path), "-o", str(tmp_path / "out"))
     assert out.returncode == 2
-    assert "link.faults: faults are not modelled yet" in out.stderr
+    assert "link.faults[0].bandwidth: a bandwidth_drop fault needs a bandwidth > 0" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
