@@ -44,6 +44,8 @@ Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
 
 #: the states in which a migration is under way (capabilities cannot change, REF §6.1)
+MiB = 1 << 20
+
 RUNNING = ("setup", "active", "device", "cancelling", "pre-switchover", "wait-unplug")
 
 
@@ -72,13 +74,13 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     Parameter("announce-max", 550, "int", 1, 100000),
     Parameter("announce-rounds", 5, "int", 1, 1000),
     Parameter("announce-step", 100, "int", 1, 10000),
-    Parameter("throttle-trigger-threshold", 50, "int", 1, 100,
+    Parameter("throttle-trigger-threshold", 50, "int", 1, 100, field="throttle_trigger_threshold",
               error=_range("throttle-trigger-threshold", 1, 100)),
-    Parameter("cpu-throttle-initial", 20, "int", 1, 99,
+    Parameter("cpu-throttle-initial", 20, "int", 1, 99, field="cpu_throttle_initial",
               error=_range("cpu-throttle-initial", 1, 99)),
-    Parameter("cpu-throttle-increment", 10, "int", 1, 99,
+    Parameter("cpu-throttle-increment", 10, "int", 1, 99, field="cpu_throttle_increment",
               error=_range("cpu-throttle-increment", 1, 99)),
-    Parameter("cpu-throttle-tailslow", False, "bool"),
+    Parameter("cpu-throttle-tailslow", False, "bool", field="cpu_throttle_tailslow"),
     Parameter("tls-creds", "", "str"),
     Parameter("tls-hostname", "", "str"),
     Parameter("tls-authz", "", "str"),
@@ -93,7 +95,8 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
                     "it should be in the range of 1 to 255"),
     Parameter("xbzrle-cache-size", 67108864, "int", 0, 2**63 - 1, field="xbzrle_cache_size"),
     Parameter("max-postcopy-bandwidth", 0, "int", 0, 2**63 - 1),
-    Parameter("max-cpu-throttle", 99, "int", 1, 99, error=_range("max-cpu-throttle", 1, 99)),
+    Parameter("max-cpu-throttle", 99, "int", 1, 99, field="max_cpu_throttle",
+              error=_range("max-cpu-throttle", 1, 99)),
     Parameter("multifd-compression", "none", "enum", choices=("none", "zlib", "zstd")),
     Parameter("multifd-zlib-level", 1, "int", 0, 9,
               error="Parameter 'multifd_zlib_level' expects a value between 0 and 9"),
@@ -103,7 +106,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
               error="Parameter 'multifd_zstd_level' expects a value between 0 and 20"),
     Parameter("x-vcpu-dirty-limit-period", 1000, "int", 1, 1000,
               error="Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000"),
-    Parameter("vcpu-dirty-limit", 1, "int", 1, 2**63 - 1,
+    Parameter("vcpu-dirty-limit", 1, "int", 1, 2**63 - 1, field="vcpu_dirty_limit", scale=MiB,
               error="Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s"),
     Parameter("mode", "normal", "enum", choices=("normal", "cpr-reboot", "cpr-transfer")),
     Parameter("zero-page-detection", "multifd", "enum", choices=("none", "legacy", "multifd"),
@@ -333,6 +336,8 @@ def migration_info(mig: Migration, now: float) -> dict[str, Any]:
     }
     if mig.xbzrle_on:
         info["xbzrle-cache"] = xbzrle_stats(mig)
+    if mig.throttle_pct > 0 and mig.in_force.is_enabled("auto-converge"):
+        info["cpu-throttle-percentage"] = int(mig.throttle_pct)
     if status == "failed" and mig.source_error:
         info["error-desc"] = mig.source_error
     return info
@@ -516,7 +521,8 @@ def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
         "plugin_bytes": int(mig.pl_counts[:, 1].sum()),
         "dirty_sync_count": mig.sync_count,
         "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
-        "max_throttle_pct": 0.0,
+        "max_throttle_pct": mig.max_throttle_pct,
+        "guest_cpu_lost_s": mig.guest_cpu_lost,
         "pages_lost": mig.pages_lost(),
     }
     if mig.exact:

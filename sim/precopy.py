@@ -37,6 +37,7 @@ import numpy as np
 import simpy
 
 from . import kernel
+from .capabilities import parse_version
 from .content import PATTERNS, plugin_size_table, writer_spec, xbzrle_size_table
 from .encoders import ENCODERS, plugins_in_force
 from .guest import Guest
@@ -48,6 +49,11 @@ from .workloads import WriteBatch, make_workload
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
+PERIODIC_SYNC_S = 5.0  # auto-converge's periodic sync timer (QEMU 9.2+)
+
+
+def _version(spec: MigrationSpec) -> tuple[int, int, int]:
+    return parse_version(spec.qemu_version)
 
 
 @dataclass
@@ -55,6 +61,7 @@ class _PassStats:
     number: int
     t_start: float
     dirty_pages_at_sync: int
+    throttle_pct: float
     counters: np.ndarray = field(default_factory=lambda: np.zeros(kernel.N_COUNTERS, np.int64))
 
 
@@ -151,6 +158,17 @@ class Migration:
         self.dirty_bytes_last_sync = 0
         self._period_start = 0.0
         self._period_newly = 0
+        self._period_xfer = 0  # bytes transferred when the period began
+        # Auto-converge / dirty-limit (REF §4): the non-resetting trigger counter, the throttle
+        # in force (% of CPU taken from the guest, or of its writes held back by dirty-limit),
+        # and the guest CPU time it cost (vCPU-seconds).
+        self._trigger_count = 0
+        self.throttle_pct = 0.0
+        self.max_throttle_pct = 0.0
+        self.guest_cpu_lost = 0.0
+        self._throttle_t = 0.0
+        self._next_periodic = math.inf
+        self._syncs_at_tick = 0
         self._window_start = 0.0
         self._window_bytes = 0.0
         self._window_pages = 0
@@ -219,7 +237,7 @@ class Migration:
         """Make sure every write before ``t_end`` is in the buffer (generated once, in order)."""
         if t_end <= self._w_until:
             return
-        scale = 1.0 if self.guest.running else 0.0
+        scale = (1.0 - self.throttle_pct / 100) if self.guest.running else 0.0
         batch = self.workload.writes(self._w_until, t_end, self.rng, scale)
         self._w_until = t_end
         keep = slice(self._w_next, None)
@@ -258,16 +276,78 @@ class Migration:
         self._period_newly += newly
         if now - self._period_start >= DIRTY_RATE_PERIOD_S:
             self.dirty_pages_rate = self._period_newly / (now - self._period_start)
+            self._trigger_throttle(self._period_newly * self.page_size,
+                                   self.transferred - self._period_xfer)
             self._period_start = now
             self._period_newly = 0
+            self._period_xfer = self.transferred
         self.dirty_bytes_last_sync = self.n_pending * self.page_size
         self.rec.event(now, "source", "MIGRATION_PASS", str(self.sync_count))
         self.rec.event(now, "source", "dirty-sync",
                        f"reason={reason} pending_before_bytes={before * self.page_size} "
                        f"pending_after_bytes={self.dirty_bytes_last_sync} "
-                       f"threshold_bytes={self.threshold:.0f}")
+                       f"threshold_bytes={self.threshold:.0f} "
+                       f"transferred_bytes={self.transferred}")
         self._close_pass(now)
-        self.passes.append(_PassStats(self.sync_count, now, self.n_pending))
+        self.passes.append(_PassStats(self.sync_count, now, self.n_pending, self.throttle_pct))
+
+    def _trigger_throttle(self, bytes_dirty: int, bytes_xfer: int) -> None:
+        """QEMU's migration_trigger_throttle (REF §4.1): a period that dirtied more than
+        ``throttle-trigger-threshold`` % of what it sent counts; every second count (the counter
+        never resets otherwise) throttles the guest one step, or switches dirty-limit on."""
+        auto = self.in_force.is_enabled("auto-converge")
+        limit = self.in_force.is_enabled("dirty-limit")
+        if not (auto or limit):
+            return
+        threshold = bytes_xfer * self.mig.throttle_trigger_threshold / 100
+        if bytes_dirty <= threshold:
+            return
+        self._trigger_count += 1
+        if self._trigger_count < 2:
+            return
+        self._trigger_count = 0
+        if auto:
+            self._set_throttle(self._next_throttle(bytes_dirty, threshold))
+        elif self.throttle_pct == 0:
+            # Dirty-limit: every vCPU may dirty at most vcpu-dirty-limit bytes/s; writes are
+            # spread evenly over vCPUs, so the guest's write rate is capped at vcpus × quota.
+            nominal = self.workload.writes_per_s
+            cap = self.sc.vm.vcpus * self.mig.vcpu_dirty_limit / self.page_size
+            if nominal > cap:
+                self._set_throttle(100.0 * (1.0 - cap / nominal))
+
+    def _next_throttle(self, bytes_dirty: int, threshold: float) -> float:
+        """mig_throttle_guest_down (REF §4.2): initial, then + increment (tail-slow: no more than
+        the step to the CPU share whose dirty rate meets the threshold), at most max."""
+        mig = self.mig
+        if self.throttle_pct == 0:
+            return float(mig.cpu_throttle_initial)
+        increment = float(mig.cpu_throttle_increment)
+        if mig.cpu_throttle_tailslow:
+            cpu_now = 100.0 - self.throttle_pct
+            cpu_ideal = cpu_now * threshold / bytes_dirty
+            increment = min(increment, cpu_now - cpu_ideal)
+        return min(self.throttle_pct + increment, float(mig.max_cpu_throttle))
+
+    def _set_throttle(self, pct: float) -> None:
+        now = self.env.now
+        self._account_throttle(now)
+        self.throttle_pct = pct
+        self.max_throttle_pct = max(self.max_throttle_pct, pct)
+        kind = "dirty-limit" if self.in_force.is_enabled("dirty-limit") else "cpu-throttle"
+        self.rec.event(now, "source", "throttle", f"{kind} {pct:g}%")
+
+    def _account_throttle(self, now: float) -> None:
+        """Add the guest CPU time the throttle took since the last change (vCPU-seconds)."""
+        if self.throttle_pct > 0 and self.in_force.is_enabled("auto-converge"):
+            self.guest_cpu_lost += (now - self._throttle_t) * self.throttle_pct / 100 \
+                * self.sc.vm.vcpus
+        self._throttle_t = now
+
+    def _end_throttle(self) -> None:
+        """Throttling stops when the migration ends, whatever the reason (REF §4.2)."""
+        self._account_throttle(self.env.now)
+        self.throttle_pct = 0.0
 
     def _close_pass(self, now: float) -> None:
         if not self.passes:
@@ -279,7 +359,7 @@ class Migration:
             "dirty_pages_at_sync": p.dirty_pages_at_sync,
             "pages_sent": int(c[kernel.C_PAGES_SENT]), "bytes_sent": int(c[kernel.C_BYTES]),
             "zero_pages": int(c[kernel.C_ZERO]), "xbzrle_pages": int(c[kernel.C_ENCODED]),
-            "normal_pages": int(c[kernel.C_NORMAL]), "throttle_pct": 0.0})
+            "normal_pages": int(c[kernel.C_NORMAL]), "throttle_pct": p.throttle_pct})
 
     def _close_window(self, now: float) -> None:
         length = now - self._window_start
@@ -294,7 +374,7 @@ class Migration:
             pending_bytes=self.n_pending * self.page_size,
             expected_downtime_s=self.expected_downtime,
             dirty_pages_rate=self.dirty_pages_rate, transferred_bytes=float(self.transferred),
-            throttle_pct=0.0, status=self.status)
+            throttle_pct=self.throttle_pct, status=self.status)
         self._window_start = now
         self._window_bytes = 0.0
         self._window_pages = 0
@@ -450,10 +530,14 @@ class Migration:
         self.n_pending = self.guest.pages
         self.guest.dirty_log[:] = False
         self._period_start = env.now
+        self._period_xfer = self.transferred
         self._sync("setup")
         self.setup_time = env.now - self.t_migrate
         self._set_status("active")
         self._set_dest_status("active", env.now + self.link.latency_s)
+        self._throttle_t = env.now
+        if self.in_force.is_enabled("auto-converge") and _version(self.mig) >= (9, 2, 0):
+            self._next_periodic = env.now + PERIODIC_SYNC_S
         self._window_start = env.now
         rounds = self.mig.switchover == "rounds"
         live_passes = 0
@@ -465,6 +549,13 @@ class Migration:
             if fault == "destination_crash":
                 yield from self._destination_crashed()
                 return
+            if now >= self._next_periodic:
+                # QEMU 9.2+: with auto-converge a 5 s timer forces a sync when none happened
+                # since its last tick, so the throttle check runs in long rounds too (REF §4.2).
+                if self.sync_count == self._syncs_at_tick and self.sync_count >= 2:
+                    self._sync("periodic")
+                self._syncs_at_tick = self.sync_count
+                self._next_periodic += PERIODIC_SYNC_S
             if self.cancel_requested or now >= cancel_at or now >= deadline:
                 reason = ("migrate_cancel" if self.cancel_requested
                           else "max_time" if now >= cancel_at else "not converged")
@@ -589,6 +680,7 @@ class Migration:
                            f"{enc.name} pages={pages} bytes={nbytes}")
 
     def _fail(self, reason: str, source_error: str) -> None:
+        self._end_throttle()
         self.failure_reason = reason
         self.source_error = source_error
         self.rec.event(self.env.now, "source", "error", source_error)
@@ -601,6 +693,7 @@ class Migration:
         self._set_status("failed")
 
     def _cancel(self, reason: str) -> None:
+        self._end_throttle()
         if self.status != "cancelling":
             self._set_status("cancelling")
         self.encoder_stats()
@@ -621,6 +714,7 @@ class Migration:
         env = self.env
         t_stop = env.now
         self._apply_writes_until(t_stop)
+        self._end_throttle()
         self.guest.running = False
         # Writes buffered beyond the stop never happen: the vCPUs are stopped.
         self._w = WriteBatch.empty()

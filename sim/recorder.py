@@ -45,6 +45,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "dirty_sync_count",
     "mbps",
     "max_throttle_pct",
+    "guest_cpu_lost_s",  # vCPU-seconds auto-converge took from the guest
     "pages_lost",
 )
 # Only in exact content mode; appended after RUNS_COLUMNS when present.

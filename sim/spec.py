@@ -154,6 +154,14 @@ class MigrationSpec:
     )
     # x-clear-bitmap-shift: dirty-log clear chunk = 2^shift pages (QEMU: 6..31)
     clear_bitmap_shift: int = field(default=18, metadata={"ge": 6, "le": 31})
+    # auto-converge (REF §4): dirtied > this % of sent bytes in a period counts toward a step
+    throttle_trigger_threshold: int = field(default=50, metadata={"ge": 1, "le": 100})
+    cpu_throttle_initial: int = field(default=20, metadata={"ge": 1, "le": 99})  # %
+    cpu_throttle_increment: int = field(default=10, metadata={"ge": 1, "le": 99})  # %
+    cpu_throttle_tailslow: bool = False
+    max_cpu_throttle: int = field(default=99, metadata={"ge": 1, "le": 99})  # %
+    # dirty-limit (REF §4.3): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
+    vcpu_dirty_limit: float = field(default=1 * MiB, metadata={"unit": "rate", "gt": 0})
 
 
 @dataclass(frozen=True, slots=True)

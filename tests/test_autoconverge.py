@@ -1,0 +1,143 @@
+"""Auto-converge and dirty-limit (REF §4), checked against an oracle that replays QEMU's rule
+from the observable sync events (each `dirty-sync` event carries the bytes newly dirtied and sent
+so far), not against the engine's own bookkeeping."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from sim.capabilities import check_set
+from sim.run import run_one
+from sim.spec import LinkSpec, MigrationSpec, RegionSpec, Scenario, VmSpec, WorkloadSpec
+
+MiB = 1 << 20
+# 60k uniform writes/s into 128 MiB: ~245 MB/s of dirtying against a 125 MB/s link.
+BASE = Scenario(
+    name="ac", seed=1, vm=VmSpec(memory=512 * MiB, vcpus=2),
+    workload=WorkloadSpec(kind="uniform", writes_per_s=60000,
+                          region=RegionSpec(offset=0, size=128 * MiB)),
+    link=LinkSpec(bandwidth=1e9 / 8),
+    migration=MigrationSpec(max_bandwidth=0, max_sim_time=120.0))
+
+
+def run(caps=("auto-converge",), **migration):
+    mig = dataclasses.replace(BASE.migration, capabilities=caps, **migration)
+    return run_one(dataclasses.replace(BASE, migration=mig))
+
+
+def syncs(res):
+    """(t, newly dirty bytes, transferred bytes) per sync, from the events table."""
+    out = []
+    for t, detail in zip(res.events.t_s, res.events.detail, strict=True):
+        m = re.search(r"pending_before_bytes=(\d+) pending_after_bytes=(\d+) .*"
+                      r"transferred_bytes=(\d+)", detail)
+        if m and "reason=completion" not in detail:
+            before, after, sent = map(int, m.groups())
+            out.append((t, after - before, sent))
+    return out
+
+
+def oracle(res, spec: MigrationSpec) -> list[tuple[float, float]]:
+    """REF §4.1–4.2 replayed: (time, throttle %) of every step."""
+    steps: list[tuple[float, float]] = []
+    (t0, _, x0), rest = syncs(res)[0], syncs(res)[1:]
+    period_start, xfer_prev, dirty, count, pct = t0, x0, 0, 0, 0.0
+    for t, newly, sent in rest:
+        dirty += newly
+        if t - period_start < 1.0:
+            continue
+        thr = (sent - xfer_prev) * spec.throttle_trigger_threshold / 100
+        if dirty > thr:
+            count += 1
+            if count == 2:
+                count = 0
+                if pct == 0:
+                    pct = spec.cpu_throttle_initial
+                else:
+                    inc = float(spec.cpu_throttle_increment)
+                    if spec.cpu_throttle_tailslow:
+                        inc = min(inc, (100 - pct) - (100 - pct) * thr / dirty)
+                    pct = min(pct + inc, spec.max_cpu_throttle)
+                steps.append((t, pct))
+        period_start, xfer_prev, dirty = t, sent, 0
+    return steps
+
+
+def throttle_events(res) -> list[tuple[float, float]]:
+    e = res.events[res.events.event == "throttle"]
+    return [(t, float(d.split()[1].rstrip("%"))) for t, d in zip(e.t_s, e.detail, strict=True)]
+
+
+def test_raw_does_not_converge_auto_converge_does():
+    raw = run(()).runs.iloc[0]
+    assert (raw.status, raw.max_throttle_pct) == ("cancelled", 0.0)
+    res = run()
+    ac = res.runs.iloc[0]
+    assert ac.status == "completed"
+    steps = throttle_events(res)
+    assert [p for _, p in steps] == [20.0, 30.0, 40.0][:len(steps)] and len(steps) >= 2
+    assert ac.max_throttle_pct == steps[-1][1]
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"cpu_throttle_initial": 30, "cpu_throttle_increment": 25, "max_cpu_throttle": 70},
+    {"cpu_throttle_tailslow": True, "cpu_throttle_increment": 30},
+    {"throttle_trigger_threshold": 90},
+])
+def test_steps_follow_qemus_rule(params):
+    res = run(**params)
+    spec = dataclasses.replace(BASE.migration, **params)
+    expected = oracle(res, spec)
+    got = throttle_events(res)
+    assert len(got) == len(expected) >= 2
+    for (t, p), (te, pe) in zip(got, expected, strict=True):
+        assert t == pytest.approx(te)
+        assert p == pytest.approx(pe)
+
+
+def test_throttle_in_every_table_and_the_cpu_it_cost():
+    res = run()
+    steps = throttle_events(res)
+    ac = res.runs.iloc[0]
+    t_stop = res.events[(res.events.event == "MIGRATION")
+                        & (res.events.detail == "device")].t_s.iloc[0]
+    # vCPU-seconds lost: each step's share of CPU, from its time to the next step or the stop.
+    bounds = [t for t, _ in steps[1:]] + [t_stop]
+    lost = sum((b - t) * p / 100 for (t, p), b in zip(steps, bounds, strict=True)) * 2
+    assert ac.guest_cpu_lost_s == pytest.approx(lost)
+    assert res.samples.throttle_pct.max() == steps[-1][1]
+    assert set(res.passes.throttle_pct) >= {0.0, steps[0][1]}
+
+
+def test_periodic_sync_in_long_rounds_only_from_9_2():
+    # A 2 GiB guest rewritten all over: the second round lasts ~20 s without a drain sync.
+    big = dataclasses.replace(
+        BASE, vm=VmSpec(memory=2048 * MiB),
+        workload=WorkloadSpec(kind="uniform", writes_per_s=100000),
+        migration=dataclasses.replace(BASE.migration, capabilities=("auto-converge",),
+                                      max_sim_time=40.0))
+
+    def periodic(version):
+        sc = dataclasses.replace(big, migration=dataclasses.replace(big.migration,
+                                                                     qemu_version=version))
+        details = run_one(sc).events.detail
+        return int(details.str.startswith("reason=periodic").sum())
+
+    assert periodic("10.2") >= 2
+    assert periodic("7.2") == 0
+
+
+def test_dirty_limit_caps_the_write_rate():
+    res = run(caps=("dirty-limit",), vcpu_dirty_limit=16 * MiB)
+    run_ = res.runs.iloc[0]
+    assert run_.status == "completed"
+    e = res.events[res.events.event == "throttle"]
+    # 2 vCPUs × 16 MiB/s = 8192 pages/s of the guest's 60000 writes/s.
+    assert list(e.detail) == [f"dirty-limit {100 * (1 - 8192 / 60000):g}%"]
+    assert run_.guest_cpu_lost_s == 0.0  # only the writers are slowed, not reported as CPU
+    with pytest.raises(ValueError, match="dirty-limit conflicts with auto-converge"):
+        check_set(["dirty-limit", "auto-converge"])
