@@ -104,7 +104,7 @@ def send_chunk(pending, dirty_log, zero, version,
                xbzrle_on, cache_on, xbzrle_started, last_stage, generation, stop_after_encoded,
                slot_addr, slot_age, slot_version, xb_sizes,
                pl_flags, pl_sizes, pl_counts,
-               counters,
+               cpu_costs, counters,
                exact, mem, mem64, dest, cache_data, cache64, enc_out, w_seed,
                pattern, write_size, word_size):
     """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, started, bytes, plugin_page,
@@ -126,6 +126,11 @@ def send_chunk(pending, dirty_log, zero, version,
     stops *before* accounting such a page and returns it as ``plugin_page`` (with the cache slot
     of a hit as ``plugin_slot``, else -1); the caller encodes it and calls again.
 
+    ``cpu_costs`` is the source thread's time (seconds): per page scanned, per raw page copied,
+    per XBZRLE comparison, per XBZRLE output byte. The thread and the link overlap (the socket
+    buffers), so a page's send completes at ``max(wire time, CPU time)`` accumulated over the
+    chunk: a fast link leaves the pace to the CPU.
+
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends right
     after the first one is sent (the caller fails the migration there). A plug-in whose
     destination cannot decode it stops the chunk the same way.
@@ -137,6 +142,8 @@ def send_chunk(pending, dirty_log, zero, version,
     n_slots = slot_addr.shape[0]
     n_w = w_t.shape[0]
     n_pl = pl_flags.shape[0]
+    cpu = 0.0
+    cpu_page, cpu_copy, cpu_xb, cpu_xb_byte = cpu_costs[0], cpu_costs[1], cpu_costs[2], cpu_costs[3]
     plugin_page = -1
     plugin_slot = -1
     while True:
@@ -164,6 +171,7 @@ def send_chunk(pending, dirty_log, zero, version,
             cursor = 0
             xbzrle_started = True
         size = 0
+        cpu += cpu_page
         hit = -1  # cache slot of a hit XBZRLE did not take
         leftover = False  # not sent yet: plug-ins, else raw
         stop = False
@@ -202,6 +210,7 @@ def send_chunk(pending, dirty_log, zero, version,
                 else:
                     since = np.int64(version[p]) - np.int64(slot_version[slot])
                     enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
+                cpu += cpu_xb + (page_size if enc < 0 else enc) * cpu_xb_byte
                 if enc == 0:
                     counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on
                 else:
@@ -254,8 +263,9 @@ def send_chunk(pending, dirty_log, zero, version,
                 break
         if leftover:
             size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
+            cpu += cpu_copy
         sent += size
-        t = t0 + sent / rate
+        t = t0 + max(sent / rate, cpu)
         if stop:
             break
     counters[C_BYTES] += np.int64(sent)

@@ -137,6 +137,17 @@ class Migration:
         self.mem64 = self.mem.view(np.uint64)
         self.dest = np.zeros_like(self.mem) if self.exact else self.mem
         self.enc_out = np.zeros(self.page_size if self.exact else 8, np.uint8)
+        cpu = scenario.source_cpu
+        page = scenario.vm.page_size
+        # Seconds of the source thread per page scanned, raw page copied, XBZRLE comparison and
+        # XBZRLE output byte (the zero test is part of the scan only when it runs).
+        scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
+        self.cpu_costs = np.array([
+            cpu.per_page + (scan if scenario.migration.zero_page_detection != "none" else 0.0),
+            page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
+            page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
+            cpu.xbzrle_per_byte], np.float64)
+        self._stall = 0.0  # source-thread time owed to bitmap syncs, paid before the next send
         self.in_force = InForce(frozenset())
         self.xbzrle_started = False
         self.pl_counts = np.zeros((0, 2), np.int64)
@@ -272,6 +283,7 @@ class Migration:
         self.n_pending, newly = kernel.sync_bitmap(self.pending, self.guest.dirty_log)
         self.chunk_cleared[:] = False  # every clear-chunk must be re-armed before its next send
         self.sync_count += 1
+        self._stall += self.guest.pages * self.sc.source_cpu.sync_per_page
         now = self.env.now
         self._period_newly += newly
         if now - self._period_start >= DIRTY_RATE_PERIOD_S:
@@ -408,7 +420,7 @@ class Migration:
                     self.xbzrle_on, self.cache_on, self.xbzrle_started, last_stage,
                     self.sync_count, self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes,
                     self.slot_addr, self.slot_age, self.slot_version, self.xb_sizes,
-                    self.pl_flags, self.pl_sizes, self.pl_counts, c,
+                    self.pl_flags, self.pl_sizes, self.pl_counts, self.cpu_costs, c,
                     self.exact, self.mem, self.mem64, self.dest, self.cache_data, self.cache64,
                     self.enc_out, self._w_seed, self._pattern, self._write_size,
                     self._word_size)
@@ -532,6 +544,7 @@ class Migration:
         self._period_start = env.now
         self._period_xfer = self.transferred
         self._sync("setup")
+        yield from self._pay_stall()
         self.setup_time = env.now - self.t_migrate
         self._set_status("active")
         self._set_dest_status("active", env.now + self.link.latency_s)
@@ -549,6 +562,9 @@ class Migration:
             if fault == "destination_crash":
                 yield from self._destination_crashed()
                 return
+            if self._stall > 0:
+                yield from self._pay_stall()
+                continue
             if now >= self._next_periodic:
                 # QEMU 9.2+: with auto-converge a 5 s timer forces a sync when none happened
                 # since its last tick, so the throttle check runs in long rounds too (REF §4.2).
@@ -605,6 +621,13 @@ class Migration:
             if self._undecodable():
                 yield from self._fail_at_destination()
                 return
+
+    def _pay_stall(self):
+        """The thread's time owed to bitmap syncs passes before it sends again (the guest runs
+        on, and in stop-and-copy it adds to the downtime)."""
+        stall, self._stall = self._stall, 0.0
+        if stall > 0:
+            yield from self._idle_until(self.env.now + stall)
 
     def _idle_until(self, t: float):
         if t > self.env.now:
@@ -712,6 +735,7 @@ class Migration:
         phase fails or cancels the migration and restarts the source's guest.
         """
         env = self.env
+        yield from self._pay_stall()  # the sync that decided the switchover
         t_stop = env.now
         self._apply_writes_until(t_stop)
         self._end_throttle()
@@ -722,6 +746,7 @@ class Migration:
         self._w_next = 0
         self._set_status("device")
         self._sync("completion")
+        yield from self._pay_stall()
         device_left = float(self.sc.vm.device_state)
         while self.n_pending > 0 or device_left > 0:
             now = env.now

@@ -165,6 +165,33 @@ class MigrationSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceCpuSpec:
+    """The source migration thread's own time (DESIGN §3): it is one thread, and when the link is
+    fast its work, not the link, sets the pace. Defaults: see README "Source CPU time" (QEMU's
+    XBZRLE encoder measured in REF §11.2; memory scan and copy measured on this machine class by
+    ``benchmarks/calibrate_cpu.py``). All zero turns the model off."""
+
+    # fixed cost per page sent (bitmap search, record header, socket write, amortised)
+    per_page: float = field(default=0.25e-6, metadata={"unit": "time", "ge": 0})
+    # reading a page for the zero-page test (0: free)
+    scan_rate: float = field(default=8e9, metadata={"unit": "rate", "ge": 0})
+    # copying a raw page into the socket buffer (0: free)
+    copy_rate: float = field(default=8e9, metadata={"unit": "rate", "ge": 0})
+    # XBZRLE: comparing the page with its cached copy (0: free) ...
+    xbzrle_rate: float = field(default=5.6e9, metadata={"unit": "rate", "ge": 0})
+    # ... plus this per byte of encoded output (REF §11.2: ~10 ns, from cases (b) and (d))
+    xbzrle_per_byte: float = field(default=10e-9, metadata={"unit": "time", "ge": 0})
+    # a dirty-bitmap sync, per guest page (the thread stalls; the guest runs on)
+    sync_per_page: float = field(default=2e-9, metadata={"unit": "time", "ge": 0})
+
+    @classmethod
+    def free(cls) -> SourceCpuSpec:
+        """A thread that costs nothing: pages leave at link rate (closed forms, papers)."""
+        return cls(per_page=0.0, scan_rate=0.0, copy_rate=0.0, xbzrle_rate=0.0,
+                   xbzrle_per_byte=0.0, sync_per_page=0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class WireSpec:
     """Record sizes on the wire (REF §2.7); overridable for oracle scenarios."""
 
@@ -234,6 +261,7 @@ class Scenario:
     link: LinkSpec = field(default_factory=LinkSpec)
     migration: MigrationSpec = field(default_factory=MigrationSpec)
     wire: WireSpec = field(default_factory=WireSpec)
+    source_cpu: SourceCpuSpec = field(default_factory=SourceCpuSpec)
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     negotiation: str = field(
         default="qemu", metadata={"choices": ("none", "qemu", "management", "inband")}

@@ -18,6 +18,7 @@ from sim.spec import (
     MiB,
     MigrationSpec,
     Scenario,
+    SourceCpuSpec,
     VmSpec,
     WireSpec,
     WorkloadSpec,
@@ -25,6 +26,7 @@ from sim.spec import (
 from sim.workloads import make_workload
 
 NO_OVERHEAD = WireSpec(page_header=0, chunk_overhead=0)
+FREE_CPU = SourceCpuSpec.free()  # the closed forms assume pages leave at link rate
 
 
 def geometric(M: float, R: float, D: float, d_max: float, n_max: int | None = None):
@@ -47,7 +49,7 @@ def rounds_scenario(memory: int, rate: float, writes_per_s: float, d_max: float,
         link=LinkSpec(bandwidth=rate),
         migration=MigrationSpec(max_bandwidth=0, switchover="rounds", downtime_limit=d_max,
                                 max_passes=max_passes),
-        wire=NO_OVERHEAD)
+        wire=NO_OVERHEAD, source_cpu=FREE_CPU)
 
 
 @pytest.mark.parametrize("memory,bandwidth,device", [
@@ -59,7 +61,7 @@ def test_idle_guest_takes_memory_over_bandwidth(memory, bandwidth, device, polic
     """An idle guest of M bytes over rate B takes M/B + device state/B (within 0.5%)."""
     sc = Scenario(name="idle", vm=VmSpec(memory=memory, device_state=device),
                   link=LinkSpec(bandwidth=bandwidth),
-                  migration=MigrationSpec(max_bandwidth=0, switchover=policy), wire=NO_OVERHEAD)
+                  migration=MigrationSpec(max_bandwidth=0, switchover=policy), wire=NO_OVERHEAD, source_cpu=FREE_CPU)
     run = run_one(sc).runs.iloc[0]
     assert run.status == "completed"
     assert run.total_time_s == pytest.approx((memory + device) / bandwidth, rel=0.005)
@@ -129,7 +131,7 @@ def test_uniform_rounds_match_published_v6():
                       workload=WorkloadSpec(kind="uniform", writes_per_s=w),
                       link=LinkSpec(bandwidth=R),
                       migration=MigrationSpec(max_bandwidth=0, switchover="rounds"),
-                      wire=NO_OVERHEAD)
+                      wire=NO_OVERHEAD, source_cpu=FREE_CPU)
         res = run_one(sc)
         assert (res.passes.pages_sent > 0).sum() == 4  # 3 live rounds + stop-and-copy
         downtimes.append(res.runs.downtime_s.iloc[0])
@@ -179,7 +181,7 @@ def test_downtime_within_limit_when_estimate_holds(seed, max_bandwidth):
                   workload=WorkloadSpec(kind="hotspot", writes_per_s=40_000, hot_set=96 * MiB),
                   link=LinkSpec(bandwidth=1e9 / 8),
                   migration=MigrationSpec(max_bandwidth=max_bandwidth, downtime_limit=0.3),
-                  wire=NO_OVERHEAD)
+                  wire=NO_OVERHEAD, source_cpu=FREE_CPU)
     run = run_one(sc).runs.iloc[0]
     assert run.status == "completed"
     assert run.downtime_s <= 0.3 + 1e-9
@@ -191,7 +193,7 @@ def test_downtime_exceeds_limit_when_estimate_was_optimistic():
                     workload=WorkloadSpec(kind="hotspot", writes_per_s=40_000, hot_set=96 * MiB),
                     link=LinkSpec(bandwidth=1e9 / 8),
                     migration=MigrationSpec(max_bandwidth=0, downtime_limit=0.3),
-                    wire=NO_OVERHEAD)
+                    wire=NO_OVERHEAD, source_cpu=FREE_CPU)
     steady = run_one(base)
     t_stop = steady.events[(steady.events.event == "MIGRATION")
                            & (steady.events.detail == "device")].t_s.iloc[0]

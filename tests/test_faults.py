@@ -15,6 +15,7 @@ from sim.spec import (
     LinkSpec,
     MigrationSpec,
     Scenario,
+    SourceCpuSpec,
     VmSpec,
     WireSpec,
     WorkloadSpec,
@@ -23,6 +24,7 @@ from sim.spec import (
 MiB = 1 << 20
 RATE = 100e6  # bytes/s
 NO_OVERHEAD = WireSpec(page_header=0, zero_page=0, xbzrle_header=0, chunk_overhead=0)
+FREE_CPU = SourceCpuSpec.free()  # the closed forms assume pages leave at link rate
 SIZE = 64 * MiB
 ALONE = SIZE / RATE  # 0.671 s to send the idle guest's RAM
 
@@ -31,7 +33,7 @@ def idle(*faults: FaultSpec, latency: float = 0.0, device: int = 0, **migration)
     return Scenario(name="f", vm=VmSpec(memory=SIZE, zero_fraction=0.0, device_state=device),
                     workload=WorkloadSpec(kind="idle"),
                     link=LinkSpec(bandwidth=RATE, latency=latency, faults=faults),
-                    migration=MigrationSpec(max_bandwidth=0, **migration), wire=NO_OVERHEAD)
+                    migration=MigrationSpec(max_bandwidth=0, **migration), wire=NO_OVERHEAD, source_cpu=FREE_CPU)
 
 
 def events(res, event):
@@ -120,7 +122,7 @@ def test_a_fault_hits_only_its_guest_in_a_fleet():
                       workload=WorkloadSpec(kind="idle"),
                       migration=MigrationSpec(max_bandwidth=0))
     sc = Scenario(name="fleet", link=LinkSpec(bandwidth=RATE, faults=(
-        FaultSpec(kind="destination_crash", at=0.2, vm="b"),)), wire=NO_OVERHEAD,
+        FaultSpec(kind="destination_crash", at=0.2, vm="b"),)), wire=NO_OVERHEAD, source_cpu=FREE_CPU,
         vms=(dataclasses.replace(guest, name="a"), dataclasses.replace(guest, name="b")))
     runs = run_one(sc).runs.set_index("vm")
     assert runs.loc["b", "status"] == "failed"

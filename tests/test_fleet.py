@@ -9,10 +9,20 @@ import pytest
 
 from sim.link import Link
 from sim.run import run_one
-from sim.spec import GuestSpec, LinkSpec, MigrationSpec, Scenario, VmSpec, WireSpec, WorkloadSpec
+from sim.spec import (
+    GuestSpec,
+    LinkSpec,
+    MigrationSpec,
+    Scenario,
+    SourceCpuSpec,
+    VmSpec,
+    WireSpec,
+    WorkloadSpec,
+)
 
 MiB = 1 << 20
 NO_OVERHEAD = WireSpec(page_header=0, zero_page=0, xbzrle_header=0, chunk_overhead=0)
+FREE_CPU = SourceCpuSpec.free()  # the closed forms assume pages leave at link rate
 
 
 def test_water_filling():
@@ -40,7 +50,7 @@ def idle_guest(name: str, start: float = 0.0) -> GuestSpec:
 
 
 def fleet(*guests: GuestSpec) -> Scenario:
-    return Scenario(name="fleet", link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD,
+    return Scenario(name="fleet", link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD, source_cpu=FREE_CPU,
                     vms=guests)
 
 
@@ -79,7 +89,7 @@ def test_one_guest_is_the_single_guest_run():
     """A fleet of one guest and the same guest given at top level are the same migration."""
     g = idle_guest("solo")
     single = Scenario(name="fleet", vm=g.vm, workload=dataclasses.replace(
-        g.workload), migration=g.migration, link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD)
+        g.workload), migration=g.migration, link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD, source_cpu=FREE_CPU)
     a = run_one(single).runs.iloc[0]
     b = run_one(fleet(g)).runs.iloc[0]
     assert a.total_time_s == b.total_time_s and a.transferred_bytes == b.transferred_bytes

@@ -269,7 +269,8 @@ ERRORS = [
     ("migration:\n  zero_page_detection: new\n",
      "s.yaml:2: migration.zero_page_detection: 'new' is not one of none, legacy, multifd"),
     ("link:\n  faults:\n    - {kind: link_dwn, at: 2s}\n",
-     "s.yaml:3: link.faults[0].kind: 'link_dwn' is not one of link_down, destination_crash; did "
+     "s.yaml:3: link.faults[0].kind: 'link_dwn' is not one of link_down, bandwidth_drop, "
+     "destination_crash, cancel; did "
      "you mean 'link_down'?"),
     # workload kinds
     ("workload:\n  kind: hotsopt\n",
