@@ -36,6 +36,7 @@ from . import capabilities, kernel
 from .errors import QmpError, ScenarioError
 from .link import Link
 from .precopy import Handshake, InForce, Migration
+from .profiles import resolve
 from .recorder import Recorder
 from .result import Result
 from .spec import EndpointSpec, FaultSpec, GuestSpec, MigrationSpec, Scenario
@@ -421,8 +422,8 @@ class Testbed:
         self.pairs: list[Pair] = []
         for i, guest in enumerate(guests):
             view = dataclasses.replace(scenario, vm=guest.vm, workload=guest.workload,
-                                       migration=guest.migration, endpoints=guest.endpoints,
-                                       vms=())
+                                       migration=resolve(guest.migration),
+                                       endpoints=guest.endpoints, vms=())
             # A single guest draws from the scenario's seed; a fleet's guest i from (seed, i).
             rng = (np.random.default_rng([scenario.seed, 1000 + i]) if fleet
                    else np.random.default_rng(scenario.seed))

@@ -37,11 +37,11 @@ import numpy as np
 import simpy
 
 from . import kernel
-from .capabilities import parse_version
 from .content import PATTERNS, plugin_size_table, writer_spec, xbzrle_size_table
 from .encoders import ENCODERS, plugins_in_force
 from .guest import Guest
 from .link import Link
+from .profiles import max_bandwidth, profile
 from .recorder import Recorder
 from .spec import FaultSpec, MigrationSpec, Scenario
 from .workloads import WriteBatch, make_workload
@@ -51,9 +51,6 @@ MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
 PERIODIC_SYNC_S = 5.0  # auto-converge's periodic sync timer (QEMU 9.2+)
 
-
-def _version(spec: MigrationSpec) -> tuple[int, int, int]:
-    return parse_version(spec.qemu_version)
 
 
 @dataclass
@@ -238,7 +235,7 @@ class Migration:
         chunk, ``downtime-limit`` at the next window, a new cache size flushes the cache."""
         resized = spec.xbzrle_cache_size != self.mig.xbzrle_cache_size
         self.mig = spec
-        self.link.set_cap(self, spec.max_bandwidth)
+        self.link.set_cap(self, max_bandwidth(spec))
         if resized and self.xbzrle_on:
             self._configure_encoders()
 
@@ -514,7 +511,7 @@ class Migration:
             self._fail("destination crashed", "Failed to connect to the destination: "
                                               "Connection refused")
             return
-        self.link.join(self, spec.max_bandwidth)
+        self.link.join(self, max_bandwidth(spec))
         try:
             yield from self._migrate(handshake)
         finally:
@@ -549,7 +546,7 @@ class Migration:
         self._set_status("active")
         self._set_dest_status("active", env.now + self.link.latency_s)
         self._throttle_t = env.now
-        if self.in_force.is_enabled("auto-converge") and _version(self.mig) >= (9, 2, 0):
+        if self.in_force.is_enabled("auto-converge") and profile(self.mig.qemu_version).periodic_sync:
             self._next_periodic = env.now + PERIODIC_SYNC_S
         self._window_start = env.now
         rounds = self.mig.switchover == "rounds"
@@ -577,8 +574,8 @@ class Migration:
                           else "max_time" if now >= cancel_at else "not converged")
                 self._cancel(reason)
                 return
-            budget = (self.mig.max_bandwidth * WINDOW_S if self.mig.max_bandwidth > 0
-                      else math.inf)
+            rate_cap = max_bandwidth(self.mig)
+            budget = rate_cap * WINDOW_S if rate_cap > 0 else math.inf
             window_end = self._window_start + WINDOW_S
             if self._window_bytes >= budget:
                 yield from self._idle_until(min(window_end, cancel_at, deadline,
@@ -744,7 +741,9 @@ class Migration:
         self._w = WriteBatch.empty()
         self._w_seed = np.empty(0, np.uint64)
         self._w_next = 0
-        self._set_status("device")
+        self.rec.event(t_stop, "source", "switchover", "guest stopped")
+        if profile(self.mig.qemu_version).device_state:
+            self._set_status("device")  # QEMU 10.0+ always passes through it (REF §7.5)
         self._sync("completion")
         yield from self._pay_stall()
         device_left = float(self.sc.vm.device_state)

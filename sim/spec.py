@@ -131,7 +131,8 @@ class MigrationSpec:
     # QEMU: 0..2 000 000 ms
     downtime_limit: float = field(default=0.3, metadata={"unit": "time", "ge": 0, "le": 2000.0})
     # 0 = unlimited
-    max_bandwidth: float = field(default=128 * MiB, metadata={"unit": "rate", "ge": 0})
+    # None: the default of qemu_version (128 MiB/s; 32 MiB/s before 5.2)
+    max_bandwidth: float | None = field(default=None, metadata={"unit": "rate", "ge": 0})
     # 0 = use the measured estimate
     avail_switchover_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
     # QEMU: a power of two no less than the page size (checked against vm.page_size)
