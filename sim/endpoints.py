@@ -95,7 +95,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
               error="Parameter 'multifd_channels' expects is invalid, "
                     "it should be in the range of 1 to 255"),
     Parameter("xbzrle-cache-size", 67108864, "int", 0, 2**63 - 1, field="xbzrle_cache_size"),
-    Parameter("max-postcopy-bandwidth", 0, "int", 0, 2**63 - 1),
+    Parameter("max-postcopy-bandwidth", 0, "int", 0, 2**63 - 1, field="max_postcopy_bandwidth"),
     Parameter("max-cpu-throttle", 99, "int", 1, 99, field="max_cpu_throttle",
               error=_range("max-cpu-throttle", 1, 99)),
     Parameter("multifd-compression", "none", "enum", choices=("none", "zlib", "zstd")),
@@ -310,7 +310,7 @@ def migration_info(mig: Migration, now: float) -> dict[str, Any]:
     page = mig.page_size
     info["total-time"] = int(total_time * 1000)
     info["setup-time"] = int(mig.setup_time * 1000)
-    if status == "completed":
+    if status == "completed" or status.startswith("postcopy"):
         info["downtime"] = int(round(mig.downtime * 1000))
     elif not done:
         info["expected-downtime"] = int(round(mig.expected_downtime * 1000))
@@ -326,13 +326,13 @@ def migration_info(mig: Migration, now: float) -> dict[str, Any]:
         "mbps": (mig.transferred * 8 / live / 1e6) if done and live > 0
         else mig.bandwidth * 8 / 1e6,
         "dirty-sync-count": mig.sync_count,
-        "postcopy-requests": 0,
+        "postcopy-requests": int(mig.postcopy_stats[0]),
         "page-size": page,
         "multifd-bytes": 0,
         "pages-per-second": int(mig.pages_per_second),
         "precopy-bytes": mig.precopy_bytes,
         "downtime-bytes": mig.downtime_bytes,
-        "postcopy-bytes": 0,
+        "postcopy-bytes": mig.postcopy_bytes,
         "dirty-sync-missed-zero-copy": 0,
     }
     if mig.xbzrle_on:
@@ -524,6 +524,8 @@ def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
         "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
         "max_throttle_pct": mig.max_throttle_pct,
         "guest_cpu_lost_s": mig.guest_cpu_lost,
+        "postcopy_faults": int(mig.postcopy_stats[0]),
+        "postcopy_stall_s": float(mig.postcopy_stats[1]),
         "pages_lost": mig.pages_lost(),
     }
     if mig.exact:

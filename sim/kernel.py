@@ -298,3 +298,47 @@ def sync_bitmap(pending, dirty_log):
         if pending[i]:
             n_pending += 1
     return n_pending, newly
+
+
+@njit(cache=True)
+def postcopy_chunk(pending, zero, w_t, w_page, w_next, cursor, n_pending, t0, rate, t_limit,
+                   raw_bytes, zero_bytes, fault_bytes, fault_cost, dest_written, stats):
+    """Post-copy after the switch (REF §5.1): the destination runs the guest while the source
+    pushes the missing pages (``pending``) in scan order. A guest write to a missing page is a
+    remote fault: the page is requested over the return path and sent at once (``fault_bytes``
+    on the link), and the vCPU stalls ``fault_cost`` seconds. ``stats`` accumulates (faults,
+    stall seconds, background pages, wire bytes). Returns ``(t_end, cursor, w_next, n_pending)``.
+
+    Model note: the guest's later writes are not delayed by its stalls (the write clock is
+    fixed), so with many faults the fault count is an upper bound; reads are not modelled.
+    """
+    n = pending.shape[0]
+    n_w = w_t.shape[0]
+    sent = 0.0
+    t = t0
+    while True:
+        while w_next < n_w and w_t[w_next] < t:
+            p = w_page[w_next]
+            dest_written[p] = True
+            if pending[p]:
+                pending[p] = False
+                n_pending -= 1
+                stats[0] += 1.0
+                stats[1] += fault_cost
+                sent += fault_bytes
+                t = t0 + sent / rate
+            w_next += 1
+        if n_pending == 0 or t >= t_limit:
+            break
+        while not pending[cursor]:
+            cursor += 1
+            if cursor == n:
+                cursor = 0
+        p = cursor
+        pending[p] = False
+        n_pending -= 1
+        sent += zero_bytes if zero[p] else raw_bytes
+        stats[2] += 1.0
+        t = t0 + sent / rate
+    stats[3] += sent
+    return t, cursor, w_next, n_pending

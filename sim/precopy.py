@@ -50,6 +50,9 @@ WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
 PERIODIC_SYNC_S = 5.0  # auto-converge's periodic sync timer (QEMU 9.2+)
+# Post-copy without postcopy-preempt: background bytes an urgent page waits behind (a socket's
+# worth of send buffer; an assumption, stated in the README).
+POSTCOPY_QUEUE = 256 * 1024
 
 
 
@@ -145,6 +148,12 @@ class Migration:
             page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
             cpu.xbzrle_per_byte], np.float64)
         self._stall = 0.0  # source-thread time owed to bitmap syncs, paid before the next send
+        # Post-copy: (remote faults, stall seconds, pages pushed, wire bytes) after the switch.
+        self.postcopy_stats = np.zeros(4, np.float64)
+        self.postcopy_bytes = 0
+        self.postcopy_requested = False  # migrate-start-postcopy
+        self._pending_after_syncs: list[int] = []
+        self._dest_written: np.ndarray | None = None  # pages the guest wrote after the switch
         self.in_force = InForce(frozenset())
         self.xbzrle_started = False
         self.pl_counts = np.zeros((0, 2), np.int64)
@@ -291,6 +300,7 @@ class Migration:
             self._period_newly = 0
             self._period_xfer = self.transferred
         self.dirty_bytes_last_sync = self.n_pending * self.page_size
+        self._pending_after_syncs.append(self.n_pending)
         self.rec.event(now, "source", "MIGRATION_PASS", str(self.sync_count))
         self.rec.event(now, "source", "dirty-sync",
                        f"reason={reason} pending_before_bytes={before * self.page_size} "
@@ -574,6 +584,9 @@ class Migration:
                           else "max_time" if now >= cancel_at else "not converged")
                 self._cancel(reason)
                 return
+            if self._want_postcopy(now):
+                yield from self._postcopy(cancel_at, deadline)
+                return
             rate_cap = max_bandwidth(self.mig)
             budget = rate_cap * WINDOW_S if rate_cap > 0 else math.inf
             window_end = self._window_start + WINDOW_S
@@ -618,6 +631,122 @@ class Migration:
             if self._undecodable():
                 yield from self._fail_at_destination()
                 return
+
+    def _want_postcopy(self, now: float) -> bool:
+        """Management asked for the switch (REF §5.1): by command, at a time, after some
+        passes, or when a pass left no less dirty than the one before. The switch then happens
+        at once (with RAM postcopiable, must-precopy bytes are under the threshold)."""
+        if not self.in_force.is_enabled("postcopy-ram"):
+            return False
+        mig = self.mig
+        after = self._pending_after_syncs[1:]  # the passes after the setup sync
+        return (self.postcopy_requested
+                or (mig.postcopy_after is not None and now - self.t_migrate >= mig.postcopy_after)
+                or (mig.postcopy_after_passes is not None
+                    and len(after) >= mig.postcopy_after_passes)
+                or (mig.postcopy_on_stall and len(after) >= 2 and after[-1] >= after[-2]))
+
+    def _postcopy(self, cancel_at: float, deadline: float):
+        """The switch and the post-copy phase (REF §5.1).
+
+        Stop the guest, sync, send the discard list (8 bytes per page the destination holds a
+        stale copy of) and the device state; the destination runs the guest one latency
+        later (the downtime ends). Then the source pushes the missing pages while each guest
+        write to a missing page faults it over the return path: a round trip plus the page, and
+        without ``postcopy-preempt`` the wait behind ``POSTCOPY_QUEUE`` bytes of background
+        data already in the socket. A destination crash now loses the guest.
+        """
+        env = self.env
+        yield from self._pay_stall()
+        t_stop = env.now
+        self._apply_writes_until(t_stop)
+        self._end_throttle()
+        self.guest.running = False
+        self.rec.event(t_stop, "source", "switchover", "guest stopped (postcopy)")
+        if profile(self.mig.qemu_version).device_state:
+            self._set_status("device")
+        self._sync("postcopy")
+        yield from self._pay_stall()
+        if self.exact:
+            # The source is stopped: what it pushes or serves from now on is its RAM as of now.
+            # (Exact mode does not apply the guest's writes after the switch; memory_match
+            # compares the destination with the source's RAM at the switch.)
+            self.dest[self.pending] = self.mem[self.pending]
+        # The discard list names the pages the destination holds stale copies of: pending pages
+        # it received before (all of them after the first full pass, else those behind the scan).
+        stale = (self.n_pending if self.xbzrle_started
+                 else int(np.count_nonzero(self.pending[:self.cursor])))
+        package = 8 * stale + self.sc.vm.device_state
+        sent_at_switch = package
+        while package > 0:  # discard list and device state, at the link's rate
+            now = env.now
+            rate = self.link.share(self, now)
+            until = self._next_change(now)
+            if rate <= 0:
+                yield env.timeout(until - now)
+                continue
+            dt = min(package / rate, until - now)
+            package = 0 if dt >= package / rate else package - dt * rate
+            yield env.timeout(dt)
+        self.transferred += sent_at_switch
+        self.downtime_bytes += sent_at_switch
+        t_run = env.now + self.link.latency_s
+        yield env.timeout(self.link.latency_s)
+        self.downtime = t_run - t_stop
+        self._set_status("postcopy-active")
+        self._set_dest_status("postcopy-active", env.now)
+        # The guest runs on the destination from now on; its write clock restarts here.
+        self.guest.running = True
+        self._w = WriteBatch.empty()
+        self._w_seed = np.empty(0, np.uint64)
+        self._w_next = 0
+        self._w_until = env.now
+        self.workload.resume_at(env.now)
+        self._dest_written = np.zeros(self.guest.pages, np.bool_)
+        page_bytes = self.wire.page_header + self.page_size
+        while self.n_pending > 0:
+            now = env.now
+            if self._due_fault(now) == "destination_crash":
+                self._lose_guest()
+                return
+            rate = self.link.share(self, now)
+            cap = self.mig.max_postcopy_bandwidth
+            rate = min(rate, cap) if cap > 0 else rate
+            until = min(now + MAX_WAIT_S, self._next_change(now))
+            if rate <= 0:
+                yield env.timeout(until - now)
+                continue
+            queue = 0.0 if self.in_force.is_enabled("postcopy-preempt") else POSTCOPY_QUEUE
+            fault_cost = 2 * self.link.latency_s + (page_bytes + queue) / rate
+            self._buffer_writes(until)
+            before = self.postcopy_stats[3]
+            t_end, self.cursor, self._w_next, self.n_pending = kernel.postcopy_chunk(
+                self.pending, self.guest.zero, self._w.t_s, self._w.page, self._w_next,
+                self.cursor, self.n_pending, now, rate, until, page_bytes,
+                self.wire.zero_page, page_bytes, fault_cost, self._dest_written,
+                self.postcopy_stats)
+            sent = int(self.postcopy_stats[3] - before)
+            self.transferred += sent
+            self.postcopy_bytes += sent
+            self._window_bytes += sent
+            yield env.timeout(max(t_end, now) - now)
+        self.total_time = env.now - self.t_migrate
+        self._close_pass(env.now)
+        self._set_dest_status("completed", env.now + self.link.latency_s)
+        self.encoder_stats()
+        self._set_status("completed")
+
+    def _lose_guest(self) -> None:
+        """A crash after the switch: the guest ran only on the destination, which is gone."""
+        self._set_dest_status("failed", self.env.now)
+        self.total_time = self.env.now - self.t_migrate
+        self._close_pass(self.env.now)
+        self.failure_reason = ("destination crashed during postcopy: the guest is lost "
+                               "(no postcopy recovery modelled)")
+        self.source_error = "Detected IO failure for postcopy. Migration paused."
+        self.rec.event(self.env.now, "source", "error", self.failure_reason)
+        self.guest.running = False
+        self._set_status("failed")
 
     def _pay_stall(self):
         """The thread's time owed to bitmap syncs passes before it sends again (the guest runs
@@ -805,6 +934,8 @@ class Migration:
         them. After a completed exact-mode run, the destination's RAM is compared with the
         source's byte for byte and every differing page counts.
         """
+        if self._dest_written is not None and self.status == "failed":
+            return int(np.count_nonzero(self._dest_written))  # their only copy died
         if self.status != "completed" or not self.exact:
             return 0
         return self.pages_differing()

@@ -46,6 +46,8 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "mbps",
     "max_throttle_pct",
     "guest_cpu_lost_s",  # vCPU-seconds auto-converge took from the guest
+    "postcopy_faults",  # remote page faults after the switch to post-copy
+    "postcopy_stall_s",  # the guest's time stalled on them
     "pages_lost",
 )
 # Only in exact content mode; appended after RUNS_COLUMNS when present.

@@ -161,6 +161,13 @@ class MigrationSpec:
     cpu_throttle_increment: int = field(default=10, metadata={"ge": 1, "le": 99})  # %
     cpu_throttle_tailslow: bool = False
     max_cpu_throttle: int = field(default=99, metadata={"ge": 1, "le": 99})  # %
+    # post-copy (REF §5.1; needs postcopy-ram in force): management's migrate-start-postcopy this
+    # long after the start, after this many passes, or once a pass leaves no less than the last
+    postcopy_after: float | None = field(default=None, metadata={"unit": "time", "ge": 0})
+    postcopy_after_passes: int | None = field(default=None, metadata={"ge": 1})
+    postcopy_on_stall: bool = False
+    # background push rate after the switch (0 = unlimited)
+    max_postcopy_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
     # dirty-limit (REF §4.3): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
     vcpu_dirty_limit: float = field(default=1 * MiB, metadata={"unit": "rate", "gt": 0})
 

@@ -50,7 +50,7 @@ def make_result(run_id: str = "r0", scenario: str = "tiny", params: dict[str, An
         precopy_bytes=220 * MiB, downtime_bytes=10 * MiB, normal_pages=52190, zero_pages=10,
         xbzrle_pages=6000, xbzrle_bytes=6000 * 289, xbzrle_cache_miss=100,
         xbzrle_cache_miss_rate=0.016, xbzrle_encoding_rate=14.2, xbzrle_overflow=3, plugin_pages=0, plugin_bytes=0,
-        dirty_sync_count=3, mbps=960.0, guest_cpu_lost_s=0.0, max_throttle_pct=0.0, pages_lost=0,
+        dirty_sync_count=3, mbps=960.0, guest_cpu_lost_s=0.0, postcopy_faults=0, postcopy_stall_s=0.0, max_throttle_pct=0.0, pages_lost=0,
     )
     return Result(**rec.frames(), scenario=Scenario(name=scenario, seed=seed))
 

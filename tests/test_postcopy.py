@@ -1,0 +1,101 @@
+"""Post-copy (REF §5.1): the switch, remote faults over the return path, the background push,
+and the guest lost if the destination dies after the switch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sim.endpoints import Testbed
+from sim.negotiation import operate
+from sim.run import run_one
+from sim.spec import (
+    FaultSpec,
+    LinkSpec,
+    MigrationSpec,
+    RegionSpec,
+    Scenario,
+    SourceCpuSpec,
+    VmSpec,
+    WireSpec,
+    WorkloadSpec,
+)
+
+MiB = 1 << 20
+RATE = 1e9 / 8
+BASE = Scenario(
+    name="pc", seed=1, vm=VmSpec(memory=256 * MiB, device_state=4 * MiB),
+    workload=WorkloadSpec(kind="idle"),
+    link=LinkSpec(bandwidth=RATE, latency=1e-3),
+    migration=MigrationSpec(max_bandwidth=0, capabilities=("postcopy-ram",), postcopy_after=0.0,
+                            max_sim_time=60.0),
+    source_cpu=SourceCpuSpec.free(),
+    wire=WireSpec(page_header=0, chunk_overhead=0))
+
+
+def busy(writes: float, **changes) -> Scenario:
+    sc = dataclasses.replace(BASE, workload=WorkloadSpec(
+        kind="uniform", writes_per_s=writes, region=RegionSpec(offset=0, size=64 * MiB)))
+    return dataclasses.replace(sc, **changes)
+
+
+def test_idle_guest_downtime_is_the_device_state():
+    """Switch at once: nothing is stale, so the downtime is the device state plus one latency,
+    and the RAM follows in the background at link rate."""
+    run = run_one(BASE).runs.iloc[0]
+    assert run.status == "completed"
+    assert run.downtime_s == pytest.approx(4 * MiB / RATE + 1e-3, rel=1e-3)
+    assert run.postcopy_faults == 0
+    assert run.total_time_s == pytest.approx((260 * MiB) / RATE + 3e-3, rel=2e-3)
+
+
+def test_faults_and_stall_grow_with_the_write_rate():
+    runs = [run_one(busy(w)).runs.iloc[0] for w in (2000, 8000, 32000)]
+    faults = [r.postcopy_faults for r in runs]
+    stall = [r.postcopy_stall_s for r in runs]
+    assert all(r.status == "completed" for r in runs)
+    assert 0 < faults[0] < faults[1] < faults[2]
+    assert stall[0] < stall[1] < stall[2]
+
+
+def test_stall_grows_with_latency_and_preempt_shortens_it():
+    near = run_one(busy(8000)).runs.iloc[0]
+    far = run_one(busy(8000, link=dataclasses.replace(BASE.link, latency=10e-3))).runs.iloc[0]
+    assert far.postcopy_stall_s / far.postcopy_faults > near.postcopy_stall_s / near.postcopy_faults
+    # per fault: a round trip plus the page, plus the queue without a preempt channel
+    per_fault = near.postcopy_stall_s / near.postcopy_faults
+    assert per_fault == pytest.approx(2e-3 + (4096 + 256 * 1024) / RATE)
+    preempt = run_one(busy(8000, migration=dataclasses.replace(
+        BASE.migration, capabilities=("postcopy-ram", "postcopy-preempt")))).runs.iloc[0]
+    assert preempt.postcopy_stall_s / preempt.postcopy_faults == pytest.approx(2e-3 + 4096 / RATE)
+
+
+def test_a_crash_after_the_switch_loses_the_guest():
+    sc = busy(8000, link=dataclasses.replace(BASE.link, faults=(
+        FaultSpec(kind="destination_crash", at=0.5),)))
+    tb = Testbed(sc)
+    tb.env.process(operate(tb.pairs[0], sc.negotiation))
+    tb.run()
+    run = tb.result().runs.iloc[0]
+    assert run.status == "failed" and "the guest is lost" in run.failure_reason
+    assert run.pages_lost > 0
+    assert not tb.pairs[0].migration.guest.running
+
+
+def test_switch_after_passes_or_on_stall():
+    after2 = busy(60000, migration=dataclasses.replace(
+        BASE.migration, postcopy_after=None, postcopy_after_passes=2))
+    run = run_one(after2)
+    syncs = run.events[run.events.event == "dirty-sync"].detail
+    assert list(syncs.str.extract(r"reason=(\w+)")[0]) == ["setup", "drain", "drain", "postcopy"]
+    stall = busy(60000, migration=dataclasses.replace(
+        BASE.migration, postcopy_after=None, postcopy_on_stall=True))
+    assert run_one(stall).runs.status.iloc[0] == "completed"
+
+
+def test_exact_mode_destination_matches_the_source_at_the_switch():
+    sc = busy(4000, vm=VmSpec(memory=16 * MiB, content="exact", device_state=0),
+              workload=WorkloadSpec(kind="uniform", writes_per_s=4000))
+    run = run_one(sc).runs.iloc[0]
+    assert run.status == "completed" and bool(run.memory_match)
