@@ -676,8 +676,8 @@ class Migration:
         # it received before (all of them after the first full pass, else those behind the scan).
         stale = (self.n_pending if self.xbzrle_started
                  else int(np.count_nonzero(self.pending[:self.cursor])))
-        package = 8 * stale + self.sc.vm.device_state
-        sent_at_switch = package
+        sent_at_switch = 8 * stale + self.sc.vm.device_state
+        package = float(sent_at_switch)
         while package > 0:  # discard list and device state, at the link's rate
             now = env.now
             rate = self.link.share(self, now)
@@ -686,7 +686,7 @@ class Migration:
                 yield env.timeout(until - now)
                 continue
             dt = min(package / rate, until - now)
-            package = 0 if dt >= package / rate else package - dt * rate
+            package = 0.0 if dt >= package / rate else package - dt * rate
             yield env.timeout(dt)
         self.transferred += sent_at_switch
         self.downtime_bytes += sent_at_switch
