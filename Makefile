@@ -4,7 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench clean
+.PHONY: run test test-slow lint bench clean baseline regress fuzz
+
+# The regression suite: small scenarios (file stem = scenario name) and their saved results.
+REGRESSION  := $(sort $(wildcard scenarios/regression/*.yaml))
+BASELINES   := tests/baseline
+REGRESS_OUT := ci-artifacts/regression
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +32,36 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# Long fuzzing runs with fresh random examples: the XBZRLE decoder (FUZZ_EXAMPLES per test, about
+# 2 ms each), the QMP server (its own counts) and random mutations of a scenario file
+# (SCENARIO_FUZZ_EXAMPLES per test, about 10 ms each). `make fuzz FUZZ_EXAMPLES=20000` for less.
+FUZZ_EXAMPLES          ?= 200000
+SCENARIO_FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	MIGSIM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m '' \
+	  --hypothesis-show-statistics tests/test_fuzz_decoder.py tests/test_qmp_fuzz.py
+	MIGSIM_SCENARIO_FUZZ_EXAMPLES=$(SCENARIO_FUZZ_EXAMPLES) $(BIN)/python -m pytest \
+	  --hypothesis-show-statistics tests/test_bad_scenarios.py -k 'mutated or random_overrides'
+
+# Regenerate the regression baselines, on purpose (after a change meant to move the numbers).
+baseline: $(STAMP)
+	rm -rf $(BASELINES)
+	$(BIN)/migsim run $(REGRESSION) -o $(BASELINES) --no-plots
+
+# Run the suite into $(REGRESS_OUT)/current and compare each scenario with its baseline
+# (drift.csv and figures in $(REGRESS_OUT)/compare/<name>); fails on any drift or missing one.
+regress: $(STAMP)
+	rm -rf $(REGRESS_OUT)
+	$(BIN)/migsim run $(REGRESSION) -o $(REGRESS_OUT)/current
+	@status=0; \
+	for name in $(sort $(notdir $(wildcard $(BASELINES)/*)) $(notdir $(REGRESSION:.yaml=))); do \
+	  echo "== $$name"; \
+	  $(BIN)/migsim compare $(BASELINES)/$$name $(REGRESS_OUT)/current/$$name \
+	    -o $(REGRESS_OUT)/compare/$$name || status=1; \
+	done; \
+	if [ $$status -ne 0 ]; then echo "regress: drift (figures in $(REGRESS_OUT)/compare/)"; fi; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -276,6 +276,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep's members in worker processes or on a dask cluster (DESIGN §7, §8)."""
+    import shlex
+
+    _check_files([args.scenario])
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected a positive number")
+    overrides = parse_sets(args.set)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    scenario = _load(args.scenario, overrides)
+    outdir = _output_dirs([scenario.name], args.output)[0]
+    sweep_mod = _module("sim.sweep")
+    bar = Progress(scenario.name, delay_s=0.0)
+
+    def progress(done: int, total: int, failed: int) -> None:
+        filled = int(round(done / total * bar.width)) if total else bar.width
+        extra = f", {failed} failed" if failed else ""
+        bar.stream.write(f"\r{bar.label} [{'#' * filled}{'.' * (bar.width - filled)}] "
+                         f"{done}/{total} runs{extra}")
+        bar.stream.flush()
+        bar.drawn = True
+
+    try:
+        result: Result = sweep_mod.sweep(scenario, out_dir=outdir, workers=args.workers,
+                                         scheduler=args.scheduler, resume=args.resume,
+                                         progress=progress if bar.enabled else None)
+    except (sweep_mod.SweepInterrupted, sweep_mod.SweepBroken) as stop:
+        bar.close()
+        again = ["migsim", "sweep", args.scenario, "-o", str(outdir)]
+        again += [f"--set={item}" for item in args.set]
+        again += [] if args.seed is None else ["--seed", str(args.seed)]
+        again += [] if args.scheduler is None else ["--scheduler", args.scheduler]
+        print(f"migsim: {stop.reason}: {stop.done} of {stop.total} runs "
+              f"kept in {outdir}/; finish with: {shlex.join(again)} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_INTERNAL
+    finally:
+        bar.close()
+    print(format_summary(result.summary()))
+    written = [name for name in SAVED_FILES if (outdir / name).is_file()]
+    if not args.no_plots:
+        for path in _module("sim.plots").draw_standard_figures(result, outdir):
+            if path.name not in written:
+                written.append(path.name)
+    print(f"wrote {outdir}/: {' '.join(written)} members/")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = parse_sets(args.set)
     status = EXIT_OK
@@ -361,6 +409,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two saved results; exit 1 on drift beyond --rtol (DESIGN §7)."""
+    compare = _module("sim.compare")
+    try:
+        comparison = compare.compare(args.baseline_dir, args.current_dir, args.rtol)
+    except compare.CompareInputError as err:
+        raise UsageError(_one_line(str(err))) from None
+    outdir = Path(args.output) if args.output is not None else Path(args.current_dir) / "compare"
+    written = compare.write_comparison(comparison, outdir)
+    print(compare.summary_line(comparison, (args.baseline_dir, args.current_dir)))
+    if not comparison.ok:
+        print(compare.format_drift(comparison.drifted))
+    print(f"wrote {outdir}/: {' '.join(p.name for p in written)}")
+    return EXIT_OK if comparison.ok else compare.EXIT_DRIFT
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Closed forms, published results and (``--real-qemu``) real QEMU against the model;
+    exit 1 if any quantity is out of tolerance (sim/validation)."""
+    return int(_module("sim.validation.command").main(
+        real_qemu=args.real_qemu, output=args.output, patterns=args.case))
+
+
 def cmd_qmp(args: argparse.Namespace) -> int:
     """Serve the scenario's source and destination over QMP until interrupted (DESIGN §7)."""
     import logging
@@ -424,6 +495,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="do not draw figures")
     run.set_defaults(func=cmd_run)
 
+    swp = sub.add_parser("sweep", parents=[common],
+                         help="run a sweep's members in parallel (local processes or dask)")
+    swp.add_argument("scenario", metavar="SCENARIO.yaml")
+    swp.add_argument("-o", "--output", metavar="DIR",
+                     help="results directory (default results/<scenario name>); each finished run "
+                          "is kept in DIR/members/")
+    swp.add_argument("--workers", type=int, metavar="N",
+                     help="local worker processes (default: one per CPU; 1 runs in this process)")
+    swp.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                     help="run the members on this dask.distributed scheduler instead")
+    swp.add_argument("--resume", action="store_true",
+                     help="reuse the runs already in DIR/members/ and run only the rest")
+    swp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a scenario key (repeatable)")
+    swp.add_argument("--seed", type=int, help="override the scenario's seed")
+    swp.add_argument("--no-plots", action="store_true", help="do not draw figures")
+    swp.set_defaults(func=cmd_sweep)
+
     check = sub.add_parser("check", parents=[common], help="validate scenarios only; exit 0 or 2")
     check.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
     check.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -452,6 +541,29 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
     plot.add_argument("results_dir", metavar="RESULTS_DIR")
     plot.set_defaults(func=cmd_plot)
+
+    cmp = sub.add_parser("compare", parents=[common],
+                         help="compare two results directories; exit 1 on drift")
+    cmp.add_argument("baseline_dir", metavar="BASELINE_DIR")
+    cmp.add_argument("current_dir", metavar="CURRENT_DIR")
+    cmp.add_argument("--rtol", type=float, default=0.05,
+                     help="relative tolerance per metric (default 0.05)")
+    cmp.add_argument("-o", "--output", metavar="OUT",
+                     help="where drift.csv and the figures go (default CURRENT_DIR/compare)")
+    cmp.set_defaults(func=cmd_compare)
+
+    val = sub.add_parser("validate", parents=[common],
+                         help="check the model against closed forms, published results and "
+                              "real QEMU; exit 1 if out of tolerance")
+    val.add_argument("--real-qemu", action="store_true",
+                     help="also migrate a tiny guest between two real QEMUs on loopback and "
+                          "compare (skipped if qemu-system-x86_64 is missing)")
+    val.add_argument("-o", "--output", metavar="DIR",
+                     help="where validation.csv, the figure and the QEMU tables go "
+                          "(default results/validation)")
+    val.add_argument("--case", action="append", default=[], metavar="GLOB",
+                     help="only the cases whose id matches (repeatable)")
+    val.set_defaults(func=cmd_validate)
     return parser
 
 

@@ -1,13 +1,23 @@
 """Figures drawn straight from the result tables: each ``plot_*`` takes DataFrames and an optional
-Axes, returns the Axes, and computes nothing the tables do not already hold (only unit scaling).
+Axes, returns the Axes, and computes nothing the tables do not already hold (unit scaling, means
+over repeats, and XBZRLE's bytes saved from its pages and encoding rate).
 
 ``draw_standard_figures(result, outdir)`` writes the figures ``migsim run`` and ``migsim plot``
-leave next to the tables. It draws on bare ``Figure`` objects, so it never touches pyplot's state.
+leave next to the tables (and ``report.html``, which embeds them). It draws on bare ``Figure``
+objects, so it never touches pyplot's state.
+
+The figures: ``plot_timeline`` (pending bytes, threshold, bandwidth and throttle over time),
+``plot_passes`` (pages per pass by encoding, bytes per pass), ``plot_sweep`` (a runs metric against
+a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and bytes saved
+against the cache size), ``plot_downtime_cdf`` and ``plot_fleet``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
     from sim.result import Result
@@ -27,6 +38,49 @@ MiB = 1024 * 1024
 SWITCHOVER_STATUSES = ("pre-switchover", "device")
 # Above this many runs the timeline becomes one overlay of pending bytes instead of small multiples.
 MAX_SMALL_MULTIPLES = 9
+# Per-pass bars are drawn for at most this many (run, guest) timelines.
+MAX_PASS_PANELS = 4
+# Above this many passes a run's per-pass bars become filled steps (one artist per kind).
+MAX_PASS_BARS = 40
+# The downtime CDF needs at least this many completed runs to say anything.
+MIN_CDF_RUNS = 5
+# The swept key that the XBZRLE cache curve is drawn against.
+CACHE_SIZE_KEY = "migration.xbzrle_cache_size"
+# Swept metrics drawn by draw_standard_figures when the scenario has a sweep.
+SWEEP_METRICS = ("total_time_s", "downtime_s")
+# Parameter columns that are not swept scenario keys.
+NOT_SWEPT = ("vm", "repeat")
+
+# runs metric -> (axis label with unit, factor from the table's unit)
+METRIC_AXES: dict[str, tuple[str, float]] = {
+    "total_time_s": ("total time (s)", 1.0),
+    "setup_time_s": ("setup time (s)", 1.0),
+    "downtime_s": ("downtime (ms)", 1e3),
+    "expected_downtime_s": ("expected downtime (ms)", 1e3),
+    "transferred_bytes": ("transferred (MiB)", 1.0 / MiB),
+    "precopy_bytes": ("sent during pre-copy (MiB)", 1.0 / MiB),
+    "downtime_bytes": ("sent during downtime (MiB)", 1.0 / MiB),
+    "normal_pages": ("raw pages (pages)", 1.0),
+    "zero_pages": ("zero pages (pages)", 1.0),
+    "xbzrle_pages": ("XBZRLE pages (pages)", 1.0),
+    "xbzrle_bytes": ("XBZRLE bytes (MiB)", 1.0 / MiB),
+    "xbzrle_cache_miss": ("XBZRLE cache misses (pages)", 1.0),
+    "xbzrle_cache_miss_rate": ("XBZRLE cache miss rate (%)", 100.0),
+    "xbzrle_encoding_rate": ("XBZRLE encoding rate (page bytes per wire byte)", 1.0),
+    "xbzrle_overflow": ("XBZRLE overflows (pages)", 1.0),
+    "plugin_pages": ("plug-in pages (pages)", 1.0),
+    "plugin_bytes": ("plug-in bytes (MiB)", 1.0 / MiB),
+    "dirty_sync_count": ("dirty-bitmap syncs (count)", 1.0),
+    "mbps": ("throughput (Mbit/s)", 1.0),
+    "max_throttle_pct": ("max throttle (%)", 1.0),
+    "pages_lost": ("pages lost (pages)", 1.0),
+}
+# scenario key unit (sim.spec field metadata) -> (axis unit, factor from SI)
+PARAM_UNITS: dict[str, tuple[str, float]] = {
+    "size": ("MiB", 1.0 / MiB),
+    "rate": ("MiB/s", 1.0 / MiB),
+    "time": ("s", 1.0),
+}
 
 
 def _new_axes() -> Axes:
@@ -88,7 +142,8 @@ def plot_timeline(
     legend: bool = True,
 ) -> Axes:
     """Pending bytes (MiB) and bandwidth (MiB/s, right axis) over sim time, with the threshold,
-    a dotted line at each sync and a solid one at the switchover.
+    a dotted line at each sync and a solid one at the switchover. When auto-converge throttled the
+    guest (``throttle_pct`` non-zero), the throttle (%) is a third line on an outer right axis.
 
     ``run_id`` picks one run out of multi-run tables; without it every run is drawn (markers only
     when there is a single run). Returns the left (pending bytes) Axes; the bandwidth axis is its
@@ -129,15 +184,41 @@ def plot_timeline(
     # Headroom so a constant bandwidth line is not drawn on the frame's top edge.
     top = samples["bandwidth_bytes_per_s"].max() / MiB if len(samples) else 0.0
     bw_ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    throttle_ax = _plot_throttle(ax, samples, runs) if _throttled(samples) else None
     if title is None:
         title = f"run {runs[0]}" if len(runs) == 1 and runs[0] is not None else f"{len(runs)} runs"
     ax.set_title(title)
     if legend:
         handles, labels = ax.get_legend_handles_labels()
-        h2, l2 = bw_ax.get_legend_handles_labels()
-        if len(labels) + len(l2) <= 12:
-            ax.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+        for twin in (bw_ax, throttle_ax):
+            if twin is not None:
+                h2, l2 = twin.get_legend_handles_labels()
+                handles, labels = handles + h2, labels + l2
+        if len(labels) <= 12:
+            ax.legend(handles, labels, loc="best", fontsize="small")
     return ax
+
+
+def _throttled(samples: pd.DataFrame) -> bool:
+    """Did auto-converge slow the guest down in these samples?"""
+    if "throttle_pct" not in samples.columns or not len(samples):
+        return False
+    return bool((samples["throttle_pct"].fillna(0) > 0).any())
+
+
+def _plot_throttle(ax: Axes, samples: pd.DataFrame, runs: list[Any]) -> Axes:
+    """The guest's CPU throttle (%) per run, on a second right-hand axis offset outwards."""
+    throttle_ax = ax.twinx()
+    throttle_ax.spines["right"].set_position(("axes", 1.12))
+    for i, rid in enumerate(runs):
+        s = _only(samples, rid)
+        assert s is not None
+        tag, color = ("", "C4") if len(runs) == 1 else (f" {rid}", f"C{i % 10}")
+        throttle_ax.plot(s["t_s"], s["throttle_pct"], color=color, lw=1, ls=(0, (1, 1)),
+                         label=f"throttle{tag}")
+    throttle_ax.set_ylim(0, 100)
+    throttle_ax.set_ylabel("throttle (%)")
+    return throttle_ax
 
 
 def plot_pending(samples: pd.DataFrame, ax: Axes | None = None, *, labels: dict[Any, str] | None = None,
@@ -160,12 +241,266 @@ def plot_pending(samples: pd.DataFrame, ax: Axes | None = None, *, labels: dict[
     return ax
 
 
+# -- passes -----------------------------------------------------------------------------------------
+
+# passes column -> (legend label, colour), stacked bottom to top
+PASS_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("normal_pages", "raw (normal)", "C0"),
+    ("zero_pages", "zero", "C7"),
+    ("xbzrle_pages", "XBZRLE", "C2"),
+)
+
+
+def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None, *,
+                title: str | None = None, legend: bool = True) -> Axes:
+    """Pages sent in each pass (sync interval), stacked by how they went on the wire (raw, zero,
+    XBZRLE; pages of plug-in encoders as "other"), and the pass's wire bytes (MiB) as a line on a
+    right-hand axis. One run: pick it with ``run_id`` when the table holds several.
+    Returns the pages Axes; the bytes axis is its twin.
+    """
+    if ax is None:
+        ax = _new_axes()
+    if run_id is not None:
+        passes = passes[passes["run_id"] == run_id]
+    runs = _run_ids(passes) if len(passes) else [None]
+    if len(runs) > 1:
+        raise ValueError(f"passes holds {len(runs)} runs; pick one with run_id=")
+    x = passes["pass"].to_numpy()
+    stack = [(passes[column].to_numpy(dtype=float), label, color)
+             for column, label, color in PASS_KINDS]
+    other = passes["pages_sent"].to_numpy(dtype=float) - sum(v for v, _, _ in stack)
+    if (other > 0).any():
+        stack.append((np.clip(other, 0, None), "other", "C5"))
+    bottom = np.zeros(len(passes))
+    for values, label, color in stack:
+        if len(x) <= MAX_PASS_BARS:
+            ax.bar(x, values, bottom=bottom, width=0.8, color=color, label=label)
+        else:  # one filled step area per kind: hundreds of bars cost seconds to draw
+            ax.stairs(bottom + values, np.r_[x - 0.5, x[-1] + 0.5], baseline=bottom, fill=True,
+                      color=color, label=label)
+        bottom = bottom + values
+    bytes_ax = ax.twinx()
+    bytes_ax.plot(x, passes["bytes_sent"] / MiB, color="C3", marker="." if len(x) < 60 else None,
+                  lw=1.2, label="bytes sent")
+    bytes_ax.set_ylim(bottom=0)
+    ax.set_xlabel("pass (sync interval)")
+    ax.set_ylabel("pages sent (pages)")
+    bytes_ax.set_ylabel("bytes sent (MiB)")
+    if len(x) <= 12:
+        ax.set_xticks(x)
+    if title is None:
+        title = f"passes of run {runs[0]}" if runs[0] is not None else "passes"
+    ax.set_title(title)
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        h2, l2 = bytes_ax.get_legend_handles_labels()
+        ax.legend(handles + h2, labels + l2, loc="upper right", fontsize="small")
+    return ax
+
+
+# -- sweeps -----------------------------------------------------------------------------------------
+
+
+def swept_params(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
+    """The swept scenario keys among ``params`` that take more than one value (not vm, repeat)."""
+    return [p for p in params if p not in NOT_SWEPT and p in runs.columns
+            and runs[p].astype(str).nunique() > 1]
+
+
+def param_unit(key: str) -> str | None:
+    """The unit kind (``size`` | ``rate`` | ``time``) of a dotted scenario key, from sim.spec."""
+    from sim.spec import Scenario
+
+    cls: Any = Scenario
+    unit = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            return None
+        unit = fields[part].metadata.get("unit")
+        hint = typing.get_type_hints(cls).get(part)
+        cls = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
+    return unit
+
+
+def param_axis(key: str) -> tuple[str, float]:
+    """Axis label (with unit) and the factor from the table's SI value, for a swept key."""
+    unit = PARAM_UNITS.get(param_unit(key) or "")
+    if unit is None:
+        return key, 1.0
+    return f"{key} ({unit[0]})", unit[1]
+
+
+def format_param(key: str, value: Any) -> str:
+    """A swept value for people: ``64 MiB``, ``1 Gbit/s``, ``300 ms``; others as given."""
+    from sim import units
+
+    unit = param_unit(key)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return str(value)
+    if unit == "size":
+        return units.format_size(int(value))
+    if unit == "rate":
+        return units.format_rate(float(value))
+    if unit == "time":
+        return units.format_time(float(value))
+    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
+
+
+def metric_axis(metric: str) -> tuple[str, float]:
+    """Axis label (with unit) and factor from the runs table's unit, for a runs metric."""
+    return METRIC_AXES.get(metric, (metric, 1.0))
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(values)) and not pd.api.types.is_bool_dtype(values)
+
+
+def _positions(runs: pd.DataFrame, key: str) -> tuple[pd.Series, list[str] | None]:
+    """x positions for the swept ``key``: scaled numbers, or category indices with their labels."""
+    values = runs[key]
+    if _is_numeric(values):
+        return values.astype(float) * param_axis(key)[1], None
+    labels = list(dict.fromkeys(values.astype(str)))
+    index = {label: i for i, label in enumerate(labels)}
+    return values.astype(str).map(index).astype(float), labels
+
+
+def _set_param_ticks(ax: Axes, key: str, positions: pd.Series, labels: list[str] | None) -> None:
+    """Ticks at the swept values; a log-2 axis for sizes spanning 8x or more."""
+    ticks = sorted(set(positions.dropna()))
+    if labels is not None:
+        ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
+        ax.set_xlabel(key)
+        return
+    if param_unit(key) == "size" and ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 8:
+        ax.set_xscale("log", base=2)
+    if len(ticks) <= 12:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel(param_axis(key)[0])
+
+
+def plot_sweep(runs: pd.DataFrame, metric: str, x: str, hue: str | None = None,
+               ax: Axes | None = None) -> Axes:
+    """A runs metric against the swept key ``x`` (a dotted scenario key), one line per value of
+    ``hue``: the mean over repeats (and over any other parameter) with a min-max band when a point
+    holds several runs. Runs where the metric is missing (downtime of a cancelled run) leave gaps.
+    """
+    if ax is None:
+        ax = _new_axes()
+    label, scale = metric_axis(metric)
+    positions, categories = _positions(runs, x)
+    groups: list[tuple[Any, pd.DataFrame]] = (
+        [(None, runs)] if hue is None else list(runs.groupby(hue, sort=False, dropna=False)))
+    most = 1
+    for i, (value, group) in enumerate(groups):
+        y = group[metric].astype(float) * scale
+        stats = y.groupby(positions.loc[group.index]).agg(["mean", "min", "max", "count"])
+        stats = stats.sort_index()
+        color = f"C{i % 10}"
+        name = (label.split(" (")[0] if hue is None
+                else f"{hue.rsplit('.', 1)[-1]}={format_param(hue, value)}")
+        ax.plot(stats.index, stats["mean"], marker="o", color=color, label=name)
+        if (stats["count"] > 1).any():
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2,
+                            lw=0)
+        most = max(most, int(group.groupby(positions.loc[group.index]).size().max()))
+    missing = runs[metric].isna()
+    if missing.any():  # e.g. the downtime of runs that never switched over
+        ax.plot(positions[missing], np.zeros(int(missing.sum())), ls="", marker="x", color="0.4",
+                clip_on=False, label="no value (run not completed)")
+    _set_param_ticks(ax, x, positions, categories)
+    ax.set_ylabel(label)
+    top = float((runs[metric].astype(float) * scale).max())
+    ax.set_ylim(0, top * 1.1 if math.isfinite(top) and top > 0 else 1.0)
+    spread = f"; mean, band min-max of {most} runs" if most > 1 else ""
+    ax.set_title(f"{label.split(' (')[0]} vs {x.rsplit('.', 1)[-1]}{spread}", fontsize="medium")
+    if (hue is not None and len(groups) <= 12) or missing.any():
+        ax.legend(fontsize="small")
+    return ax
+
+
+# -- XBZRLE cache -----------------------------------------------------------------------------------
+
+
+def xbzrle_bytes_saved(runs: pd.DataFrame) -> pd.Series:
+    """Bytes XBZRLE kept off the wire per run: its pages at full size minus its encoded bytes
+    (``xbzrle_encoding_rate`` is page bytes per XBZRLE byte)."""
+    encoded = runs["xbzrle_bytes"].astype(float)
+    return (encoded * (runs["xbzrle_encoding_rate"].astype(float) - 1)).where(encoded > 0, 0.0)
+
+
+def plot_xbzrle_cache(runs: pd.DataFrame, ax: Axes | None = None, *,
+                      key: str = CACHE_SIZE_KEY) -> Axes:
+    """XBZRLE cache miss rate (%) and bytes saved (MiB, right axis) against the swept cache size,
+    the mean over the runs of each size. Returns the miss-rate Axes; the bytes axis is its twin."""
+    if ax is None:
+        ax = _new_axes()
+    sizes = runs[key].astype(float) / MiB
+    table = pd.DataFrame({
+        "size": sizes,
+        "miss": runs["xbzrle_cache_miss_rate"].astype(float) * 100,
+        "saved": xbzrle_bytes_saved(runs) / MiB,
+    }).groupby("size").mean().sort_index()
+    ax.plot(table.index, table["miss"], marker="o", color="C0", label="cache miss rate")
+    saved_ax = ax.twinx()
+    saved_ax.plot(table.index, table["saved"], marker="s", color="C2", label="bytes saved")
+    ax.set_ylim(0, max(100.0, float(table["miss"].max()) if len(table) else 0.0) * 1.05)
+    saved_ax.set_ylim(bottom=0)
+    ticks = list(table.index)
+    if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 4:
+        ax.set_xscale("log", base=2)
+    if len(ticks) <= 12:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("XBZRLE cache size (MiB)")
+    ax.set_ylabel("cache miss rate (% of pages)")
+    saved_ax.set_ylabel("bytes saved by XBZRLE (MiB)")
+    ax.set_title("XBZRLE cache size", fontsize="medium")
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = saved_ax.get_legend_handles_labels()
+    ax.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+    return ax
+
+
+# -- downtime ---------------------------------------------------------------------------------------
+
+
+def completed_downtimes(runs: pd.DataFrame) -> np.ndarray:
+    """Downtime (s) of the completed runs, sorted; failed and cancelled runs have none."""
+    if not len(runs) or "downtime_s" not in runs.columns:
+        return np.array([])
+    done = runs[runs["status"] == "completed"] if "status" in runs.columns else runs
+    d = done["downtime_s"].astype(float).to_numpy()
+    return np.sort(d[np.isfinite(d)])
+
+
+def plot_downtime_cdf(runs: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Empirical CDF of the downtime (ms) over the completed runs."""
+    if ax is None:
+        ax = _new_axes()
+    d = completed_downtimes(runs) * 1e3
+    y = np.arange(1, len(d) + 1) / max(len(d), 1)
+    ax.step(np.r_[d[:1], d], np.r_[0.0, y], where="post", color="C0",
+            label=f"{len(d)} completed runs")
+    ax.set_xlabel("downtime (ms)")
+    ax.set_ylabel("fraction of completed runs")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"downtime CDF ({len(d)} of {len(runs)} runs completed)", fontsize="medium")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
+
+
 def run_titles(runs: pd.DataFrame, params: Sequence[str] = ()) -> dict[Any, str]:
     """A title per run_id: scenario name, swept values and status."""
     titles: dict[Any, str] = {}
     for _, row in runs.iterrows():
         parts = [str(row.get("scenario", row["run_id"]))]
-        parts += [f"{p.rsplit('.', 1)[-1]}={row[p]}" for p in params if p in row.index]
+        parts += [f"{p.rsplit('.', 1)[-1]}={format_param(p, row[p])}" for p in params
+                  if p in row.index]
         if "vm" in row.index:
             parts.append(f"vm={row['vm']}")
         if "status" in row.index and row["status"] != "completed":
@@ -174,21 +509,43 @@ def run_titles(runs: pd.DataFrame, params: Sequence[str] = ()) -> dict[Any, str]
     return titles
 
 
-def draw_standard_figures(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
-    """Write ``timeline.png`` into ``outdir`` and return the paths written.
+def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
+                          report: bool = True) -> list[Path]:
+    """Write every standard figure that applies into ``outdir``, then ``report.html`` (which
+    embeds them; ``report=False`` skips it). Returns the paths written, ``timeline.png`` first.
 
-    One run: one timeline. Up to MAX_SMALL_MULTIPLES runs: one small timeline per run. More: one
-    overlay of pending bytes, a line per run.
+    - ``timeline.png`` always. One run: one timeline; up to MAX_SMALL_MULTIPLES: one small timeline
+      per run; more: one overlay of pending bytes, a line per run.
+    - ``passes.png``: per-pass bars, for up to MAX_PASS_PANELS (run, guest) timelines.
+    - ``sweep.png``: total time and downtime against the first swept key (hue: the second swept
+      key, or the guest in a fleet), when the scenario sweeps something.
+    - ``xbzrle-cache.png``: miss rate and bytes saved against the cache size, when it is swept.
+    - ``downtime-cdf.png``: when at least MIN_CDF_RUNS runs completed.
+    - ``fleet.png``: per-run fleet panels, when the result holds several guests.
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    figures = [(_timeline_figure(result), "timeline.png")]
+    figures += [(fig, name) for fig, name in (
+        (_passes_figure(result), "passes.png"),
+        (_sweep_figure(result), "sweep.png"),
+        (_cache_figure(result), "xbzrle-cache.png"),
+        (_cdf_figure(result), "downtime-cdf.png"),
+        (_fleet_figure(result.runs) if _is_fleet(result.runs) else None, "fleet.png"),
+    ) if fig is not None]
+    written = [save_figure(fig, out / name) for fig, name in figures]
+    if report:
+        from sim.report import write_report
+
+        written.append(write_report(result, out, figures=written))
+    return written
+
+
+def _timeline_figure(result: Result) -> Figure:
     runs, samples, events, passes = (_per_guest(f) for f in (result.runs, result.samples,
                                                               result.events, result.passes))
-    if "vm" in result.runs.columns and len(result.runs):
-        written.append(_save(_fleet_figure(result.runs), out / "fleet.png"))
     run_ids = _run_ids(runs) if len(runs) else _run_ids(samples)
-    titles = run_titles(runs, result.params) if len(runs) else {}
+    titles = run_titles(runs, [p for p in result.params if p != "vm"]) if len(runs) else {}
 
     if len(run_ids) <= 1:
         fig = Figure(figsize=(9, 4.5), layout="constrained")
@@ -211,11 +568,67 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str]) -> lis
         fig = Figure(figsize=(10, 5), layout="constrained")
         ax = fig.add_subplot()
         plot_pending(samples, ax=ax, labels=titles)
+    return fig
 
-    return [_save(fig, out / "timeline.png"), *written]
+
+def _passes_figure(result: Result) -> Figure | None:
+    passes = _per_guest(result.passes)
+    if not len(passes):
+        return None
+    run_ids = _run_ids(passes)
+    if len(run_ids) > MAX_PASS_PANELS:
+        return None
+    ncols = min(2, len(run_ids))
+    nrows = -(-len(run_ids) // ncols)
+    fig = Figure(figsize=(7 * ncols, 3.6 * nrows), layout="constrained")
+    for i, rid in enumerate(run_ids):
+        plot_passes(passes, fig.add_subplot(nrows, ncols, i + 1), run_id=rid,
+                    title=f"passes of {rid}", legend=(i == 0))
+    return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _sweep_keys(result: Result) -> list[str]:
+    return swept_params(result.runs, result.params)
+
+
+def _sweep_figure(result: Result) -> Figure | None:
+    runs = result.runs
+    keys = _sweep_keys(result)
+    metrics = [m for m in SWEEP_METRICS if m in runs.columns and runs[m].notna().any()]
+    if not keys or not metrics:
+        return None
+    hue = keys[1] if len(keys) > 1 else ("vm" if _is_fleet(runs) else None)
+    fig = Figure(figsize=(6 * len(metrics), 4), layout="constrained")
+    for i, metric in enumerate(metrics):
+        plot_sweep(runs, metric, keys[0], hue=hue, ax=fig.add_subplot(1, len(metrics), i + 1))
+    return fig
+
+
+def _cache_figure(result: Result) -> Figure | None:
+    runs = result.runs
+    needed = (CACHE_SIZE_KEY, "xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate")
+    if CACHE_SIZE_KEY not in _sweep_keys(result) or not all(c in runs.columns for c in needed):
+        return None
+    if not _is_numeric(runs[CACHE_SIZE_KEY]):
+        return None
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    plot_xbzrle_cache(runs, fig.add_subplot())
+    return fig
+
+
+def _cdf_figure(result: Result) -> Figure | None:
+    if len(completed_downtimes(result.runs)) < MIN_CDF_RUNS:
+        return None
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    plot_downtime_cdf(result.runs, fig.add_subplot())
+    return fig
+
+
+def _is_fleet(runs: pd.DataFrame) -> bool:
+    return "vm" in runs.columns and bool(len(runs))
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
     """Write atomically: a figure on disk is always whole."""
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, format="png")
@@ -266,3 +679,50 @@ def _fleet_figure(runs: pd.DataFrame) -> Figure:
     plot_fleet(runs, fig.subplots(1, 4))
     fig.suptitle("fleet: per run")
     return fig
+
+
+# -- regression comparison --------------------------------------------------------------------------
+
+
+def plot_metric_comparison(baseline: pd.Series, current: pd.Series, metric: str,
+                           ax: Axes | None = None, *, drifting: Sequence[Any] = ()) -> Axes:
+    """A runs metric per run, baseline and current side by side. ``baseline`` and ``current`` are
+    indexed by run label; a run on one side only has one bar; runs in ``drifting`` get a red
+    current bar."""
+    if ax is None:
+        ax = _new_axes()
+    label, scale = metric_axis(metric)
+    runs = list(dict.fromkeys([*baseline.index, *current.index]))
+    x = np.arange(len(runs))
+    base = baseline.reindex(runs).astype(float) * scale
+    cur = current.reindex(runs).astype(float) * scale
+    ax.bar(x - 0.2, base, 0.4, color="0.7", edgecolor="0.3", hatch="//", label="baseline")
+    colors = ["C3" if r in set(drifting) else "C0" for r in runs]
+    ax.bar(x + 0.2, cur, 0.4, color=colors, label="current")
+    ax.set_xticks(x, [str(r) for r in runs], rotation=20 if len(runs) > 1 else 0, ha="right",
+                  fontsize="small")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label.split(' (')[0]}: baseline vs current", fontsize="medium")
+    handles = [Patch(facecolor="0.7", edgecolor="0.3", hatch="//", label="baseline"),
+               Patch(facecolor="C0", label="current")]
+    if any(r in set(drifting) for r in runs):
+        handles.append(Patch(facecolor="C3", label="current, drifted"))
+    ax.legend(handles=handles, fontsize="small")
+    return ax
+
+
+def plot_pending_comparison(baseline: pd.DataFrame, current: pd.DataFrame,
+                            ax: Axes | None = None, *, title: str | None = None) -> Axes:
+    """One run's pending bytes (MiB) over sim time: baseline dashed, current solid."""
+    if ax is None:
+        ax = _new_axes()
+    ax.plot(baseline["t_s"], baseline["pending_bytes"] / MiB, color="0.35", ls="--", lw=1.2,
+            label="baseline")
+    ax.plot(current["t_s"], current["pending_bytes"] / MiB, color="C0", lw=1.2, label="current")
+    ax.set_xlabel("sim time (s)")
+    ax.set_ylabel("pending (MiB)")
+    ax.set_ylim(bottom=0)
+    if title is not None:
+        ax.set_title(title, fontsize="small")
+    ax.legend(fontsize="x-small")
+    return ax

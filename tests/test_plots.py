@@ -117,9 +117,10 @@ def test_plot_pending_one_line_per_run() -> None:
 
 @pytest.mark.parametrize("n", [1, 4, 12])
 def test_draw_standard_figures_writes_png(tmp_path: Path, n: int) -> None:
-    """One run, a few runs (small multiples) and many runs (overlay) all give a timeline.png."""
+    """One run, a few runs (small multiples) and many runs (overlay) all give a timeline.png
+    (and the report that embeds it)."""
     paths = draw_standard_figures(multi_run_result(n), tmp_path / "out")
-    assert [p.name for p in paths] == ["timeline.png"]
+    assert [p.name for p in paths] == ["timeline.png", "report.html"]
     data = paths[0].read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 5000
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,95 @@
+"""``migsim validate``: run the validation cases, print the table, write the CSV and the figure.
+
+Exit status 1 when any judged quantity is out of tolerance, else 0. Real-QEMU cases run only with
+``--real-qemu``; without ``qemu-system-x86_64`` (or GNU ``as``/``ld``) they are skipped with a
+message, which is not a failure.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .cases import Case, load_cases
+from .report import draw, format_table, write_csv
+from .suite import Row, failures, judge, run_cases
+
+DEFAULT_OUTPUT = Path("results") / "validation"
+CSV_NAME = "validation.csv"
+FIGURE_NAME = "validation.png"
+
+
+def _selected(cases: list[Case], patterns: Sequence[str]) -> list[Case]:
+    if not patterns:
+        return cases
+    return [c for c in cases if any(fnmatch.fnmatch(c.id, p) for p in patterns)]
+
+
+def _progress(out: Callable[[str], None]) -> Callable[[Case, list[Row], float], None]:
+    def report(case: Case, rows: list[Row], wall_s: float) -> None:
+        judged = [r for r in rows if r.ok is not None]
+        good = sum(1 for r in judged if r.ok)
+        out(f"  {case.id}: {good}/{len(judged)} within tolerance ({wall_s:.1f} s)")
+    return report
+
+
+def _real_rows(patterns: Sequence[str], outdir: Path,
+               out: Callable[[str], None]) -> list[Row]:
+    from sim.errors import ScenarioError
+
+    from .qemu import QemuError, find_qemu
+    from .real import load_real_cases, run_real_case
+
+    binary = find_qemu()
+    if binary is None:
+        out("real QEMU: skipped: qemu-system-x86_64 not found "
+            "(apt-get install --no-install-recommends qemu-system-x86)")
+        return []
+    if importlib.util.find_spec("qemu") is None or importlib.util.find_spec("qemu.qmp") is None:
+        out("real QEMU: skipped: the qemu.qmp client is not installed (pip install qemu.qmp)")
+        return []
+    if shutil.which("as") is None or shutil.which("ld") is None:
+        out("real QEMU: skipped: GNU as/ld not found (apt-get install binutils)")
+        return []
+    cases = _selected(load_real_cases(), patterns)
+
+    def runner(case: Case) -> list[Row]:
+        try:
+            return run_real_case(case, outdir, binary, log=out)
+        except (QemuError, ScenarioError) as err:  # a failed validation, not a crash
+            return [judge(case, check, None, None, note=f"error: {err}") for check in case.checks]
+
+    out(f"real QEMU ({binary}):")
+    return run_cases(cases, runner=runner, on_case=_progress(out))
+
+
+def main(real_qemu: bool = False, output: str | Path | None = None,
+         patterns: Sequence[str] = (), out: Callable[[str], None] = print) -> int:
+    """Run the suite; returns the exit status."""
+    outdir = Path(output) if output is not None else DEFAULT_OUTPUT
+    started = time.monotonic()
+    cases = _selected(load_cases(), patterns)
+    out(f"closed forms and published results ({len(cases)} cases):")
+    rows = run_cases(cases, on_case=_progress(out))
+    if real_qemu:
+        rows += _real_rows(patterns, outdir, out)
+    if not rows:
+        out("no case matched")
+        return 1 if patterns else 0
+    out("")
+    out(format_table(rows))
+    csv_path = write_csv(rows, outdir / CSV_NAME)
+    fig_path = draw(rows, outdir / FIGURE_NAME)
+    bad = failures(rows)
+    judged = sum(1 for r in rows if r.ok is not None)
+    out("")
+    out(f"{judged - len(bad)}/{judged} quantities within tolerance "
+        f"({time.monotonic() - started:.0f} s); wrote {csv_path} and {fig_path}")
+    for row in bad:
+        out(f"out of tolerance: {row.case}: {row.quantity}: expected {row.expected}, "
+            f"model {row.model} ({row.tolerance}){'; ' + row.note if row.note else ''}")
+    return 1 if bad else 0

@@ -1,0 +1,144 @@
+"""Real-QEMU cases: migrate the validation guest between two QEMUs, then simulate the same thing.
+
+A real case file (``real/*.yaml``) describes the QEMU side::
+
+    qemu:
+      memory: 64MiB                       # -m
+      guest: {base: 16MiB, pages: 2048, stride: 4KiB, bytes_per_touch: 16, touches_per_s: 4000}
+      migration: {capabilities: [xbzrle], max_bandwidth: 8MiB/s, downtime_limit: 300ms,
+                  xbzrle_cache_size: 16MiB, max_time: 30s}
+    model:                                # what QMP cannot tell the simulator
+      link: {bandwidth: 400MB/s}
+      variants: {free-cpu: {source_cpu: {...}}}   # optional, reported only
+
+The scenario handed to the simulator is built from the case and from what was *measured* about
+the guest (never from QEMU's migration results): RAM size (``ram.total``: RAM plus ROM blocks),
+the zero pages found in a RAM dump just before ``migrate``, and the touch rate the guest's own
+counters show (PIT ticks can be lost on a busy host). The guest's touches become a ``sequential``
+workload over its working set, ``write_size`` = bytes per touch. ``device_state`` is 0 because
+QEMU 7.2's ``ram.transferred`` counts RAM records only, not the device state sent at the end.
+QEMU's values are the expected ones; the tolerance is the case's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sim import units
+from sim.result import Result
+from sim.spec import Scenario
+
+from .cases import REAL_DIR, Case, Check, deep_merge, load_cases
+from .guest import PAGE, GuestParams
+from .qemu import Measurement, MigrationSettings, find_qemu, measure
+from .qemu_tables import tables
+from .quantities import extract
+from .suite import Row, judge
+
+
+def guest_params(case: Case) -> GuestParams:
+    q = case.qemu or {}
+    g = q["guest"]
+    return GuestParams(base=units.parse_size(g["base"]), pages=int(g["pages"]),
+                       stride=units.parse_size(g.get("stride", PAGE)),
+                       bytes_per_touch=units.parse_size(g.get("bytes_per_touch", 64)),
+                       touches_per_s=float(g["touches_per_s"]),
+                       fill_end=units.parse_size(q["memory"]))
+
+
+def settings(case: Case) -> MigrationSettings:
+    q = case.qemu or {}
+    m = q.get("migration", {})
+    max_time = m.get("max_time")
+    return MigrationSettings(
+        memory=units.parse_size(q["memory"]),
+        capabilities=tuple(m.get("capabilities", ())),
+        max_bandwidth=int(units.parse_rate(m.get("max_bandwidth", "128MiB/s"))),
+        downtime_limit_ms=round(units.parse_time(m.get("downtime_limit", "300ms")) * 1000),
+        xbzrle_cache_size=units.parse_size(m.get("xbzrle_cache_size", "64MiB")),
+        max_time=units.parse_time(max_time) if max_time is not None else None)
+
+
+def scenario_data(case: Case, m: Measurement) -> dict[str, Any]:
+    """The migsim scenario (as a mapping) of a real case, from the case and the measured guest."""
+    g, s = guest_params(case), settings(case)
+    pages = m.ram_total // PAGE
+    migration: dict[str, Any] = {
+        "max_bandwidth": s.max_bandwidth, "downtime_limit": s.downtime_limit_ms / 1000,
+        "xbzrle_cache_size": s.xbzrle_cache_size, "capabilities": list(s.capabilities),
+        "qemu_version": m.qemu_version or "7.2",
+    }
+    if s.max_time is not None:
+        migration["max_time"] = s.max_time
+    version = {"version": m.qemu_version or "7.2"}
+    data: dict[str, Any] = {
+        "name": case.id,
+        "vm": {"memory": pages * PAGE, "zero_fraction": min(1.0, m.zero_pages / pages),
+               "device_state": 0},
+        "workload": {"kind": "sequential", "writes_per_s": m.touches_per_s,
+                     "region": {"offset": g.base, "size": g.pages * PAGE}, "stride": g.stride,
+                     "write_size": g.bytes_per_touch, "write_pattern": "clustered"},
+        "migration": migration,
+        "endpoints": {"source": version, "destination": version},
+        "negotiation": "qemu",
+    }
+    model = {k: v for k, v in case.model.items() if k != "variants"}
+    return deep_merge(data, model)
+
+
+def _value(result: Result, scenario: Scenario, check: Check) -> Any:
+    try:
+        return extract(result, scenario, check.quantity, check.vm)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def compare(case: Case, measured: Result, model: Result, scenario: Scenario,
+            variants: Mapping[str, tuple[Result, Scenario]] | None = None) -> list[Row]:
+    """One row per check (QEMU expected, model judged), plus report-only rows per variant."""
+    rows = []
+    for check in case.checks:
+        rows.append(judge(case, check, _value(measured, scenario, check),
+                          _value(model, scenario, check)))
+    for name, (result, sc) in (variants or {}).items():
+        for check in case.checks:
+            shown = Check(quantity=f"{check.quantity} ({name})", rule="report")
+            rows.append(judge(case, shown, _value(measured, sc, check), _value(result, sc, check),
+                              note=f"model variant {name!r}: reported, not judged"))
+    return rows
+
+
+def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = None,
+                  log: Callable[[str], None] = print) -> list[Row]:
+    """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given."""
+    from sim.run import run_one
+    from sim.scenario import from_dict
+
+    m = measure(case.id, guest_params(case), settings(case), binary=binary,
+                keep=outdir / "qemu-logs" if outdir is not None else None)
+    measured = tables(m.observed, case.id)
+    data = scenario_data(case, m)
+    scenario = from_dict(data, file=str(case.path))
+    model = run_one(scenario)
+    variants = {}
+    for name, over in (case.model.get("variants") or {}).items():
+        sc = from_dict(deep_merge(data, over), file=str(case.path))
+        variants[str(name)] = (run_one(sc), sc)
+    nominal = guest_params(case).actual_touches_per_s
+    log(f"  {case.id}: QEMU {m.qemu_version}, guest {m.touches_per_s:.0f} touches/s measured "
+        f"({nominal:.0f} nominal), {m.zero_pages} zero pages of {m.ram_total // PAGE}, "
+        f"memory match: {m.observed.memory_match}, QEMU pair wall time {m.wall_s:.1f} s")
+    if outdir is not None:
+        measured.scenario = scenario
+        measured.save(outdir / "qemu" / case.id)
+        model.save(outdir / "model" / case.id)
+    return compare(case, measured, model, scenario, variants)
+
+
+def load_real_cases() -> list[Case]:
+    return load_cases(REAL_DIR)
+
+
+__all__ = ["compare", "find_qemu", "load_real_cases", "run_real_case", "scenario_data"]

@@ -1,0 +1,215 @@
+"""The validation suite (sim/validation): its case data, its judging, its tables and its command.
+
+The model cases themselves run here (all of them, well under a minute); the real-QEMU smoke set
+is in tests/test_real_qemu.py (slow).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.recorder import EVENTS_COLUMNS, PASSES_COLUMNS, RUNS_COLUMNS, SAMPLES_COLUMNS
+from sim.validation import command
+from sim.validation.cases import CaseError, Check, load_case, load_cases
+from sim.validation.guest import PARAMS_OFFSET, GuestParams, assemble, patch
+from sim.validation.qemu import Measurement
+from sim.validation.qemu_tables import Observed, tables
+from sim.validation.real import load_real_cases, scenario_data
+from sim.validation.suite import failures, formula_agreement, run_model_case
+
+CASES = load_cases()
+MiB = 1 << 20
+
+
+def test_case_files_load_with_unique_ids_and_sources():
+    ids = [c.id for c in CASES] + [c.id for c in load_real_cases()]
+    assert len(ids) == len(set(ids))
+    assert len(CASES) >= 10 and len(load_real_cases()) == 3
+    for case in CASES:
+        assert case.source and case.checks and case.runs
+        assert any(c.judged for c in case.checks)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.formula], ids=lambda c: c.id)
+def test_expected_values_are_the_formulas(case):
+    """Every literal expected value that a formula covers is that formula's value: exact ones to
+    1e-9, published (rounded) ones to the 4 significant digits they are printed with."""
+    agreement = formula_agreement(case)
+    assert agreement, f"{case.id}: the formula covers no check"
+    for check, written, derived in agreement:
+        exact = (check.rule == "abs" and check.tol == 0) or (check.rule == "rel"
+                                                            and check.tol <= 1e-6)
+        assert written == pytest.approx(derived, rel=1e-9 if exact else 5e-4, abs=1e-12), \
+            check.quantity
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_model_case_within_tolerance(case):
+    rows = run_model_case(case)
+    assert len(rows) == len(case.checks)
+    assert not failures(rows), [(r.quantity, r.expected, r.model, r.note) for r in failures(rows)]
+
+
+@pytest.mark.parametrize("rule,tol,expected,model,ok", [
+    ("rel", 0.1, 10.0, 10.9, True), ("rel", 0.1, 10.0, 11.1, False),
+    ("abs", 1, 5, 6, True), ("abs", 1, 5, 7, False),
+    ("at_least", 0, 100, 150, True), ("at_least", 0, 100, 99, False),
+    ("at_most", 0, 0.003, 0.001, True), ("at_most", 0, 0.003, 0.004, False),
+    ("equals", 0, "completed", "completed", True), ("equals", 0, "completed", "failed", False),
+    ("rel", 0.1, 1.0, math.nan, False), ("rel", 0.1, 1.0, None, False),
+    ("report", 0, 1.0, 5.0, None),
+])
+def test_check_rules(rule, tol, expected, model, ok):
+    assert Check("q", rule, expected, tol).judge(expected, model)[1] is ok
+
+
+def test_bounds_have_no_relative_error():
+    assert math.isnan(Check("q", "at_least", 100).judge(100, 4000)[0])
+
+
+def test_malformed_case_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\ntitle: t\nsource: s\nscenario: {}\n"
+                   "checks: [{quantity: downtime_s, expected: 1, rel: 0.1, abs: 1}]\n")
+    with pytest.raises(CaseError, match="bad.yaml.*exactly one"):
+        load_case(bad)
+    bad.write_text("id: x\ntitle: t\nsource: s\nqemu: {}\n"
+                   "checks: [{quantity: status, expected: completed, equals: true}]\n")
+    with pytest.raises(CaseError, match="from QEMU"):
+        load_case(bad)
+
+
+def _write_case(directory: Path, expected: float) -> None:
+    (directory / "idle.yaml").write_text(f"""
+id: tiny-idle
+title: an idle 64 MiB guest over 64 MiB/s takes 1 s
+source: arithmetic
+scenario:
+  vm: {{memory: 64MiB, device_state: 0B}}
+  link: {{bandwidth: 64MiB/s}}
+  migration: {{max_bandwidth: 0}}
+  wire: {{page_header: 0B, chunk_overhead: 0B}}
+  source_cpu: {{per_page: 0s, scan_rate: 0, copy_rate: 0, xbzrle_rate: 0, xbzrle_per_byte: 0s,
+               sync_per_page: 0s}}
+checks:
+  - {{quantity: total_time_s, expected: {expected}, rel: 0.01}}
+""")
+
+
+@pytest.mark.parametrize("expected,status", [(1.0, 0), (2.0, 1)])
+def test_command_writes_csv_and_figure_and_exits_1_out_of_tolerance(
+        tmp_path, monkeypatch, capsys, expected, status):
+    cases_dir = tmp_path / "cases"
+    cases_dir.mkdir()
+    _write_case(cases_dir, expected)
+    monkeypatch.setattr(command, "load_cases", lambda: load_cases(cases_dir))
+    assert command.main(output=tmp_path / "out") == status
+    out = capsys.readouterr().out
+    assert "tiny-idle" in out and "rel error" in out
+    csv = pd.read_csv(tmp_path / "out" / "validation.csv")
+    assert list(csv.columns[:7]) == ["case", "quantity", "expected", "model", "rel_error",
+                                     "tolerance", "ok"]
+    assert csv.loc[0, "model"] == pytest.approx(1.0, rel=0.01)
+    assert (tmp_path / "out" / "validation.png").stat().st_size > 10_000
+    if status:
+        assert "out of tolerance: tiny-idle: total_time_s" in out
+
+
+def test_cli_validate_subcommand(tmp_path, capsys):
+    from sim.cli import main
+
+    assert main(["validate", "--case", "v2-*", "-o", str(tmp_path)]) == 0
+    assert "v2-geometric-300ms" in capsys.readouterr().out
+    assert (tmp_path / "validation.csv").exists()
+
+
+def _observed() -> Observed:
+    """A converging migration as QMP would show it: three samples, two passes, the events."""
+    ram = {"transferred": 0, "remaining": 8 * MiB, "total": 32 * MiB, "duplicate": 10,
+           "normal": 0, "dirty-sync-count": 1, "mbps": 0.0, "precopy-bytes": 0,
+           "downtime-bytes": 0, "dirty-pages-rate": 0}
+    later = {**ram, "transferred": 4 * MiB, "normal": 1000, "dirty-sync-count": 2, "mbps": 268.4}
+    final = {"status": "completed", "total-time": 300, "downtime": 12, "setup-time": 2,
+             "ram": {**later, "transferred": 5 * MiB, "normal": 1200, "dirty-sync-count": 3,
+                     "downtime-bytes": MiB}}
+    obs = Observed("r", t0=100.0, capabilities=("xbzrle",), memory_match=True)
+    obs.samples = [(100.1, {"status": "active", "expected-downtime": 300, "ram": ram}),
+                   (100.2, {"status": "active", "expected-downtime": 250, "ram": later}),
+                   (100.3, final)]
+    obs.passes = [(100.0, 1, {"status": "active", "ram": ram}),
+                  (100.15, 2, {"status": "active", "ram": later})]
+    obs.events = [(100.0, "source", "MIGRATION", "active"), (100.15, "source", "MIGRATION_PASS", "2")]
+    obs.command(99.9, "source", "migrate", {"uri": "tcp:127.0.0.1:1"})
+    obs.final, obs.end_t = final, 100.3
+    return obs
+
+
+def test_qemu_tables_use_the_simulators_columns():
+    result = tables(_observed(), "real")
+    assert list(result.runs.columns) == list(RUNS_COLUMNS) + ["memory_match"]
+    assert list(result.passes.columns) == list(PASSES_COLUMNS)
+    assert list(result.samples.columns) == list(SAMPLES_COLUMNS)
+    assert list(result.events.columns) == list(EVENTS_COLUMNS)
+    run = result.runs.iloc[0]
+    assert (run.status, run.total_time_s, run.downtime_s) == ("completed", 0.3, 0.012)
+    assert (run.transferred_bytes, run.dirty_sync_count, run.capabilities) == (5 * MiB, 3, "xbzrle")
+    assert run.expected_downtime_s == 0.25 and bool(run.memory_match)
+    assert result.samples.threshold_bytes.isna().all()  # QEMU does not report it
+    assert list(result.passes.bytes_sent) == [4 * MiB, MiB]
+    assert list(result.passes.normal_pages) == [1000, 200]
+    assert result.events.t_s.iloc[0] == pytest.approx(-0.1)  # `migrate` before t0 is negative
+
+
+def test_real_scenario_comes_from_the_case_and_the_measured_guest():
+    case = next(c for c in load_real_cases() if c.id == "qemu-xbzrle-tight")
+    m = Measurement(Observed("x"), ram_total=32 * MiB + 532480, zero_pages=222,
+                    touches_per_s=3950.0, wall_s=1.0, qemu_version="7.2")
+    data = scenario_data(case, m)
+    pages = (32 * MiB + 532480) // 4096
+    assert data["vm"] == {"memory": pages * 4096, "zero_fraction": 222 / pages, "device_state": 0}
+    w = data["workload"]
+    assert (w["kind"], w["writes_per_s"], w["write_size"]) == ("sequential", 3950.0, 16)
+    assert w["region"] == {"offset": 16 * MiB, "size": 8 * MiB}
+    assert data["migration"]["capabilities"] == ["xbzrle"]
+    assert data["migration"]["max_bandwidth"] == 8 * MiB
+    assert data["link"] == {"bandwidth": "400MB/s"}
+    assert "variants" not in data
+
+
+def test_guest_pacing_stays_at_or_below_100_ticks_per_second():
+    for rate in (50.0, 1000.0, 4000.0, 8000.0, 12345.0):
+        g = GuestParams(base=16 * MiB, pages=16, touches_per_s=rate)
+        per_tick, divisor = g.pacing()
+        assert 1193182 / divisor <= 100.5
+        assert g.actual_touches_per_s == pytest.approx(rate, rel=0.001)
+    with pytest.raises(ValueError):
+        GuestParams(base=16 * MiB + 1, pages=16)
+
+
+@pytest.mark.skipif(shutil.which("as") is None or shutil.which("ld") is None,
+                    reason="GNU binutils not installed")
+def test_guest_assembles_to_a_boot_sector_with_patchable_parameters():
+    sector = assemble()
+    assert len(sector) == 512 and sector[-2:] == b"\x55\xaa"
+    patched = patch(sector, GuestParams(base=16 * MiB, pages=256, stride=8192, bytes_per_touch=8,
+                                        touches_per_s=2000, fill_end=64 * MiB))
+    block = patched[PARAMS_OFFSET:PARAMS_OFFSET + 32]
+    assert block[:4] == b"MGSG"
+    words = [int.from_bytes(block[i:i + 4], "little") for i in range(4, 32, 4)]
+    assert words == [16 * MiB, 128, 8192, 8, 20, 11932, 64 * MiB]
+    assert patched[:PARAMS_OFFSET] == sector[:PARAMS_OFFSET]
+
+
+def test_real_qemu_is_skipped_with_a_message_when_qemu_is_missing(tmp_path, monkeypatch):
+    import sim.validation.qemu as qemu
+
+    monkeypatch.setattr(qemu, "find_qemu", lambda: None)
+    lines: list[str] = []
+    assert command._real_rows([], tmp_path, lines.append) == []
+    assert lines == ["real QEMU: skipped: qemu-system-x86_64 not found "
+                     "(apt-get install --no-install-recommends qemu-system-x86)"]
