@@ -355,6 +355,12 @@ def _doc_line(obj: Any) -> str:
     return sentence if len(sentence) <= 100 else sentence[:97].rstrip() + "..."
 
 
+def _plugin_note(item: Any) -> str:
+    """" [plug-in: module]" for an encoder that does not come with migsim."""
+    module = getattr(item, "__module__", "") if isinstance(item, type) else ""
+    return f" [plug-in: {module}]" if module and not module.startswith("sim.") else ""
+
+
 def _registry(module: str, attribute: str) -> dict[str, Any] | str:
     """The registry dict, or the one-line reason it is unavailable."""
     try:
@@ -378,6 +384,11 @@ def _print_section(title: str, entries: dict[str, str] | str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    # Scenarios named here are loaded first, so the encoders and capabilities their plug-ins
+    # register are listed too.
+    _check_files(args.scenarios)
+    for path in args.scenarios:
+        _load(path, {})
     first = True
     for title, module, attribute in (
         ("encoders", "sim.encoders", "ENCODERS"),
@@ -386,14 +397,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     ):
         registry = _registry(module, attribute)
         entries = registry if isinstance(registry, str) else {
-            str(name): _doc_line(item) for name, item in registry.items()
+            str(name): _doc_line(item) + _plugin_note(item) for name, item in registry.items()
         }
         if not first:
             print()
         first = False
         _print_section(title, entries)
     try:
-        modes = tuple(_module("sim.negotiation").NEGOTIATION_MODES)
+        modes = tuple(_module("sim.negotiation").MODES)
     except (ImportError, AttributeError):
         modes = NEGOTIATION_MODES
     print()
@@ -521,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", parents=[common],
                          help="encoders, workloads, capabilities, negotiation modes")
+    lst.add_argument("scenarios", nargs="*", metavar="SCENARIO.yaml",
+                     help="load these first, so their plug-ins are listed too")
     lst.set_defaults(func=cmd_list)
 
     qmp = sub.add_parser("qmp", parents=[common],

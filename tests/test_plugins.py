@@ -186,3 +186,17 @@ def test_a_bad_plugin_is_refused():
 
     with pytest.raises(ValueError, match="is QEMU's and not a wire encoding"):
         sim.register_encoder(QemuCap)
+
+
+def test_migsim_list_shows_a_scenarios_plugins(plugin_dir):
+    import subprocess
+
+    path = plugin_dir / "list.yaml"
+    path.write_text("plugins: [migsim_test_plugin]\n")
+    out = subprocess.run([sys.executable, "-m", "sim.cli", "list", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "test-xor-delta" in out and "[plug-in: migsim_test_plugin]" in out
+    assert "x-test-lean-page" in out
+    plain = subprocess.run([sys.executable, "-m", "sim.cli", "list"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "test-xor-delta" not in plain
