@@ -35,6 +35,15 @@ def main() -> None:
     print(f"  scan_rate  (zero test over zero pages): {scan / 1e9:6.2f} GB/s")
     print(f"  copy_rate  (page into a buffer):        {copy / 1e9:6.2f} GB/s")
     print("  xbzrle_rate 5.6 GB/s and xbzrle_per_byte 10 ns: QEMU's encoder, REF §11.2")
+    import zlib
+
+    import zstandard
+
+    packet = src[:128 * 4096].tobytes()  # one multifd packet of random pages
+    zstd = zstandard.ZstdCompressor(level=1)
+    for name, fn in (("zlib_rate", lambda: zlib.compress(packet, 1)),
+                     ("zstd_rate", lambda: zstd.compress(packet))):
+        print(f"  {name:9}  (level 1, one 512 KiB packet): {rate(fn, len(packet)) / 1e6:8.1f} MB/s")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from . import kernel
+from . import kernel, multifd
 from .content import PATTERNS, plugin_size_table, writer_spec, xbzrle_size_table
 from .encoders import ENCODERS, plugins_in_force
 from .guest import Guest
@@ -137,16 +137,6 @@ class Migration:
         self.mem64 = self.mem.view(np.uint64)
         self.dest = np.zeros_like(self.mem) if self.exact else self.mem
         self.enc_out = np.zeros(self.page_size if self.exact else 8, np.uint8)
-        cpu = scenario.source_cpu
-        page = scenario.vm.page_size
-        # Seconds of the source thread per page scanned, raw page copied, XBZRLE comparison and
-        # XBZRLE output byte (the zero test is part of the scan only when it runs).
-        scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
-        self.cpu_costs = np.array([
-            cpu.per_page + (scan if scenario.migration.zero_page_detection != "none" else 0.0),
-            page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
-            page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
-            cpu.xbzrle_per_byte], np.float64)
         self._stall = 0.0  # source-thread time owed to bitmap syncs, paid before the next send
         # Post-copy: (remote faults, stall seconds, pages pushed, wire bytes) after the switch.
         self.postcopy_stats = np.zeros(4, np.float64)
@@ -211,6 +201,7 @@ class Migration:
         The cache exists whenever XBZRLE or a delta plug-in is in force; resizing it
         (``xbzrle-cache-size`` during a migration) empties it.
         """
+        self._configure_stream()
         self.xbzrle_on = self.in_force.is_enabled("xbzrle")
         self.plugins = [cls() for cls in plugins_in_force(self.in_force.capabilities)]
         self.cache_on = self.xbzrle_on or any(e.needs_previous for e in self.plugins)
@@ -238,6 +229,23 @@ class Migration:
         if len(self.pl_counts) != n:
             self.pl_counts = np.zeros((n, 2), np.int64)  # per plug-in: (records, wire bytes)
         self.broken_encoder = None
+
+    def _configure_stream(self) -> None:
+        """Record sizes and the source thread's costs: one stream, or multifd's packets over
+        channels (:mod:`sim.multifd`). Costs are seconds per page scanned, raw page copied,
+        XBZRLE comparison and XBZRLE output byte (the zero test is in the scan when it runs)."""
+        cpu, page = self.sc.source_cpu, self.page_size
+        if self.in_force.is_enabled("multifd"):
+            self.raw_bytes, self.zero_bytes, self.cpu_costs = multifd.wire_and_cpu(
+                self.mig, cpu, self.sc.workload, page)
+            return
+        self.raw_bytes, self.zero_bytes = self.wire.page_header + page, self.wire.zero_page
+        scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
+        self.cpu_costs = np.array([
+            cpu.per_page + (scan if self.mig.zero_page_detection != "none" else 0.0),
+            page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
+            page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
+            cpu.xbzrle_per_byte], np.float64)
 
     def set_parameters(self, spec: MigrationSpec) -> None:
         """New parameters during a migration (REF §6.2): ``max-bandwidth`` applies at the next
@@ -421,8 +429,7 @@ class Migration:
                     self._w.t_s, self._w.page, self._zero_pattern, self._w_next,
                     self.cursor, self.n_pending, t0, rate, byte_budget - sent, t_limit,
                     self.clear_shift, self.chunk_cleared,
-                    self.wire.page_header + self.page_size, self.wire.zero_page,
-                    self.wire.xbzrle_header, self.page_size,
+                    self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header, self.page_size,
                     self.mig.zero_page_detection != "none",
                     self.xbzrle_on, self.cache_on, self.xbzrle_started, last_stage,
                     self.sync_count, self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes,
@@ -500,7 +507,7 @@ class Migration:
         c[kernel.C_NORMAL] += 1
         c[kernel.C_PAGES_SENT] += 1
         self.dest[p] = page
-        return self.wire.page_header + self.page_size, False
+        return self.raw_bytes, False
 
     # --- the process --------------------------------------------------------------------------
 

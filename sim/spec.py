@@ -168,6 +168,12 @@ class MigrationSpec:
     postcopy_on_stall: bool = False
     # background push rate after the switch (0 = unlimited)
     max_postcopy_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    # multifd (REF §5.2; needs multifd in force): channels and compression of the page packets
+    multifd_channels: int = field(default=2, metadata={"ge": 1, "le": 255})
+    multifd_compression: str = field(default="none",
+                                     metadata={"choices": ("none", "zlib", "zstd")})
+    multifd_zlib_level: int = field(default=1, metadata={"ge": 0, "le": 9})
+    multifd_zstd_level: int = field(default=1, metadata={"ge": 0, "le": 20})
     # dirty-limit (REF §4.3): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
     vcpu_dirty_limit: float = field(default=1 * MiB, metadata={"unit": "rate", "gt": 0})
 
@@ -182,13 +188,17 @@ class SourceCpuSpec:
     # fixed cost per page sent (bitmap search, record header, socket write, amortised)
     per_page: float = field(default=0.25e-6, metadata={"unit": "time", "ge": 0})
     # reading a page for the zero-page test (0: free)
-    scan_rate: float = field(default=8e9, metadata={"unit": "rate", "ge": 0})
+    scan_rate: float = field(default=12e9, metadata={"unit": "rate", "ge": 0})
     # copying a raw page into the socket buffer (0: free)
     copy_rate: float = field(default=8e9, metadata={"unit": "rate", "ge": 0})
     # XBZRLE: comparing the page with its cached copy (0: free) ...
     xbzrle_rate: float = field(default=5.6e9, metadata={"unit": "rate", "ge": 0})
     # ... plus this per byte of encoded output (REF §11.2: ~10 ns, from cases (b) and (d))
     xbzrle_per_byte: float = field(default=10e-9, metadata={"unit": "time", "ge": 0})
+    # multifd compression, per channel thread, bytes of page input per second (level 1;
+    # benchmarks/calibrate_cpu.py measures them on the workload-like synthetic pages)
+    zlib_rate: float = field(default=30e6, metadata={"unit": "rate", "ge": 0})
+    zstd_rate: float = field(default=2e9, metadata={"unit": "rate", "ge": 0})
     # a dirty-bitmap sync, per guest page (the thread stalls; the guest runs on)
     sync_per_page: float = field(default=2e-9, metadata={"unit": "time", "ge": 0})
 
@@ -196,7 +206,7 @@ class SourceCpuSpec:
     def free(cls) -> SourceCpuSpec:
         """A thread that costs nothing: pages leave at link rate (closed forms, papers)."""
         return cls(per_page=0.0, scan_rate=0.0, copy_rate=0.0, xbzrle_rate=0.0,
-                   xbzrle_per_byte=0.0, sync_per_page=0.0)
+                   xbzrle_per_byte=0.0, zlib_rate=0.0, zstd_rate=0.0, sync_per_page=0.0)
 
 
 @dataclass(frozen=True, slots=True)

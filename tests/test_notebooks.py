@@ -37,6 +37,7 @@ SMALL: dict[str, dict[str, object]] = {
         "MEMORY": "128MiB", "BANDWIDTH": "16MiB/s", "LAMBDAS": [0.25, 0.5],
         "UNIFORM_RATIOS": [0.25], "SEEDS": 1,
     },
+    "06-convergence-toolbox": {"MEMORY": "512MiB", "REGION": "256MiB", "MAX_SIM_TIME": "20s"},
     "05-plugin-encoder": {
         "MEMORY": "128MiB", "HOT_SET": "8MiB", "BANDWIDTH": "300Mbit/s", "CACHE": "16MiB",
     },

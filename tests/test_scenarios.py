@@ -31,7 +31,7 @@ def results():
 
 def test_every_scenario_file_is_covered(results):
     assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster",
-                                                    "zlib-xor-vs-xbzrle"}
+                                                    "zlib-xor-vs-xbzrle", "convergence-toolbox"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
@@ -108,3 +108,20 @@ def test_the_zlib_xor_plugin_compares_with_xbzrle(results):
     assert zx.plugin_pages > 0 and xb.xbzrle_pages > 0 and raw.plugin_pages == 0
     assert zx.transferred_bytes < raw.transferred_bytes
     assert xb.transferred_bytes < raw.transferred_bytes
+
+
+def test_convergence_toolbox_side_by_side(results):
+    """On a workload raw pre-copy cannot finish (REF §4, §5): auto-converge finishes by
+    throttling, post-copy finishes soonest with a short downtime and remote faults; XBZRLE (the
+    rewritten set dwarfs its cache) and multifd (the link is the bottleneck) do not help."""
+    runs = results["convergence-toolbox"].runs
+    status = dict(zip(runs["migration.capabilities"].map(lambda c: ",".join(c) or "raw")
+                      + runs["migration.multifd_compression"].map(lambda c: f"/{c}"),
+                      runs.itertuples(), strict=True))
+    assert {k: r.status for k, r in status.items()} == {
+        "raw/none": "cancelled", "xbzrle/none": "cancelled", "auto-converge/none": "completed",
+        "postcopy-ram/none": "completed", "multifd/none": "cancelled", "multifd/zstd": "cancelled"}
+    ac, pc = status["auto-converge/none"], status["postcopy-ram/none"]
+    assert ac.max_throttle_pct >= 50 and ac.guest_cpu_lost_s > 0
+    assert pc.total_time_s < ac.total_time_s and pc.downtime_s < ac.downtime_s
+    assert pc.postcopy_faults > 0 and pc.postcopy_stall_s > 0

@@ -1,0 +1,64 @@
+"""Multifd (REF §5.2): channels divide the per-page work, packets change the record sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sim.capabilities import check_set
+from sim.multifd import PACKET_HEADER, PACKET_PAGES
+from sim.run import run_one
+from sim.spec import LinkSpec, MigrationSpec, Scenario, SourceCpuSpec, VmSpec, WorkloadSpec
+
+MiB = 1 << 20
+PAGES = 256 * MiB // 4096
+CPU = SourceCpuSpec()
+
+
+def idle(channels: int, compression: str = "zlib", bandwidth: float = 100e9 / 8) -> Scenario:
+    return Scenario(
+        name="mf", vm=VmSpec(memory=256 * MiB, device_state=0),
+        workload=WorkloadSpec(kind="idle"), link=LinkSpec(bandwidth=bandwidth),
+        migration=MigrationSpec(max_bandwidth=0, capabilities=("multifd",),
+                                multifd_channels=channels, multifd_compression=compression),
+        source_cpu=dataclasses.replace(CPU, sync_per_page=0.0))
+
+
+def live(run) -> float:
+    return run.total_time_s - run.setup_time_s
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_k_channels_give_about_k_times_one_when_cpu_bound(k):
+    """zlib on a 100 Gbit/s link: the channel threads' compression sets the pace; only the
+    migration thread's own per-page work does not divide."""
+    one = live(run_one(idle(1)).runs.iloc[0])
+    many = live(run_one(idle(k)).runs.iloc[0])
+    per_page = CPU.per_page, (4096 / CPU.scan_rate + 4096 / CPU.zlib_rate)
+    expected = (per_page[0] + per_page[1]) / (per_page[0] + per_page[1] / k)
+    assert one / many == pytest.approx(expected, rel=0.02)
+    assert one / many > 0.9 * k
+
+
+def test_the_link_caps_what_channels_can_do():
+    """At 1 Gbit/s the link, not the channels, is the bottleneck: more channels do not help."""
+    slow = [live(run_one(idle(k, "none", 1e9 / 8)).runs.iloc[0]) for k in (1, 8)]
+    assert slow[0] == pytest.approx(slow[1], rel=1e-3)
+    per_page = 4096 + 8 + PACKET_HEADER / PACKET_PAGES
+    assert slow[0] == pytest.approx(PAGES * per_page / (1e9 / 8), rel=2e-3)
+
+
+def test_zero_pages_cost_only_their_offset():
+    sc = idle(2, "none", 1e9 / 8)
+    zero = dataclasses.replace(sc, vm=dataclasses.replace(sc.vm, zero_fraction=1.0))
+    run = run_one(zero).runs.iloc[0]
+    assert run.zero_pages == PAGES
+    # an 8-byte offset each, plus its share of the packet header (whole bytes per page)
+    assert run.transferred_bytes == pytest.approx(
+        PAGES * round(8 + PACKET_HEADER / PACKET_PAGES), rel=1e-3)
+
+
+def test_multifd_excludes_xbzrle():
+    with pytest.raises(ValueError, match="Multifd is not compatible with xbzrle"):
+        check_set(["multifd", "xbzrle"])
