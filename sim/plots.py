@@ -118,9 +118,13 @@ def sync_times(events: pd.DataFrame | None = None, passes: pd.DataFrame | None =
 
 
 def switchover_time(events: pd.DataFrame | None = None, samples: pd.DataFrame | None = None) -> float | None:
-    """When the guest stopped: the first MIGRATION event into pre-switchover/device, else the first
-    sample whose status is device or completed; None if the run never got there."""
+    """When the guest stopped: the ``switchover`` event (every QEMU version, post-copy too), else
+    the first MIGRATION event into pre-switchover/device, else the first sample whose status is
+    device or completed; None if the run never got there."""
     if events is not None and len(events):
+        hit = events[events["event"] == "switchover"]
+        if len(hit):
+            return float(hit["t_s"].iloc[0])
         hit = events[(events["event"] == "MIGRATION") & events["detail"].isin(SWITCHOVER_STATUSES)]
         if len(hit):
             return float(hit["t_s"].iloc[0])
