@@ -257,7 +257,19 @@ class Endpoint:
 
     def migrate_cancel(self) -> None:
         if self.role == "source":
+            if self.pair.migration.status.startswith("postcopy"):
+                raise QmpError("Postcopy migration in progress, cannot cancel.")
             self.pair.migration.request_cancel()
+
+    def migrate_start_postcopy(self) -> None:
+        """Ask for the switch to post-copy; it happens at the next iteration (REF §5.1)."""
+        mig = self.pair.migration
+        if self.role != "source" or "postcopy-ram" not in self.enabled:
+            raise QmpError("Enable postcopy with migrate_set_capability before the start of "
+                           "migration")
+        if mig.status not in ("setup", "active"):
+            raise QmpError("Postcopy must be started after migration has been started")
+        mig.postcopy_requested = True
 
     def migrate_incoming(self, uri: str | None = None, channels: list[Any] | None = None,
                          exit_on_error: bool = True) -> None:

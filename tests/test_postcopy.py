@@ -99,3 +99,25 @@ def test_exact_mode_destination_matches_the_source_at_the_switch():
               workload=WorkloadSpec(kind="uniform", writes_per_s=4000))
     run = run_one(sc).runs.iloc[0]
     assert run.status == "completed" and bool(run.memory_match)
+
+
+def test_migrate_start_postcopy_by_command():
+    sc = busy(8000, migration=dataclasses.replace(BASE.migration, postcopy_after=None))
+    tb = Testbed(sc)
+    src, dst = tb.source, tb.destination
+    from sim.errors import QmpError
+
+    with pytest.raises(QmpError, match="after migration has been started"):
+        src.migrate_set_capabilities([{"capability": "postcopy-ram", "state": True}])
+        src.migrate_start_postcopy()
+    dst.migrate_set_capabilities([{"capability": "postcopy-ram", "state": True}])
+    src.migrate()
+    tb.advance(0.5)
+    assert src.query_migrate()["status"] == "active"
+    src.migrate_start_postcopy()
+    tb.advance(1.0)
+    assert src.query_migrate()["status"] == "postcopy-active"
+    with pytest.raises(QmpError, match="Postcopy migration in progress, cannot cancel"):
+        src.migrate_cancel()
+    tb.run()
+    assert src.query_migrate()["status"] == "completed"

@@ -72,6 +72,7 @@ class EndpointLike(Protocol):
     def migrate(self, uri: str | None = None, channels: list[Any] | None = None,
                 resume: bool = False) -> None: ...
     def migrate_cancel(self) -> None: ...
+    def migrate_start_postcopy(self) -> None: ...
     def migrate_incoming(self, uri: str | None = None, channels: list[Any] | None = None,
                          exit_on_error: bool = True) -> None: ...
 
@@ -241,6 +242,11 @@ def _migrate_cancel(s: QmpSession, args: dict[str, Any]) -> Any:
     return {}
 
 
+def _migrate_start_postcopy(s: QmpSession, args: dict[str, Any]) -> Any:
+    s.endpoint.migrate_start_postcopy()
+    return {}
+
+
 def _migrate_incoming(s: QmpSession, args: dict[str, Any]) -> Any:
     uri, channels = args.get("uri"), args.get("channels")
     _check_address(uri, channels, incoming=True)
@@ -267,6 +273,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("query-migrate", _query_migrate),
     Command("migrate", _migrate),
     Command("migrate_cancel", _migrate_cancel),
+    Command("migrate-start-postcopy", _migrate_start_postcopy),
     Command("migrate-incoming", _migrate_incoming),
     Command("quit", _quit),
 )}

@@ -308,6 +308,7 @@ ARGUMENTS: dict[str, Struct] = {
         _opt("uri", STR), _opt("channels", ListOf(MIGRATION_CHANNEL)),
         _opt("detach", BOOL), _opt("resume", BOOL))),
     "migrate_cancel": NO_ARGS,
+    "migrate-start-postcopy": NO_ARGS,
     "migrate-incoming": Struct("", (
         _opt("uri", STR), _opt("channels", ListOf(MIGRATION_CHANNEL)),
         _opt("exit-on-error", BOOL))),
