@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench clean baseline regress fuzz
+.PHONY: run test test-slow lint bench clean baseline regress fuzz validate
 
 # The regression suite: small scenarios (file stem = scenario name) and their saved results.
 REGRESSION  := $(sort $(wildcard scenarios/regression/*.yaml))
@@ -43,6 +43,10 @@ fuzz: $(STAMP)
 	  --hypothesis-show-statistics tests/test_fuzz_decoder.py tests/test_qmp_fuzz.py
 	MIGSIM_SCENARIO_FUZZ_EXAMPLES=$(SCENARIO_FUZZ_EXAMPLES) $(BIN)/python -m pytest \
 	  --hypothesis-show-statistics tests/test_bad_scenarios.py -k 'mutated or random_overrides'
+
+# The model against closed forms, published results and (when QEMU is installed) real QEMU.
+validate: $(STAMP)
+	$(BIN)/migsim validate --real-qemu -o ci-artifacts/validation
 
 # Regenerate the regression baselines, on purpose (after a change meant to move the numbers).
 baseline: $(STAMP)
