@@ -58,6 +58,10 @@ def main() -> None:
     import bench_xbzrle
 
     bench_xbzrle.main()
+    print()
+    import bench_sweep
+
+    bench_sweep.main()
 
 
 if __name__ == "__main__":

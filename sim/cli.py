@@ -358,7 +358,7 @@ def _doc_line(obj: Any) -> str:
 def _plugin_note(item: Any) -> str:
     """" [plug-in: module]" for an encoder that does not come with migsim."""
     module = getattr(item, "__module__", "") if isinstance(item, type) else ""
-    return f" [plug-in: {module}]" if module and not module.startswith("sim.") else ""
+    return f" [plug-in: {module}]" if module else ""
 
 
 def _registry(module: str, attribute: str) -> dict[str, Any] | str:
@@ -396,8 +396,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("capabilities", "sim.capabilities", "CAPABILITIES"),
     ):
         registry = _registry(module, attribute)
+        built_in = (getattr(_module(module), "BUILT_IN", None)
+                    if attribute == "ENCODERS" and not isinstance(registry, str) else None)
         entries = registry if isinstance(registry, str) else {
-            str(name): _doc_line(item) + _plugin_note(item) for name, item in registry.items()
+            str(name): _doc_line(item) + (_plugin_note(item) if built_in is not None
+                                          and name not in built_in else "")
+            for name, item in registry.items()
         }
         if not first:
             print()
