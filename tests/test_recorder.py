@@ -184,3 +184,10 @@ def test_empty_tables_keep_their_dtypes() -> None:
     assert passes["bytes_sent"].dtype == np.int64
     assert passes["t_start_s"].dtype == np.float64
     pd.testing.assert_frame_equal(passes, empty_frame("passes"))
+
+
+def test_every_contract_column_has_a_fixed_kind():
+    from sim.recorder import COLUMNS, KINDS, RUNS_OPTIONAL_COLUMNS
+
+    names = {c for cols in COLUMNS.values() for c in cols} | set(RUNS_OPTIONAL_COLUMNS)
+    assert sorted(names - set(KINDS)) == []
