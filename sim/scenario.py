@@ -21,7 +21,11 @@ Choices made here:
 * ``to_dict()`` writes every field (defaults included, optional ones only when set), with units,
   so the file documents the run; ``params`` is written for sweep members and read back.
 * Anchors, aliases and ``<<`` merge keys work; a document that expands to more than
-  ``MAX_NODES`` nodes or nests deeper than ``MAX_DEPTH`` is refused (alias bombs).
+  ``MAX_NODES`` nodes or nests deeper than ``MAX_DEPTH`` is refused (alias bombs), as is a file of
+  more than ``MAX_BYTES`` or one that is not UTF-8 text, and a sweep of more than ``MAX_RUNS``
+  runs. Each refusal is one ``file:line: key: problem`` line, found in bounded time and memory.
+* Error lines stay one line: a value, key or file name with control characters in it is shown
+  escaped (``'a\\nb'``), and long values are cut.
 
 Several guests (DESIGN §4): each ``vms`` item may hold ``name`` (default ``vm0``, ``vm1``, ... by
 index; unique) and the sections ``vm``, ``workload``, ``migration`` and ``endpoints``. An item's
@@ -45,6 +49,7 @@ import importlib
 import itertools
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -55,12 +60,15 @@ from typing import Any
 import yaml
 
 from sim import capabilities, units
+from sim.encoders import load_entry_points
 from sim.errors import ScenarioError
 from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
 __all__ = [
+    "MAX_BYTES",
     "MAX_DEPTH",
     "MAX_NODES",
+    "MAX_RUNS",
     "SCENARIO_KEYS",
     "KeyInfo",
     "expand",
@@ -73,6 +81,8 @@ __all__ = [
 
 MAX_NODES = 100_000  # YAML nodes after alias expansion
 MAX_DEPTH = 50  # nesting of mappings and lists
+MAX_BYTES = 1024 * 1024  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
+MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
 
 _WORKLOAD_KINDS = ("idle", "uniform", "hotspot", "zipf", "sequential", "phased", "trace")
@@ -304,7 +314,39 @@ def _show(value: object) -> str:
         text = "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
     else:
         text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return _clip(text)
+
+
+def _escape(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``), so it stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` as a short single line: control characters escaped, the end cut if too long."""
+    text = _escape(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key_name(key: str) -> str:
+    """One key as a key path shows it: quoted if it is empty or has spaces around it."""
+    return key if key and key.strip() == key and key.isprintable() else repr(key)
+
+
+def _key_text(path: str) -> str:
+    """A key path as an error line shows it (a YAML key may hold anything, newlines included)."""
+    return _clip(path, 200)
+
+
+def _one_line(err: ScenarioError) -> ScenarioError:
+    """``err`` itself if its text is one line, else the same error with its parts escaped."""
+    if str(err).isprintable():
+        return err
+    file = None if err.file is None else _escape(err.file)
+    key = None if err.key is None else _key_text(err.key)
+    return ScenarioError(_escape(err.problem), file=file, line=err.line, key=key)
 
 
 def _names(value: Iterable[object]) -> str:
@@ -345,10 +387,15 @@ class _Document:
 
     def error(self, path: str, problem: str, *, at: str | None = None) -> ScenarioError:
         file, line = self.locate(at if at is not None else path)
-        return ScenarioError(problem, file=file, line=line, key=path or None)
+        return ScenarioError(problem, file=file, line=line, key=_key_text(path) or None)
+
+    def shown(self, path: str, default: str) -> str:
+        """The value at ``path`` as the YAML wrote it (a plain scalar), else ``default``."""
+        raw = self.raw.get(path)
+        return default if raw is None else _clip(raw)
 
     def got(self, path: str, value: object) -> str:
-        return f"(got {self.raw.get(path, _show(value))})"
+        return f"(got {self.shown(path, _show(value))})"
 
     # -- building the tree
     def _mark(self, path: str, node: yaml.Node | None) -> None:
@@ -385,8 +432,8 @@ class _Document:
     def _scalar(self, node: yaml.ScalarNode, path: str) -> object:
         try:
             value = self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            problem = getattr(e, "problem", None) or str(e)
+        except Exception as e:  # PyYAML's constructors raise anything on bad text (!!bool maybe)
+            problem = getattr(e, "problem", None) or str(e) or type(e).__name__
             raise self.error(path, f"invalid YAML value: {problem}") from e
         if node.style is None and isinstance(node.value, str):
             self.raw[path] = node.value
@@ -407,7 +454,7 @@ class _Document:
                 if not isinstance(source, yaml.MappingNode):
                     problem = "'<<' merges a mapping or a list of mappings"
                     raise ScenarioError(problem, file=self._origin[0],
-                                        line=self._line(key_node), key=path or None)
+                                        line=self._line(key_node), key=_key_text(path) or None)
                 inner_explicit, inner_merged = self._pairs(source, path, depth + 1)
                 merged.extend(inner_explicit + inner_merged)
         return explicit, merged
@@ -423,14 +470,15 @@ class _Document:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ScenarioError("a key must be a name, not a mapping or a list",
                                     file=self._origin[0], line=self._line(key_node),
-                                    key=path or None)
+                                    key=_key_text(path) or None)
             key = str(key_node.value)
             child = _join(path, key)
             if key in result:
                 first = first_line[key]
                 was = f" (first at line {first})" if first is not None else ""
                 raise ScenarioError(f"duplicate key{was}", file=self._origin[0],
-                                    line=self._line(key_node), key=child)
+                                    line=self._line(key_node),
+                                    key=_key_text(_join(path, _key_name(key))))
             first_line[key] = self._line(key_node)
             self._mark(child, key_node)
             result[key] = self.tree(value_node, child, depth + 1)
@@ -580,16 +628,59 @@ def _parent(path: str) -> str:
     return path.rpartition(".")[0]
 
 
+class _Refused(yaml.YAMLError):
+    """The composer stopped: the document nests too deeply or has too many nodes."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document with more than ``MAX_NODES`` nodes or nested far
+    deeper than ``MAX_DEPTH`` while it composes, before its recursion or memory gets there
+    (``tree()`` then refuses anything past ``MAX_DEPTH``, naming the key path)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > 2 * MAX_DEPTH:
+                raise _Refused(f"nested too deeply (more than {MAX_DEPTH} levels)",
+                               self.peek_event().start_mark)
+            if self._nodes > MAX_NODES:
+                raise _Refused(f"the document has more than {MAX_NODES} nodes",
+                               self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _compose(text: str, file: str) -> yaml.Node | None:
+    if len(text) > MAX_BYTES:
+        raise ScenarioError(f"is longer than {units.format_size(MAX_BYTES)}; a scenario is a short "
+                            f"YAML text (got {len(text)} characters)", file=file)
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_Loader)
+    except _Refused as e:
+        raise ScenarioError(f"invalid YAML: {e.problem}", file=file, line=e.mark.line + 1) from e
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, most controls)
+        character = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise ScenarioError(f"invalid YAML: unacceptable character {character}: {e.reason}",
+                            file=file, line=text.count("\n", 0, e.position) + 1) from e
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (e.context, e.problem) if p) or str(e)
-        raise ScenarioError(f"invalid YAML: {problem}", file=file, line=line) from e
+        raise ScenarioError(f"invalid YAML: {_escape(problem)}", file=file,
+                            line=None if mark is None else mark.line + 1) from e
     except yaml.YAMLError as e:
-        raise ScenarioError(f"invalid YAML: {e}", file=file) from e
+        raise ScenarioError(f"invalid YAML: {_escape(str(e))}", file=file) from e
     except RecursionError as e:
         raise ScenarioError(f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)",
                             file=file) from e
@@ -613,7 +704,8 @@ class _Builder:
         known = _inline_keys(cls)
         for key in value:
             if key not in known:
-                raise doc.error(_join(path, key), "unknown key" + _suggest(key, known))
+                raise doc.error(_join(path, _key_name(key)), "unknown key" + _suggest(key, known),
+                                at=_join(path, key))
         hints = _hints(cls)
         kwargs: dict[str, Any] = {}
         for f in _yaml_fields(cls):
@@ -653,8 +745,12 @@ class _Builder:
         unit = meta.get("unit")
         result: Any
         if unit is not None:
+            source = value
+            if path in doc.raw and (isinstance(value, bool)
+                                    or not isinstance(value, int | float | str | None)):
+                source = doc.raw[path]  # YAML made a date or a bool of it: show it as written
             try:
-                result = _PARSERS[unit](value, signed=True)
+                result = _PARSERS[unit](source, signed=True)
             except ValueError as e:
                 raise doc.error(path, str(e)) from e
             if tp is int:
@@ -693,10 +789,8 @@ class _Builder:
                      value: object) -> None:
         doc = self.doc
         meta = f.metadata
-        shown = doc.raw.get(path)
-        if shown is None:
-            unit = meta.get("unit")
-            shown = _FORMATTERS[unit](result, exact=True) if unit else _show(value)
+        unit = meta.get("unit")
+        shown = doc.shown(path, _FORMATTERS[unit](result, exact=True) if unit else _show(value))
         got = f"(got {shown})"
         if "gt" in meta and not result > meta["gt"]:
             raise doc.error(path, f"must be > {_bound(meta, 'gt')} {got}")
@@ -711,19 +805,19 @@ class _Builder:
             raise doc.error(path, f"must be a power of two {got}")
         if "choices" in meta and result not in meta["choices"]:
             choices = meta["choices"]
-            raise doc.error(path, f"'{result}' is not one of {', '.join(choices)}"
+            raise doc.error(path, f"{_show(result)} is not one of {', '.join(choices)}"
                                   + _close(result, choices))
         registry = meta.get("registry")
         if registry == "workloads":
             kinds = _workload_kinds()
             if result not in kinds:
-                raise doc.error(path, f"'{result}' is not a known workload kind"
+                raise doc.error(path, f"{_show(result)} is not a known workload kind"
                                       + _suggest(result, kinds))
         elif registry == "capabilities" and result not in capabilities.CAPABILITIES:
             # reported on the list (STYLE §6 example), at the item's line
             at = path
             path = _parent(path) if path.endswith("]") else path
-            raise doc.error(path, f"'{result}' is not known"
+            raise doc.error(path, f"{_show(result)} is not known"
                                   + _suggest(result, capabilities.CAPABILITIES), at=at)
 
     def check_list(self, f: dataclasses.Field[Any], items: tuple[Any, ...], path: str) -> None:
@@ -732,7 +826,7 @@ class _Builder:
         seen: set[str] = set()
         for i, name in enumerate(items):
             if name in seen:
-                raise self.doc.error(path, f"'{name}' is listed twice", at=f"{path}[{i}]")
+                raise self.doc.error(path, f"{_show(name)} is listed twice", at=f"{path}[{i}]")
             seen.add(name)
         if f.metadata.get("check_set"):
             try:
@@ -762,7 +856,8 @@ class _Builder:
                           and k.split(".")[0] not in _NOT_SWEPT]
                 close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.6)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise doc.error(child, f"'{key}' is not a scenario key that can vary{hint}")
+                raise doc.error(_join(path, _key_name(key)),
+                                f"{_show(key)} is not a scenario key that can vary{hint}", at=child)
             field, tp = target
             if many:
                 if not isinstance(item, list) or not item:
@@ -823,6 +918,15 @@ def _check(s: Scenario, fail: _Fail) -> None:
         if fault.kind == "link_down" and fault.duration <= 0:
             raise fail(f"link.faults[{i}].duration", "a link_down fault needs a duration > 0",
                        units.format_time(fault.duration, exact=True))
+        if fault.kind == "bandwidth_drop" and fault.bandwidth <= 0:
+            raise fail(f"link.faults[{i}].bandwidth",
+                       "a bandwidth_drop fault needs a bandwidth > 0 (use link_down for 0)",
+                       units.format_rate(fault.bandwidth))
+        guests = [g.name for g in s.vms]
+        if fault.vm is not None and fault.vm not in guests:
+            raise fail(f"link.faults[{i}].vm", "no guest of that name in vms: "
+                       + (", ".join(guests) or "(this scenario has no vms: list)"),
+                       repr(fault.vm))
 
 
 def _within(prefix: str, fail: _Fail) -> _Fail:
@@ -890,13 +994,26 @@ def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = Non
     """
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ScenarioError("no such file", file=file) from e
-    except IsADirectoryError as e:
-        raise ScenarioError("is a directory, not a scenario file", file=file) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"cannot read the file: {e}", file=file) from e
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_BYTES + 1)  # no more: a huge file is refused, not read
+        except FileNotFoundError as e:
+            raise ScenarioError("no such file", file=file) from e
+        except IsADirectoryError as e:
+            raise ScenarioError("is a directory, not a scenario file", file=file) from e
+        except OSError as e:
+            raise ScenarioError(f"cannot read the file: {e.strerror or e}", file=file) from e
+        if len(data) > MAX_BYTES:
+            raise ScenarioError(f"is larger than {units.format_size(MAX_BYTES)}; a scenario is a "
+                                "short YAML text (is it the right file?)", file=file)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ScenarioError(f"is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                                f"{e.start}); a scenario is a YAML text file", file=file,
+                                line=data.count(b"\n", 0, e.start) + 1) from e
+    except ScenarioError as e:
+        raise _one_line(e) from e.__cause__
     return loads_scenario(text, file=file, overrides=overrides)
 
 
@@ -904,6 +1021,13 @@ def loads_scenario(text: str, file: str = "<string>",
                    overrides: Mapping[str, object] | None = None) -> Scenario:
     """Like ``load_scenario`` for YAML ``text``; ``file`` names it in messages and gives the
     default name (its stem) unless it is a ``<placeholder>``."""
+    try:
+        return _loads(text, file, overrides)
+    except ScenarioError as e:
+        raise _one_line(e) from e.__cause__
+
+
+def _loads(text: str, file: str, overrides: Mapping[str, object] | None) -> Scenario:
     node = _compose(text, file)
     if node is None:
         raise ScenarioError("the file is empty; expected a mapping of scenario keys", file=file)
@@ -921,9 +1045,29 @@ def from_dict(data: Mapping[str, object], *, file: str = "<dict>",
     """Build a scenario from ``to_dict``-shaped data (values may carry units, as in YAML)."""
     doc = _Document(file)
     doc.where[""] = (file, None)
-    tree = doc.python(dict(data), "")
-    assert isinstance(tree, dict)
-    return _finish(doc, tree, overrides)
+    try:
+        tree = doc.python(dict(data), "")
+        assert isinstance(tree, dict)
+        return _finish(doc, tree, overrides)
+    except ScenarioError as e:
+        raise _one_line(e) from e.__cause__
+
+
+def _import_plugin(module: str, file: str) -> None:
+    """Import a plug-in module; the scenario's directory and the working directory are searched
+    too (a console script does not have the working directory on ``sys.path``)."""
+    if module in sys.modules:
+        return
+    extra = [str(Path.cwd())]
+    if not file.startswith("<"):
+        extra.insert(0, str(Path(file).resolve().parent))
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        importlib.import_module(module)
+    finally:
+        for p in added:
+            sys.path.remove(p)
 
 
 def _finish(doc: _Document, data: dict[str, Any],
@@ -932,15 +1076,19 @@ def _finish(doc: _Document, data: dict[str, Any],
         doc.override(data, key, value)
     doc.merge_guests(data)
     builder = _Builder(doc)
+    try:
+        load_entry_points()  # installed packages' encoders, once
+    except ImportError as e:
+        raise ScenarioError(str(e), file=doc.file) from e
     if "plugins" in data:  # imported first: they register capabilities, encoders, workloads
         field = {f.name: f for f in dataclasses.fields(Scenario)}["plugins"]
         for i, module in enumerate(builder.value(_hints(Scenario)["plugins"], field,
                                                  data["plugins"], "plugins")):
             try:
-                importlib.import_module(module)
+                _import_plugin(module, doc.file)
             except Exception as e:  # any error in a plug-in is an error of this scenario
-                raise doc.error(f"plugins[{i}]", f"cannot import plug-in module '{module}': "
-                                                 f"{type(e).__name__}: {e}") from e
+                raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
+                                                 f"{type(e).__name__}: {_clip(str(e), 200)}") from e
     if "name" not in data and not doc.file.startswith("<"):
         data = {"name": Path(doc.file).stem, **data}
     scenario: Scenario = builder.section(Scenario, data, "")
@@ -948,7 +1096,7 @@ def _finish(doc: _Document, data: dict[str, Any],
     scenario = dataclasses.replace(scenario, source_file=source)
 
     def fail(path: str, problem: str, got: str) -> ScenarioError:
-        return doc.error(path, f"{problem} (got {doc.raw.get(path, got)})")
+        return doc.error(path, f"{problem} (got {doc.shown(path, got)})")
 
     _check(scenario, fail)
     if scenario.sweep is not None:
@@ -963,6 +1111,11 @@ def _check_sweep(s: Scenario, doc: _Document) -> None:
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
         raise doc.error("sweep.zip", f"the lists must have the same length (got {shown})")
+    runs = math.prod(len(values) for _, values in sweep.grid) * sweep.repeats
+    runs *= next(iter(lengths.values()), 1)
+    if runs > MAX_RUNS:
+        raise doc.error("sweep", f"makes more than {MAX_RUNS} runs; split it into several "
+                                 f"scenarios (got {runs} runs)")
     for key, _ in sweep.zip:
         if key in dict(sweep.grid):
             raise doc.error(f"sweep.zip.{key}", "is also in sweep.grid; sweep it in one place")
@@ -974,8 +1127,9 @@ def _check_sweep(s: Scenario, doc: _Document) -> None:
             bare = re.sub(r"^vms\[\d+\]\.", "", path)  # a guest's key follows the swept one
             at = next((where for key, where in swept.items()
                        if bare == key or bare.startswith(key + ".")), None)
-            shown = got if at is not None else doc.raw.get(path, got)
-            return doc.error(path, f"in sweep member '{member.name}': {problem} (got {shown})",
+            shown = got if at is not None else doc.shown(path, got)
+            return doc.error(path, f"in sweep member '{_clip(member.name, 200)}': {problem} "
+                                   f"(got {shown})",
                              at=at)
 
         _check(member, fail)

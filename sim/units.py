@@ -84,10 +84,17 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return value if value and value.strip() == value else repr(value)
-    text = repr(value)
+    if isinstance(value, str) and value and value.strip() == value and value.isprintable():
+        text = value
+    else:  # quoted: empty, padded or with control characters ("4\nGiB"), so it stays one line
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _quoted(text: str, limit: int = 30) -> str:
+    """``'text'`` for a message, escaped and cut to ``limit`` characters."""
+    quoted = repr(text[:limit])
+    return quoted if len(text) <= limit else quoted[:-1] + "..." + quoted[-1]
 
 
 def _parse(
@@ -113,8 +120,14 @@ def _parse(
             close = [u for u in shown if u.lower() == unit.lower()]
             close = close or difflib.get_close_matches(unit, shown, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'?" if close else f"use one of {_SHOWN[kind]}"
-            raise ValueError(f"unknown {kind} unit '{unit}'; {hint} {got}")
-        amount = Fraction(match.group("number")) * (units[unit] if unit else 1)
+            raise ValueError(f"unknown {kind} unit {_quoted(unit)}; {hint} {got}")
+        number = match.group("number")
+        mantissa, _, exponent = number.lower().partition("e")
+        if len(mantissa) > 100:  # Fraction would parse it, slowly, only to find it too precise
+            raise ValueError(f"has too many digits {got}")
+        if len(exponent.lstrip("+-").lstrip("0")) > 3:  # 1e9999999GiB: 10**9999999 takes minutes
+            raise ValueError(f"has an exponent out of range {got}")
+        amount = Fraction(number) * (units[unit] if unit else 1)
     if amount < 0 and not signed:
         raise ValueError(f"must not be negative {got}")
     if abs(amount) > _LIMIT:
@@ -128,8 +141,9 @@ def parse_size(value: object, *, signed: bool = False) -> int:
     ``signed=True`` lets negative values through (for callers that check ranges themselves).
 
     Raises:
-        ValueError: unknown unit, negative, not finite, not a whole number of bytes, or not a
-            number or string at all (``bool`` included).
+        ValueError: unknown unit, negative, not finite, not a whole number of bytes, beyond
+            2**64, written with more than 100 digits or a 4-digit exponent, or not a number or
+            string at all (``bool`` included).
     """
     amount = _parse(value, "size", SIZE_UNITS, signed)
     if amount.denominator != 1:
