@@ -200,3 +200,49 @@ def test_migsim_list_shows_a_scenarios_plugins(plugin_dir):
     plain = subprocess.run([sys.executable, "-m", "sim.cli", "list"],
                            capture_output=True, text=True, check=True).stdout
     assert "test-xor-delta" not in plain
+
+
+def test_installed_packages_register_through_entry_points(monkeypatch):
+    """An encoder an installed package lists under ``migsim.encoders`` is registered when a
+    scenario is loaded, with no ``plugins:`` key."""
+    import sim.encoders as encoders
+    from sim.scenario import loads_scenario
+
+    class EntryPointEncoder(sim.Encoder):
+        """an encoder from an installed package"""
+        name = "test-entry-point"
+        capability = "x-test-entry-point"
+
+        def encode(self, page, previous):
+            return None
+
+        def decode(self, payload, previous):
+            return payload
+
+    class FakeEntryPoint:
+        name, value = "test-entry-point", "somepkg.enc:EntryPointEncoder"
+
+        def load(self):
+            return EntryPointEncoder
+
+    def fake_entry_points(group):
+        assert group == "migsim.encoders"
+        return [FakeEntryPoint()]
+
+    monkeypatch.setattr(encoders.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setitem(encoders._entry_points, "loaded", None)
+    sc = loads_scenario("migration: {capabilities: [x-test-entry-point]}\n")
+    assert sc.migration.capabilities == ("x-test-entry-point",)
+    assert ENCODERS["test-entry-point"] is EntryPointEncoder
+
+    class Broken:
+        name, value = "broken", "nowhere:Nothing"
+
+        def load(self):
+            raise ModuleNotFoundError("No module named 'nowhere'")
+
+    monkeypatch.setattr(encoders.metadata, "entry_points", lambda group: [Broken()])
+    monkeypatch.setitem(encoders._entry_points, "loaded", None)
+    with pytest.raises(sim.ScenarioError, match="entry point 'broken'"):
+        loads_scenario("seed: 1\n")
+    monkeypatch.setitem(encoders._entry_points, "loaded", None)
