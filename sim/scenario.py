@@ -952,10 +952,17 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
         raise fail("migration.qemu_version", "expected a QEMU version such as '10.2'",
                    repr(migration.qemu_version))
     for side in ("source", "destination"):
-        version = getattr(s.endpoints, side).version
-        if version is not None and not _VERSION.match(version):
+        endpoint = getattr(s.endpoints, side)
+        if endpoint.version is not None and not _VERSION.match(endpoint.version):
             raise fail(f"endpoints.{side}.version", "expected a QEMU version such as '7.2'",
-                       repr(version))
+                       repr(endpoint.version))
+        supported = capabilities.supported_by(endpoint.version, endpoint.supports)
+        unknown = [c for c in endpoint.enabled if c not in supported]
+        if unknown:
+            what = (f"QEMU {endpoint.version}" if endpoint.supports is None
+                    else "its supports list")
+            raise fail(f"endpoints.{side}.enabled", f"not supported by this endpoint ({what})",
+                       ", ".join(unknown))
     _check_workload(s, s.workload, "workload", fail)
     for i, phase in enumerate(s.workload.phases):
         _check_workload(s, phase.workload, f"workload.phases[{i}]", fail)

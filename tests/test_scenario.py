@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim import capabilities
-from sim.capabilities import CAPABILITIES, Capability, check_set, incompatible, register
+from sim.capabilities import (
+    CAPABILITIES,
+    Capability,
+    check_set,
+    incompatible,
+    register,
+    supported_by,
+)
 from sim.errors import ScenarioError
 from sim.scenario import (
     MAX_NODES,
@@ -705,12 +712,21 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     sizes = st.integers(0, 2**16)
     wire = WireSpec(draw(sizes), draw(sizes), draw(sizes), draw(sizes))
-    endpoint = st.builds(
-        EndpointSpec,
-        version=st.none() | st.sampled_from(["1.1", "2.10", "7.2", "10.2"]),
-        supports=st.none()
-        | st.lists(st.sampled_from(sorted(CAPABILITIES)), unique=True).map(tuple),
-        enabled=_VALID_CAPABILITY_SETS.map(tuple))
+    @st.composite
+    def endpoints(draw_: st.DrawFn) -> EndpointSpec:
+        version = draw_(st.none() | st.sampled_from(["1.1", "2.10", "7.2", "10.2"]))
+        supports = draw_(st.none() | st.lists(st.sampled_from(sorted(CAPABILITIES)),
+                                              unique=True).map(tuple))
+        # enabled: a valid set, cut down to what the endpoint supports (if still valid)
+        known = supported_by(version, supports)
+        enabled = tuple(c for c in draw_(_VALID_CAPABILITY_SETS) if c in known)
+        try:
+            check_set(enabled)
+        except ValueError:
+            enabled = ()
+        return EndpointSpec(version=version, supports=supports, enabled=enabled)
+
+    endpoint = endpoints()
     sweep = draw(st.none() | st.builds(
         SweepSpec,
         grid=st.just((("workload.writes_per_s", (1.0, 2.5)), ("migration.capabilities", ((), ("xbzrle",))))),
