@@ -664,16 +664,7 @@ class Migration:
         data already in the socket. A destination crash now loses the guest.
         """
         env = self.env
-        yield from self._pay_stall()
-        t_stop = env.now
-        self._apply_writes_until(t_stop)
-        self._end_throttle()
-        self.guest.running = False
-        self.rec.event(t_stop, "source", "switchover", "guest stopped (postcopy)")
-        if profile(self.mig.qemu_version).device_state:
-            self._set_status("device")
-        self._sync("postcopy")
-        yield from self._pay_stall()
+        t_stop = yield from self._stop_guest("guest stopped (postcopy)", "postcopy")
         if self.exact:
             # The source is stopped: what it pushes or serves from now on is its RAM as of now.
             # (Exact mode does not apply the guest's writes after the switch; memory_match
@@ -860,6 +851,27 @@ class Migration:
         if self.dest_status not in ("none", "failed"):
             self._set_dest_status("failed", self.env.now + self.link.latency_s)
 
+    def _stop_guest(self, detail: str, sync_reason: str) -> Generator[simpy.Event, None, float]:
+        """The switchover's start, for stop-and-copy and post-copy alike: the thread finishes
+        the sync that decided it, the vCPUs stop (no more writes, no more throttle), the state
+        goes to ``device`` (QEMU 10.0+, REF §7.5) and a last sync collects what was dirtied.
+        Returns when the guest stopped."""
+        yield from self._pay_stall()
+        t_stop = self.env.now
+        self._apply_writes_until(t_stop)
+        self._end_throttle()
+        self.guest.running = False
+        # Writes buffered beyond the stop never happen: the vCPUs are stopped.
+        self._w = WriteBatch.empty()
+        self._w_seed = np.empty(0, np.uint64)
+        self._w_next = 0
+        self.rec.event(t_stop, "source", "switchover", detail)
+        if profile(self.mig.qemu_version).device_state:
+            self._set_status("device")
+        self._sync(sync_reason)
+        yield from self._pay_stall()
+        return t_stop
+
     def _complete(self, cancel_at: float = math.inf, deadline: float = math.inf):
         """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed.
 
@@ -868,20 +880,7 @@ class Migration:
         phase fails or cancels the migration and restarts the source's guest.
         """
         env = self.env
-        yield from self._pay_stall()  # the sync that decided the switchover
-        t_stop = env.now
-        self._apply_writes_until(t_stop)
-        self._end_throttle()
-        self.guest.running = False
-        # Writes buffered beyond the stop never happen: the vCPUs are stopped.
-        self._w = WriteBatch.empty()
-        self._w_seed = np.empty(0, np.uint64)
-        self._w_next = 0
-        self.rec.event(t_stop, "source", "switchover", "guest stopped")
-        if profile(self.mig.qemu_version).device_state:
-            self._set_status("device")  # QEMU 10.0+ always passes through it (REF §7.5)
-        self._sync("completion")
-        yield from self._pay_stall()
+        t_stop = yield from self._stop_guest("guest stopped", "completion")
         device_left = float(self.sc.vm.device_state)
         while self.n_pending > 0 or device_left > 0:
             now = env.now
