@@ -213,7 +213,6 @@ class Endpoint:
             if p.field is not None:
                 value = self.parameters[p.name]
                 changes[p.field] = value * p.scale if p.scale != 1.0 else value
-        changes["xbzrle_cache_size"] = int(self.parameters["xbzrle-cache-size"])
         return dataclasses.replace(self.pair.scenario.migration, **changes)
 
     # --- migration -----------------------------------------------------------------------------
