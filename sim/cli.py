@@ -466,6 +466,10 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                             format="migsim qmp: %(levelname)s: %(message)s")
+    # Compile (or load) the numba kernels now, so a client's first migration does not stall the
+    # server for the ~20 s a fresh install needs.
+    spec = _module("sim.spec")
+    _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 << 20)))
     testbed = _module("sim.endpoints").Testbed(scenario)
 
     def ready(server: Any) -> None:
