@@ -100,16 +100,24 @@ def apply_writes_rows(pages, counts, pattern, write_size, word_size, seeds):
             apply_write(pages[i], pattern, write_size, word_size, s)
 
 
+def synthetic_pages(rng: np.random.Generator, counts: np.ndarray, pattern: int, write_size: int,
+                    word_size: int, page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pages of random bytes (``old``) and copies written ``counts[i]`` times with the pattern
+    (``new``): what every modelled size table is measured on."""
+    old = rng.integers(0, 256, size=(counts.size, page_size), dtype=np.uint8)
+    new = old.copy()
+    apply_writes_rows(new, counts.astype(np.int64), pattern, write_size, word_size,
+                      rng.integers(0, 2**63, size=counts.size, dtype=np.int64).astype(np.uint64))
+    return old, new
+
+
 @lru_cache(maxsize=64)
 def _size_table(pattern: int, write_size: int, word_size: int, page_size: int) -> np.ndarray:
     from .encoders.xbzrle import encoded_sizes
 
     rng = np.random.default_rng([pattern, write_size, word_size, page_size])
     k = np.repeat(np.arange(1, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
-    old = rng.integers(0, 256, size=(k.size, page_size), dtype=np.uint8)
-    new = old.copy()
-    apply_writes_rows(new, k.astype(np.int64), pattern, write_size, word_size,
-                      rng.integers(0, 2**63, size=k.size, dtype=np.int64).astype(np.uint64))
+    old, new = synthetic_pages(rng, k, pattern, write_size, word_size, page_size)
     sizes = encoded_sizes(old, new).astype(np.int32)
     table = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
     table[1:] = sizes.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
@@ -144,10 +152,7 @@ def _plugin_table(encoder: type[Encoder], pattern: int, write_size: int, word_si
         return _PLUGIN_TABLES[key]
     rng = np.random.default_rng([pattern, write_size, word_size, page_size, 9])
     k = np.repeat(np.arange(0, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
-    old = rng.integers(0, 256, size=(k.size, page_size), dtype=np.uint8)
-    new = old.copy()
-    apply_writes_rows(new, k.astype(np.int64), pattern, write_size, word_size,
-                      rng.integers(0, 2**63, size=k.size, dtype=np.int64).astype(np.uint64))
+    old, new = synthetic_pages(rng, k, pattern, write_size, word_size, page_size)
     payloads = encoder().encode_batch(new, old if encoder.needs_previous else None)
     sizes = np.array([-1 if pl is None else len(pl) for pl in payloads], np.int32)
     table = sizes.reshape(SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES)

@@ -88,6 +88,20 @@ def _send_raw(p, raw_bytes, counters, exact, mem, dest):
 
 
 @njit(inline="always")
+def _next_pending(pending, cursor):
+    """The first pending page at or after ``cursor`` in scan order, wrapping at the end of RAM
+    (there must be one); also whether the scan wrapped."""
+    wrapped = False
+    n = pending.shape[0]
+    while not pending[cursor]:
+        cursor += 1
+        if cursor == n:
+            cursor = 0
+            wrapped = True
+    return cursor, wrapped
+
+
+@njit(inline="always")
 def _is_zero(row64):
     for i in range(row64.shape[0]):
         if row64[i] != 0:
@@ -155,11 +169,8 @@ def send_chunk(pending, dirty_log, zero, version,
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
         # Next pending page from the cursor, wrapping; the first wrap starts XBZRLE (REF §2.6).
-        while not pending[cursor]:
-            cursor += 1
-            if cursor == n:
-                cursor = 0
-                xbzrle_started = True
+        cursor, wrapped = _next_pending(pending, cursor)
+        xbzrle_started = xbzrle_started or wrapped
         p = cursor
         c = p >> clear_shift
         if not chunk_cleared[c]:
@@ -312,7 +323,6 @@ def postcopy_chunk(pending, zero, w_t, w_page, w_next, cursor, n_pending, t0, ra
     Model note: the guest's later writes are not delayed by its stalls (the write clock is
     fixed), so with many faults the fault count is an upper bound; reads are not modelled.
     """
-    n = pending.shape[0]
     n_w = w_t.shape[0]
     sent = 0.0
     t = t0
@@ -330,10 +340,7 @@ def postcopy_chunk(pending, zero, w_t, w_page, w_next, cursor, n_pending, t0, ra
             w_next += 1
         if n_pending == 0 or t >= t_limit:
             break
-        while not pending[cursor]:
-            cursor += 1
-            if cursor == n:
-                cursor = 0
+        cursor, _ = _next_pending(pending, cursor)
         p = cursor
         pending[p] = False
         n_pending -= 1

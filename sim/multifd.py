@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .content import PATTERNS, apply_writes_rows, writer_spec
+from .content import PATTERNS, synthetic_pages, writer_spec
 from .spec import MigrationSpec, SourceCpuSpec, WorkloadSpec
 
 PACKET_PAGES = 128
@@ -48,11 +48,8 @@ def compressed_page_bytes(method: str, level: int, pattern: int, write_size: int
     """Mean compressed bytes per page of a packet of synthetic pages (random content written a
     few times with the pattern), measured with the real compressor."""
     rng = np.random.default_rng([pattern, write_size, word_size, page_size, 17])
-    pages = rng.integers(0, 256, size=(PACKET_PAGES * 2, page_size), dtype=np.uint8)
-    counts = rng.integers(1, 8, size=pages.shape[0]).astype(np.int64)
-    apply_writes_rows(pages, counts, pattern, write_size, word_size,
-                      rng.integers(0, 2**63, size=pages.shape[0], dtype=np.int64)
-                      .astype(np.uint64))
+    counts = rng.integers(1, 8, size=PACKET_PAGES * 2)
+    _, pages = synthetic_pages(rng, counts, pattern, write_size, word_size, page_size)
     compress = _compressor(method, level)
     sizes = [len(compress(pages[i:i + PACKET_PAGES].tobytes()))
              for i in range(0, pages.shape[0], PACKET_PAGES)]
