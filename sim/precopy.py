@@ -675,17 +675,7 @@ class Migration:
         stale = (self.n_pending if self.xbzrle_started
                  else int(np.count_nonzero(self.pending[:self.cursor])))
         sent_at_switch = 8 * stale + self.sc.vm.device_state
-        package = float(sent_at_switch)
-        while package > 0:  # discard list and device state, at the link's rate
-            now = env.now
-            rate = self.link.share(self, now)
-            until = self._next_change(now)
-            if rate <= 0:
-                yield env.timeout(until - now)
-                continue
-            dt = min(package / rate, until - now)
-            package = 0.0 if dt >= package / rate else package - dt * rate
-            yield env.timeout(dt)
+        yield from self._push(sent_at_switch)
         self.transferred += sent_at_switch
         self.downtime_bytes += sent_at_switch
         t_run = env.now + self.link.latency_s
@@ -872,6 +862,41 @@ class Migration:
         yield from self._pay_stall()
         return t_stop
 
+    def _interrupted(self, now: float, cancel_at: float, deadline: float) -> str | None:
+        """What ends a stop-and-copy early: a destination crash, or a cancel and its reason."""
+        if self._due_fault(now) == "destination_crash":
+            return "destination_crash"
+        if self.cancel_requested:
+            return "migrate_cancel"
+        if now >= cancel_at:
+            return "max_time"
+        if now >= deadline:
+            return "not converged"
+        return None
+
+    def _push(self, nbytes: float, horizon: float = math.inf,
+              check: Callable[[float], str | None] | None = None,
+              ) -> Generator[simpy.Event, None, str | None]:
+        """Send a block (device state, a discard list) at the link's share, in pieces that end
+        where the rate changes, waiting out outages. Returns what ``check`` reported if it
+        stopped the block, else None."""
+        env = self.env
+        left = float(nbytes)
+        while left > 0:
+            now = env.now
+            stopped = check(now) if check is not None else None
+            if stopped is not None:
+                return stopped
+            rate = self.link.share(self, now)
+            until = min(self._next_change(now), horizon)
+            if rate <= 0:
+                yield env.timeout(until - now)
+                continue
+            dt = min(left / rate, until - now)
+            left = 0.0 if dt >= left / rate else left - dt * rate
+            yield env.timeout(dt)
+        return None
+
     def _complete(self, cancel_at: float = math.inf, deadline: float = math.inf):
         """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed.
 
@@ -881,32 +906,33 @@ class Migration:
         """
         env = self.env
         t_stop = yield from self._stop_guest("guest stopped", "completion")
-        device_left = float(self.sc.vm.device_state)
-        while self.n_pending > 0 or device_left > 0:
+        stopped = None
+        while self.n_pending > 0:
             now = env.now
-            if self._due_fault(now) == "destination_crash":
-                yield from self._destination_crashed()
-                return
-            if self.cancel_requested or now >= cancel_at or now >= deadline:
-                self._cancel("migrate_cancel" if self.cancel_requested
-                             else "max_time" if now >= cancel_at else "not converged")
-                self.guest.running = True  # QEMU restarts the source's guest
-                return
+            stopped = self._interrupted(now, cancel_at, deadline)
+            if stopped is not None:
+                break
             rate = self.link.share(self, now)
             until = min(self._next_change(now), cancel_at, deadline)
             if rate <= 0:
                 yield env.timeout(until - now)  # the link is down: wait for it
                 continue
-            if self.n_pending > 0:
-                t_end, _ = self._send(until, math.inf, True, rate)
-                yield env.timeout(t_end - now)
-                if self._undecodable():
-                    yield from self._fail_at_destination()
-                    return
-            else:
-                dt = min(device_left / rate, until - now)
-                device_left = 0.0 if dt >= device_left / rate else device_left - dt * rate
-                yield env.timeout(dt)
+            t_end, _ = self._send(until, math.inf, True, rate)
+            yield env.timeout(t_end - now)
+            if self._undecodable():
+                yield from self._fail_at_destination()
+                return
+        if stopped is None:
+            stopped = yield from self._push(
+                self.sc.vm.device_state, min(cancel_at, deadline),
+                lambda now: self._interrupted(now, cancel_at, deadline))
+        if stopped == "destination_crash":
+            yield from self._destination_crashed()
+            return
+        if stopped is not None:
+            self._cancel(stopped)
+            self.guest.running = True  # QEMU restarts the source's guest
+            return
         device = self.sc.vm.device_state
         self.transferred += device
         self.downtime_bytes += device
