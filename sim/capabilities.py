@@ -235,3 +235,35 @@ def mismatch(source: Iterable[str], destination: Iterable[str]) -> str | None:
             if text is not None:
                 return text
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """What the negotiation left in force for one migration (built by :mod:`sim.negotiation`).
+
+    The engine asks ``is_enabled()``, never the scenario: a capability the operator asked for
+    may have been dropped by management or by the in-band handshake.
+    """
+
+    capabilities: frozenset[str]  # in force on the source
+    # on-wire capabilities whose records the destination can parse (REF §8.2: its version knows
+    # them, whatever its own flags say)
+    dest_decodes: frozenset[str] = frozenset({"xbzrle"})
+    # switchover-ack on the source without the destination's: the ACK never comes (REF §6.1)
+    switchover_blocked: bool = False
+
+    def is_enabled(self, name: str) -> bool:
+        return name in self.capabilities
+
+
+def qemu_in_force(source_enabled: Iterable[str], destination_supports: Iterable[str],
+                  destination_enabled: Iterable[str]) -> InForce:
+    """What QEMU itself puts in force from the two sides' settings (REF §6.1, §8.2).
+
+    The source runs with its own set. The destination parses every record its version knows,
+    whatever its flags. ``switchover-ack`` on the source alone blocks the switchover.
+    """
+    src, dst = set(source_enabled), set(destination_enabled)
+    on_wire = frozenset(c for c in destination_supports if CAPABILITIES[c].on_wire)
+    blocked = "switchover-ack" in src and "switchover-ack" not in dst
+    return InForce(frozenset(src), on_wire, switchover_blocked=blocked)

@@ -470,7 +470,7 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     # server for the ~20 s a fresh install needs.
     spec = _module("sim.spec")
     _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 << 20)))
-    testbed = _module("sim.endpoints").Testbed(scenario)
+    testbed = _module("sim.run").Testbed(scenario)
 
     def ready(server: Any) -> None:
         print(f"migsim qmp: {scenario.name}: source on {server.addresses['source']}, "

@@ -1,4 +1,4 @@
-"""Source and destination endpoints with QMP-shaped commands, and the Testbed that holds them.
+"""Source and destination endpoints with QMP-shaped commands, one pair per guest.
 
 An :class:`Endpoint` is one QEMU's migration face: what its version ``supports``, what is
 ``enabled``, its parameters, and the commands of REF §7.2 as methods (``query_migrate_capabilities``,
@@ -8,9 +8,9 @@ QMP's JSON shapes (hyphenated names, QEMU's units: ms and bytes) and refuse as Q
 :class:`sim.errors.QmpError` with QEMU's texts. The negotiation modes (:mod:`sim.negotiation`) and
 the QMP server (:mod:`sim.qmp`) both drive migrations through these methods and nothing else.
 
-A :class:`Testbed` is one simulation: a SimPy environment, the shared link, and per guest a
-source/destination pair around a :class:`sim.precopy.Migration`. Guests run from sim time 0; a
-migration starts when its source's ``migrate`` is called.
+A :class:`Pair` is one guest's source and destination around its
+:class:`sim.engine.migration.Migration`; :class:`sim.run.Testbed` holds the pairs of one
+simulation. A migration starts when its source's ``migrate`` is called.
 
 Model notes (departures from QEMU):
 * The destination listens from the start, as if run with ``-incoming <uri>``; ``migrate-incoming``
@@ -24,7 +24,6 @@ Model notes (departures from QEMU):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +31,14 @@ from typing import Any
 import numpy as np
 import simpy
 
-from . import capabilities, kernel
+from . import capabilities
+from .capabilities import InForce
+from .engine import kernel
+from .engine.migration import Handshake, Migration
 from .errors import QmpError, ScenarioError
 from .link import Link
-from .precopy import Handshake, InForce, Migration
-from .profiles import resolve
 from .recorder import Recorder
-from .result import Result
-from .spec import EndpointSpec, FaultSpec, GuestSpec, MigrationSpec, Scenario
+from .spec import EndpointSpec, FaultSpec, MigrationSpec, Scenario
 
 Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
@@ -375,18 +374,16 @@ def xbzrle_stats(mig: Migration) -> dict[str, Any]:
 class Pair:
     """One guest's source and destination endpoints around its Migration."""
 
-    def __init__(self, testbed: Testbed, scenario: Scenario, rng: np.random.Generator,
-                 recorder: Recorder, progress: Progress | None, name: str | None = None) -> None:
-        self.env = testbed.env
+    def __init__(self, env: simpy.Environment, link: Link, scenario: Scenario,
+                 rng: np.random.Generator, recorder: Recorder, progress: Progress | None,
+                 name: str | None = None, faults: Iterable[FaultSpec] = ()) -> None:
+        self.env = env
         self.scenario = scenario
         self.name = name
         self.recorder = recorder
-        self.migration = Migration(testbed.env, scenario, recorder, rng, testbed.link, progress)
+        self.migration = Migration(env, scenario, recorder, rng, link, progress, faults)
         version = scenario.migration.qemu_version
         ends = scenario.endpoints
-        self.migration.faults = [f for f in testbed.scenario.link.faults
-                                 if f.kind in ("destination_crash", "cancel")
-                                 and f.vm in (None, name)]
         self.source = Endpoint("source", ends.source, version, self)
         self.destination = Endpoint("destination", ends.destination, version, self)
 
@@ -397,10 +394,8 @@ class Pair:
         knows, whatever its flags. A ``needs_both_sides`` mismatch shows as REF §6.1 says; see
         :func:`sim.negotiation.mismatch`.
         """
-        src, dst = self.source, self.destination
-        on_wire = frozenset(c for c in dst.supports if capabilities.CAPABILITIES[c].on_wire)
-        blocked = "switchover-ack" in src.enabled and "switchover-ack" not in dst.enabled
-        return InForce(frozenset(src.enabled), on_wire, switchover_blocked=blocked)
+        dst = self.destination
+        return capabilities.qemu_in_force(self.source.enabled, dst.supports, dst.enabled)
 
     def setup_checks(self, in_force: InForce) -> Handshake:
         """QEMU's own in-band checks at setup (REF §8.3): a ``needs_both_sides`` mismatch that
@@ -415,131 +410,3 @@ class Pair:
             return in_force
 
         return check
-
-
-class Testbed:
-    """One simulation: a SimPy environment, the link, and a source/destination pair per guest."""
-
-    __test__ = False  # not a pytest class, despite the name
-
-    def __init__(self, scenario: Scenario, progress: Progress | None = None,
-                 scenario_name: str | None = None) -> None:
-        self.scenario = scenario
-        self.negotiation = scenario.negotiation
-        self.env = simpy.Environment()
-        self.link = Link(scenario.link)
-        guests = scenario.vms or (GuestSpec("", scenario.vm, scenario.workload,
-                                            scenario.migration, scenario.endpoints),)
-        fleet = bool(scenario.vms)
-        self.pairs: list[Pair] = []
-        for i, guest in enumerate(guests):
-            view = dataclasses.replace(scenario, vm=guest.vm, workload=guest.workload,
-                                       migration=resolve(guest.migration),
-                                       endpoints=guest.endpoints, vms=())
-            # A single guest draws from the scenario's seed; a fleet's guest i from (seed, i).
-            rng = (np.random.default_rng([scenario.seed, 1000 + i]) if fleet
-                   else np.random.default_rng(scenario.seed))
-            rec = Recorder(scenario.name, scenario_name or scenario.name,
-                           vm=(guest.name or f"vm{i}") if fleet else None)
-            self.pairs.append(Pair(self, view, rng, rec, progress if i == 0 else None,
-                                   guest.name or (f"vm{i}" if fleet else None)))
-        for fault in scenario.link.faults:
-            self.env.process(self._log_fault(fault))
-
-    def _log_fault(self, fault: FaultSpec) -> Generator[simpy.Event, None, None]:
-        """Every fault is an event, at its time, in the tables of the guests it hits."""
-        yield self.env.timeout(fault.at)
-        where = {"link_down": "link", "bandwidth_drop": "link",
-                 "destination_crash": "destination", "cancel": "management"}[fault.kind]
-        detail = fault.kind
-        if fault.kind in ("link_down", "bandwidth_drop"):
-            detail += f" duration_s={fault.duration:g}" if fault.duration > 0 else " for good"
-        if fault.kind == "bandwidth_drop":
-            detail += f" bandwidth_bytes_per_s={fault.bandwidth:g}"
-        for pair in self.pairs:
-            if fault.vm in (None, pair.name):
-                pair.recorder.event(self.env.now, where, "fault", detail)
-        if fault.kind == "link_down":
-            yield self.env.timeout(fault.duration)
-            for pair in self.pairs:
-                pair.recorder.event(self.env.now, "link", "fault-end", "link up")
-
-    @property
-    def source(self) -> Endpoint:
-        return self.pairs[0].source
-
-    @property
-    def destination(self) -> Endpoint:
-        return self.pairs[0].destination
-
-    @property
-    def now(self) -> float:
-        return float(self.env.now)
-
-    def advance(self, until: float) -> None:
-        """Run the simulation up to sim time ``until`` (nothing if it is not later than now)."""
-        if until > self.env.now:
-            self.env.run(until=until)
-
-    def run(self) -> None:
-        """Run until nothing is left to happen (every migration has ended)."""
-        self.env.run()
-
-    def result(self) -> Result:
-        """The tables so far: a run that has not ended shows its current status."""
-        results = []
-        for pair in self.pairs:
-            if not pair.recorder.finished:
-                pair.recorder.finish(params=dict(self.scenario.params), **_summary(pair, self))
-            frames = pair.recorder.frames()
-            results.append(Result(frames["runs"], frames["passes"], frames["samples"],
-                                  frames["events"], self.scenario))
-        result = Result.concat(results)
-        result.scenario = self.scenario
-        return result
-
-
-def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
-    """The runs row of one guest's migration (DESIGN §6)."""
-    mig = pair.migration
-    c = mig.totals
-    hits = int(c[kernel.C_XBZRLE])
-    xb = xbzrle_stats(mig)
-    now = testbed.env.now
-    done = mig.status in ("completed", "failed", "cancelled")
-    total = mig.total_time if done else (now - mig.t_migrate if mig.status != "none" else 0.0)
-    live = total - mig.setup_time
-    row: dict[str, Any] = {
-        "seed": testbed.scenario.seed,
-        "status": mig.status,
-        "failure_reason": mig.failure_reason,
-        "negotiation": testbed.negotiation,
-        "capabilities": ",".join(sorted(mig.caps)),
-        "total_time_s": total,
-        "setup_time_s": mig.setup_time,
-        "downtime_s": mig.downtime if mig.status == "completed" else math.nan,
-        "expected_downtime_s": mig.expected_downtime,
-        "transferred_bytes": mig.transferred,
-        "precopy_bytes": mig.precopy_bytes,
-        "downtime_bytes": mig.downtime_bytes,
-        "normal_pages": int(c[kernel.C_NORMAL]),
-        "zero_pages": int(c[kernel.C_ZERO]),
-        "xbzrle_pages": hits,
-        "xbzrle_bytes": xb["bytes"],
-        "xbzrle_cache_miss": xb["cache-miss"],
-        "xbzrle_cache_miss_rate": xb["cache-miss-rate"],
-        "xbzrle_encoding_rate": xb["encoding-rate"],
-        "xbzrle_overflow": xb["overflow"],
-        "plugin_pages": int(mig.pl_counts[:, 0].sum()),
-        "plugin_bytes": int(mig.pl_counts[:, 1].sum()),
-        "dirty_sync_count": mig.sync_count,
-        "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
-        "max_throttle_pct": mig.max_throttle_pct,
-        "guest_cpu_lost_s": mig.guest_cpu_lost,
-        "postcopy_faults": int(mig.postcopy_stats[0]),
-        "postcopy_stall_s": float(mig.postcopy_stats[1]),
-        "pages_lost": mig.pages_lost(),
-    }
-    if mig.exact:
-        row["memory_match"] = mig.pages_differing() == 0
-    return row

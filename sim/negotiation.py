@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from .capabilities import CAPABILITIES
+from .capabilities import CAPABILITIES, InForce
+from .engine.migration import Migration
 from .errors import QmpError
-from .precopy import InForce, Migration
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint, Pair

@@ -1,13 +1,29 @@
-"""Running scenarios: ``run(scenario) -> Result``, one SimPy environment and one RNG per run."""
+"""Running scenarios: ``run(scenario) -> Result``, one SimPy environment and one RNG per run.
+
+A :class:`Testbed` is one simulation: a SimPy environment, the shared link, and per guest a
+source/destination :class:`~sim.endpoints.Pair` around its migration. Guests run from sim time 0;
+a migration starts when its source's ``migrate`` is called (by the negotiation's operator, or a
+QMP client). :meth:`Testbed.result` builds the tables, the runs row among them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Callable, Generator
+from typing import Any
 
-from .endpoints import Testbed
+import numpy as np
+import simpy
+
+from .endpoints import Endpoint, Pair, xbzrle_stats
+from .engine import kernel
+from .engine.profiles import resolve
+from .link import Link
 from .negotiation import operate
+from .recorder import Recorder
 from .result import Result
-from .spec import Scenario
+from .spec import FaultSpec, GuestSpec, Scenario
 
 Progress = Callable[[float, float], None]
 
@@ -41,3 +57,133 @@ def run_one(scenario: Scenario, progress: Progress | None = None,
         testbed.env.process(operate(pair, scenario.negotiation))
     testbed.run()
     return testbed.result()
+
+
+class Testbed:
+    """One simulation: a SimPy environment, the link, and a source/destination pair per guest."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    def __init__(self, scenario: Scenario, progress: Progress | None = None,
+                 scenario_name: str | None = None) -> None:
+        self.scenario = scenario
+        self.negotiation = scenario.negotiation
+        self.env = simpy.Environment()
+        self.link = Link(scenario.link)
+        guests = scenario.vms or (GuestSpec("", scenario.vm, scenario.workload,
+                                            scenario.migration, scenario.endpoints),)
+        fleet = bool(scenario.vms)
+        self.pairs: list[Pair] = []
+        for i, guest in enumerate(guests):
+            view = dataclasses.replace(scenario, vm=guest.vm, workload=guest.workload,
+                                       migration=resolve(guest.migration),
+                                       endpoints=guest.endpoints, vms=())
+            # A single guest draws from the scenario's seed; a fleet's guest i from (seed, i).
+            rng = (np.random.default_rng([scenario.seed, 1000 + i]) if fleet
+                   else np.random.default_rng(scenario.seed))
+            rec = Recorder(scenario.name, scenario_name or scenario.name,
+                           vm=(guest.name or f"vm{i}") if fleet else None)
+            name = guest.name or (f"vm{i}" if fleet else None)
+            faults = [f for f in scenario.link.faults if f.vm in (None, name)]
+            self.pairs.append(Pair(self.env, self.link, view, rng, rec,
+                                   progress if i == 0 else None, name, faults))
+        for fault in scenario.link.faults:
+            self.env.process(self._log_fault(fault))
+
+    def _log_fault(self, fault: FaultSpec) -> Generator[simpy.Event, None, None]:
+        """Every fault is an event, at its time, in the tables of the guests it hits."""
+        yield self.env.timeout(fault.at)
+        where = {"link_down": "link", "bandwidth_drop": "link",
+                 "destination_crash": "destination", "cancel": "management"}[fault.kind]
+        detail = fault.kind
+        if fault.kind in ("link_down", "bandwidth_drop"):
+            detail += f" duration_s={fault.duration:g}" if fault.duration > 0 else " for good"
+        if fault.kind == "bandwidth_drop":
+            detail += f" bandwidth_bytes_per_s={fault.bandwidth:g}"
+        for pair in self.pairs:
+            if fault.vm in (None, pair.name):
+                pair.recorder.event(self.env.now, where, "fault", detail)
+        if fault.kind == "link_down":
+            yield self.env.timeout(fault.duration)
+            for pair in self.pairs:
+                pair.recorder.event(self.env.now, "link", "fault-end", "link up")
+
+    @property
+    def source(self) -> Endpoint:
+        return self.pairs[0].source
+
+    @property
+    def destination(self) -> Endpoint:
+        return self.pairs[0].destination
+
+    @property
+    def now(self) -> float:
+        return float(self.env.now)
+
+    def advance(self, until: float) -> None:
+        """Run the simulation up to sim time ``until`` (nothing if it is not later than now)."""
+        if until > self.env.now:
+            self.env.run(until=until)
+
+    def run(self) -> None:
+        """Run until nothing is left to happen (every migration has ended)."""
+        self.env.run()
+
+    def result(self) -> Result:
+        """The tables so far: a run that has not ended shows its current status."""
+        results = []
+        for pair in self.pairs:
+            if not pair.recorder.finished:
+                pair.recorder.finish(params=dict(self.scenario.params), **_summary(pair, self))
+            frames = pair.recorder.frames()
+            results.append(Result(frames["runs"], frames["passes"], frames["samples"],
+                                  frames["events"], self.scenario))
+        result = Result.concat(results)
+        result.scenario = self.scenario
+        return result
+
+
+def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
+    """The runs row of one guest's migration (DESIGN §6)."""
+    mig = pair.migration
+    c = mig.totals
+    hits = int(c[kernel.C_XBZRLE])
+    xb = xbzrle_stats(mig)
+    now = testbed.env.now
+    done = mig.status in ("completed", "failed", "cancelled")
+    total = mig.total_time if done else (now - mig.t_migrate if mig.status != "none" else 0.0)
+    live = total - mig.setup_time
+    row: dict[str, Any] = {
+        "seed": testbed.scenario.seed,
+        "status": mig.status,
+        "failure_reason": mig.failure_reason,
+        "negotiation": testbed.negotiation,
+        "capabilities": ",".join(sorted(mig.caps)),
+        "total_time_s": total,
+        "setup_time_s": mig.setup_time,
+        "downtime_s": mig.downtime if mig.status == "completed" else math.nan,
+        "expected_downtime_s": mig.expected_downtime,
+        "transferred_bytes": mig.transferred,
+        "precopy_bytes": mig.precopy_bytes,
+        "downtime_bytes": mig.downtime_bytes,
+        "normal_pages": int(c[kernel.C_NORMAL]),
+        "zero_pages": int(c[kernel.C_ZERO]),
+        "xbzrle_pages": hits,
+        "xbzrle_bytes": xb["bytes"],
+        "xbzrle_cache_miss": xb["cache-miss"],
+        "xbzrle_cache_miss_rate": xb["cache-miss-rate"],
+        "xbzrle_encoding_rate": xb["encoding-rate"],
+        "xbzrle_overflow": xb["overflow"],
+        "plugin_pages": int(mig.pl_counts[:, 0].sum()),
+        "plugin_bytes": int(mig.pl_counts[:, 1].sum()),
+        "dirty_sync_count": mig.sync_count,
+        "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
+        "max_throttle_pct": mig.max_throttle_pct,
+        "guest_cpu_lost_s": mig.guest_cpu_lost,
+        "postcopy_faults": int(mig.postcopy_stats[0]),
+        "postcopy_stall_s": float(mig.postcopy_stats[1]),
+        "pages_lost": mig.pages_lost(),
+    }
+    if mig.exact:
+        row["memory_match"] = mig.pages_differing() == 0
+    return row

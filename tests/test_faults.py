@@ -88,8 +88,8 @@ def test_destination_crash_during_precopy_fails_and_loses_nothing():
 def test_destination_crash_during_stop_and_copy_restarts_the_source():
     # 64 MiB of device state takes 0.67 s at the end: crash in the middle of it.
     sc = idle(FaultSpec(kind="destination_crash", at=ALONE + 0.3), device=SIZE)
-    from sim.endpoints import Testbed
     from sim.negotiation import operate
+    from sim.run import Testbed
 
     tb = Testbed(sc)
     tb.env.process(operate(tb.pairs[0], sc.negotiation))

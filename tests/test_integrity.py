@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.endpoints import Testbed
 from sim.negotiation import operate
+from sim.run import Testbed
 from sim.spec import (
     EndpointSpec,
     EndpointsSpec,

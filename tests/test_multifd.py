@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from sim.capabilities import check_set
-from sim.multifd import PACKET_HEADER, PACKET_PAGES
+from sim.engine.multifd import PACKET_HEADER, PACKET_PAGES
 from sim.run import run_one
 from sim.spec import LinkSpec, MigrationSpec, Scenario, SourceCpuSpec, VmSpec, WorkloadSpec
 

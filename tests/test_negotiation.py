@@ -13,9 +13,8 @@ import dataclasses
 import pytest
 
 from sim.capabilities import CAPABILITIES, supported_by
-from sim.endpoints import Testbed
 from sim.errors import QmpError
-from sim.run import run_one
+from sim.run import Testbed, run_one
 from sim.spec import (
     EndpointSpec,
     EndpointsSpec,

@@ -13,8 +13,7 @@ import pytest
 import sim
 from sim.capabilities import CAPABILITIES
 from sim.encoders import ENCODERS
-from sim.endpoints import Testbed
-from sim.run import run_one
+from sim.run import Testbed, run_one
 from sim.scenario import load_scenario
 
 PLUGIN = textwrap.dedent('''

@@ -7,9 +7,8 @@ import dataclasses
 
 import pytest
 
-from sim.endpoints import Testbed
 from sim.negotiation import operate
-from sim.run import run_one
+from sim.run import Testbed, run_one
 from sim.spec import (
     FaultSpec,
     LinkSpec,

@@ -6,9 +6,8 @@ import dataclasses
 
 import pytest
 
-from sim.endpoints import Testbed
-from sim.profiles import profile, resolve
-from sim.run import run_one
+from sim.engine.profiles import profile, resolve
+from sim.run import Testbed, run_one
 from sim.spec import LinkSpec, MigrationSpec, Scenario, VmSpec
 
 MiB = 1 << 20

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.endpoints import Testbed
 from sim.qmp.json_stream import JsonStream
 from sim.qmp.protocol import COMMANDS, QmpSession
 from sim.qmp.qapi import MIGRATE_SET_PARAMETERS
 from sim.qmp.server import serve
+from sim.run import Testbed
 
 SCENARIO = """
 name: qmp-fuzz

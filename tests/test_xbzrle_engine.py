@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.content import PATTERNS
+from sim.engine.content import PATTERNS
 from sim.run import run_one
 from sim.spec import LinkSpec, MiB, MigrationSpec, Scenario, VmSpec, WorkloadSpec
 

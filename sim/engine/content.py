@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
-from .spec import WorkloadSpec
+from ..spec import WorkloadSpec
 
 if TYPE_CHECKING:
-    from .encoders import Encoder
+    from ..encoders import Encoder
 
 PATTERNS: dict[str, int] = {"clustered": 0, "scattered": 1, "counter": 2, "full": 3, "zero": 4}
 
@@ -113,7 +113,7 @@ def synthetic_pages(rng: np.random.Generator, counts: np.ndarray, pattern: int, 
 
 @lru_cache(maxsize=64)
 def _size_table(pattern: int, write_size: int, word_size: int, page_size: int) -> np.ndarray:
-    from .encoders.xbzrle import encoded_sizes
+    from ..encoders.xbzrle import encoded_sizes
 
     rng = np.random.default_rng([pattern, write_size, word_size, page_size])
     k = np.repeat(np.arange(1, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)

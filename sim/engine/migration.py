@@ -30,21 +30,22 @@ Model notes (where this departs from QEMU, and why):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
+from ..capabilities import InForce
+from ..encoders import ENCODERS, plugins_in_force
+from ..guest import Guest
+from ..link import Link
+from ..recorder import Recorder
+from ..spec import FaultSpec, MigrationSpec, Scenario
+from ..workloads import WriteBatch, make_workload
 from . import kernel, multifd
 from .content import PATTERNS, plugin_size_table, writer_spec, xbzrle_size_table
-from .encoders import ENCODERS, plugins_in_force
-from .guest import Guest
-from .link import Link
 from .profiles import max_bandwidth, profile
-from .recorder import Recorder
-from .spec import FaultSpec, MigrationSpec, Scenario
-from .workloads import WriteBatch, make_workload
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
@@ -65,25 +66,6 @@ class _PassStats:
     counters: np.ndarray = field(default_factory=lambda: np.zeros(kernel.N_COUNTERS, np.int64))
 
 
-@dataclass(frozen=True, slots=True)
-class InForce:
-    """What the negotiation left in force for one migration (built by :mod:`sim.negotiation`).
-
-    The engine asks ``is_enabled()``, never the scenario: a capability the operator asked for
-    may have been dropped by management or by the in-band handshake.
-    """
-
-    capabilities: frozenset[str]  # in force on the source
-    # on-wire capabilities whose records the destination can parse (REF §8.2: its version knows
-    # them, whatever its own flags say)
-    dest_decodes: frozenset[str] = frozenset({"xbzrle"})
-    # switchover-ack on the source without the destination's: the ACK never comes (REF §6.1)
-    switchover_blocked: bool = False
-
-    def is_enabled(self, name: str) -> bool:
-        return name in self.capabilities
-
-
 # QEMU's RAM_SAVE_FLAG_XBZRLE: a destination that predates it reports the unknown flag (REF §8.2)
 XBZRLE_FLAG = 0x40
 
@@ -101,7 +83,8 @@ class Migration:
 
     def __init__(self, env: simpy.Environment, scenario: Scenario, recorder: Recorder,
                  rng: np.random.Generator, link: Link,
-                 progress: Callable[[float, float], None] | None = None) -> None:
+                 progress: Callable[[float, float], None] | None = None,
+                 faults: Iterable[FaultSpec] = ()) -> None:
         self.env = env
         self.sc = scenario
         self.mig = scenario.migration
@@ -149,7 +132,8 @@ class Migration:
         self.pl_counts = np.zeros((0, 2), np.int64)
         self.broken_encoder: str | None = None  # whose record the destination could not parse
         #: destination crashes and cancels aimed at this guest (link faults live in the Link)
-        self.faults: list[FaultSpec] = []
+        self.faults: list[FaultSpec] = [f for f in faults
+                                        if f.kind in ("destination_crash", "cancel")]
         self._fired: list[FaultSpec] = []
         self._configure_encoders()
         # Statistics.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .capabilities import parse_version
-from .spec import MigrationSpec
+from ..capabilities import parse_version
+from ..spec import MigrationSpec
 
 MiB = 1 << 20
 

@@ -26,8 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..spec import MigrationSpec, SourceCpuSpec, WorkloadSpec
 from .content import PATTERNS, synthetic_pages, writer_spec
-from .spec import MigrationSpec, SourceCpuSpec, WorkloadSpec
 
 PACKET_PAGES = 128
 PACKET_HEADER = 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 256  # magic .. packet_num, ramblock name

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..encoders.cache import try_insert
+from ..encoders.xbzrle import decode_page, encode_page
 from .content import apply_write
-from .encoders.cache import try_insert
-from .encoders.xbzrle import decode_page, encode_page
 
 # Indices into the counters array the kernel updates in place.
 C_NORMAL = 0  # pages sent raw (includes XBZRLE misses and overflows)
