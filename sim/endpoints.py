@@ -33,8 +33,9 @@ import simpy
 
 from . import capabilities
 from .capabilities import InForce
-from .engine import kernel
+from .engine import precopy
 from .engine.migration import Handshake, Migration
+from .engine.state import RUNNING
 from .errors import QmpError, ScenarioError
 from .link import Link
 from .recorder import Recorder
@@ -43,10 +44,8 @@ from .spec import EndpointSpec, FaultSpec, MigrationSpec, Scenario
 Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
 
-#: the states in which a migration is under way (capabilities cannot change, REF §6.1)
 MiB = 1 << 20
 
-RUNNING = ("setup", "active", "device", "cancelling", "pre-switchover", "wait-unplug")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ class Endpoint:
         self.incoming_started = False
         self.exit_on_error = True
         self._subscribers: list[EventCallback] = []
-        pair.recorder.listeners.append(self._on_record)
+        pair.migration.state.subscribers.append(self._on_state_event)
 
     # --- capabilities --------------------------------------------------------------------------
 
@@ -202,7 +201,7 @@ class Endpoint:
                            "target page size")
         self.parameters = new
         mig = self.pair.migration
-        if self.role == "source" and mig.status in RUNNING:
+        if self.role == "source" and mig.state.running:
             mig.set_parameters(self.migration_spec())
 
     def migration_spec(self) -> MigrationSpec:
@@ -218,8 +217,8 @@ class Endpoint:
 
     @property
     def status(self) -> str:
-        mig = self.pair.migration
-        return mig.status if self.role == "source" else mig.dest_status
+        state = self.pair.migration.state
+        return state.status if self.role == "source" else state.dest_status
 
     @property
     def running(self) -> bool:
@@ -227,7 +226,7 @@ class Endpoint:
         mig = self.pair.migration
         if self.role == "source":
             return mig.guest.running
-        return mig.dest_status == "completed"
+        return mig.state.dest_status == "completed"
 
     def migrate(self, uri: str | None = None, channels: list[Any] | None = None,
                 resume: bool = False, *, handshake: Handshake | None = None,
@@ -240,9 +239,9 @@ class Endpoint:
         if self.role != "source":
             raise QmpError("Guest is waiting for an incoming migration")
         mig = self.pair.migration
-        if mig.status in RUNNING:
+        if mig.state.running:
             raise QmpError("There's a migration process in progress")
-        if mig.status != "none":
+        if mig.state.status != "none":
             raise QmpError("migsim: this testbed runs one migration per source; "
                            "start a new one for another")
         if resume:
@@ -251,11 +250,11 @@ class Endpoint:
             in_force = self.pair.qemu_in_force()
             handshake = handshake or self.pair.setup_checks(in_force)
         env = self.pair.env
-        env.process(mig.run(self.migration_spec(), in_force, handshake))
+        env.process(precopy.migrate(mig, self.migration_spec(), in_force, handshake))
 
     def migrate_cancel(self) -> None:
         if self.role == "source":
-            if self.pair.migration.status.startswith("postcopy"):
+            if self.pair.migration.state.status.startswith("postcopy"):
                 raise QmpError("Postcopy migration in progress, cannot cancel.")
             self.pair.migration.request_cancel()
 
@@ -265,15 +264,15 @@ class Endpoint:
         if self.role != "source" or "postcopy-ram" not in self.enabled:
             raise QmpError("Enable postcopy with migrate_set_capability before the start of "
                            "migration")
-        if mig.status not in ("setup", "active"):
+        if mig.state.status not in ("setup", "active"):
             raise QmpError("Postcopy must be started after migration has been started")
-        mig.postcopy_requested = True
+        mig.request_postcopy()
 
     def migrate_incoming(self, uri: str | None = None, channels: list[Any] | None = None,
                          exit_on_error: bool = True) -> None:
         if self.role != "destination":
             raise QmpError("'-incoming' was not specified on the command line")
-        if self.incoming_started or self.pair.migration.dest_status != "none":
+        if self.incoming_started or self.pair.migration.state.dest_status != "none":
             raise QmpError("The incoming migration has already been started")
         self.incoming_started = True
         self.exit_on_error = exit_on_error
@@ -282,9 +281,11 @@ class Endpoint:
         """QEMU's MigrationInfo (REF §7.3) from the live simulation."""
         mig = self.pair.migration
         if self.role == "destination":
-            info: dict[str, Any] = {} if mig.dest_status == "none" else {"status": mig.dest_status}
-            if mig.dest_status == "failed" and mig.failure_reason:
-                info["error-desc"] = mig.failure_reason
+            state = mig.state
+            info: dict[str, Any] = ({} if state.dest_status == "none"
+                                    else {"status": state.dest_status})
+            if state.dest_status == "failed" and state.failure_reason:
+                info["error-desc"] = state.failure_reason
             return info
         return migration_info(mig, self.pair.env.now)
 
@@ -294,14 +295,9 @@ class Endpoint:
         """``callback(name, data, t_sim)`` for this side's QMP events, while ``events`` is on."""
         self._subscribers.append(callback)
 
-    def _on_record(self, t_s: float, endpoint: str, event: str, detail: str) -> None:
-        if endpoint != self.role or "events" not in self.enabled or not self._subscribers:
-            return
-        if event == "MIGRATION":
-            data: dict[str, Any] = {"status": detail}
-        elif event == "MIGRATION_PASS":
-            data = {"pass": int(detail)}
-        else:
+    def _on_state_event(self, t_s: float, side: str, event: str, data: dict[str, Any]) -> None:
+        """A status change or new pass of the migration: this side's QMP event, if wanted."""
+        if side != self.role or "events" not in self.enabled:
             return
         for callback in list(self._subscribers):
             callback(event, data, t_s)
@@ -309,66 +305,52 @@ class Endpoint:
 
 def migration_info(mig: Migration, now: float) -> dict[str, Any]:
     """The source's ``query-migrate`` reply (REF §7.3) at sim time ``now``."""
-    status = mig.status
+    state = mig.state
+    status = state.status
     if status == "none":
         return {}
     info: dict[str, Any] = {"status": status}
     if status == "setup":
         return info
-    done = status in ("completed", "failed", "cancelled")
-    total_time = mig.total_time if done else now - mig.t_migrate
-    c = mig.totals
+    done = state.ended
+    total_time = state.total_time if done else now - state.t_migrate
+    c = state.totals()
     page = mig.page_size
     info["total-time"] = int(total_time * 1000)
-    info["setup-time"] = int(mig.setup_time * 1000)
+    info["setup-time"] = int(state.setup_time * 1000)
     if status == "completed" or status.startswith("postcopy"):
-        info["downtime"] = int(round(mig.downtime * 1000))
+        info["downtime"] = int(round(state.downtime * 1000))
     elif not done:
-        info["expected-downtime"] = int(round(mig.expected_downtime * 1000))
-    live = total_time - mig.setup_time
+        info["expected-downtime"] = int(round(state.expected_downtime * 1000))
+    live = total_time - state.setup_time
     info["ram"] = {
-        "transferred": mig.transferred,
-        "remaining": 0 if done else mig.n_pending * page,
+        "transferred": state.transferred,
+        "remaining": 0 if done else mig.pending_bytes,
         "total": mig.guest.pages * page,
-        "duplicate": int(c[kernel.C_ZERO]),
-        "normal": int(c[kernel.C_NORMAL]),
-        "normal-bytes": int(c[kernel.C_NORMAL]) * page,
-        "dirty-pages-rate": 0 if done else int(mig.dirty_pages_rate),
-        "mbps": (mig.transferred * 8 / live / 1e6) if done and live > 0
-        else mig.bandwidth * 8 / 1e6,
-        "dirty-sync-count": mig.sync_count,
-        "postcopy-requests": int(mig.postcopy_stats[0]),
+        "duplicate": c["zero_pages"],
+        "normal": c["normal_pages"],
+        "normal-bytes": c["normal_pages"] * page,
+        "dirty-pages-rate": 0 if done else int(state.dirty_pages_rate),
+        "mbps": (state.transferred * 8 / live / 1e6) if done and live > 0
+        else state.bandwidth * 8 / 1e6,
+        "dirty-sync-count": state.sync_count,
+        "postcopy-requests": state.postcopy_faults,
         "page-size": page,
         "multifd-bytes": 0,
-        "pages-per-second": int(mig.pages_per_second),
-        "precopy-bytes": mig.precopy_bytes,
-        "downtime-bytes": mig.downtime_bytes,
-        "postcopy-bytes": mig.postcopy_bytes,
+        "pages-per-second": int(state.pages_per_second),
+        "precopy-bytes": state.precopy_bytes,
+        "downtime-bytes": state.downtime_bytes,
+        "postcopy-bytes": state.postcopy_bytes,
         "dirty-sync-missed-zero-copy": 0,
     }
-    if mig.xbzrle_on:
-        info["xbzrle-cache"] = xbzrle_stats(mig)
-    if mig.throttle_pct > 0 and mig.in_force.is_enabled("auto-converge"):
-        info["cpu-throttle-percentage"] = int(mig.throttle_pct)
-    if status == "failed" and mig.source_error:
-        info["error-desc"] = mig.source_error
+    if mig.pipeline.xbzrle_on:
+        stats = state.xbzrle_stats(int(mig.spec.xbzrle_cache_size))
+        info["xbzrle-cache"] = {k.replace("_", "-"): v for k, v in stats.items()}
+    if state.throttle_pct > 0 and mig.in_force.is_enabled("auto-converge"):
+        info["cpu-throttle-percentage"] = int(state.throttle_pct)
+    if status == "failed" and state.source_error:
+        info["error-desc"] = state.source_error
     return info
-
-
-def xbzrle_stats(mig: Migration) -> dict[str, Any]:
-    """``xbzrle-cache`` of query-migrate (REF §2.8)."""
-    c = mig.totals
-    hits, xb_bytes, sent = (int(c[kernel.C_XBZRLE]), int(c[kernel.C_XBZRLE_BYTES]),
-                            int(c[kernel.C_PAGES_SENT]))
-    return {
-        "cache-size": int(mig.mig.xbzrle_cache_size),
-        "bytes": xb_bytes,
-        "pages": hits,
-        "cache-miss": int(c[kernel.C_CACHE_MISS]),
-        "cache-miss-rate": (c[kernel.C_CACHE_MISS] / sent) if sent else 0.0,
-        "encoding-rate": (hits * mig.page_size / xb_bytes) if xb_bytes else 0.0,
-        "overflow": int(c[kernel.C_OVERFLOW]),
-    }
 
 
 class Pair:

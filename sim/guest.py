@@ -39,3 +39,8 @@ class Guest:
             self.memory[self.zero] = 0
         else:
             self.memory = np.zeros((1, 8), np.uint8)  # placeholder the kernel never reads
+        self.memory64 = self.memory.view(np.uint64)  # the same bytes as 64-bit words
+
+    def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled kernel's ``guest`` group (:mod:`sim.engine.kernel`)."""
+        return self.dirty_log, self.zero, self.version, self.memory, self.memory64

@@ -8,7 +8,7 @@ the engine cannot silently leave a column out.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -234,8 +234,6 @@ class Recorder:
         self.run_id = run_id
         self.scenario_name = scenario_name
         self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
-        #: called as listener(t_s, endpoint, event, detail) for every event (the QMP server)
-        self.listeners: list[Callable[[float, str, str, str], None]] = []
         self._passes: list[tuple[Any, ...]] = []
         self._samples: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
@@ -245,8 +243,6 @@ class Recorder:
     def event(self, t_s: float, endpoint: str, event: str, detail: str = "") -> None:
         """One event: a MIGRATION status change, a MIGRATION_PASS, a negotiation message, an error."""
         self._events.append((self.run_id, t_s, endpoint, event, detail))
-        for listener in self.listeners:
-            listener(t_s, endpoint, event, detail)
 
     def sample(self, **columns: Any) -> None:
         """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``."""

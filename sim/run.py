@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from .endpoints import Endpoint, Pair, xbzrle_stats
-from .engine import kernel
+from .endpoints import Endpoint, Pair
 from .engine.profiles import resolve
 from .link import Link
 from .negotiation import operate
@@ -144,46 +143,46 @@ class Testbed:
 
 
 def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
-    """The runs row of one guest's migration (DESIGN §6)."""
+    """The runs row of one guest's migration (DESIGN §6), from its named state."""
     mig = pair.migration
-    c = mig.totals
-    hits = int(c[kernel.C_XBZRLE])
-    xb = xbzrle_stats(mig)
+    state = mig.state
+    c = state.totals()
+    xb = state.xbzrle_stats(int(mig.spec.xbzrle_cache_size))
     now = testbed.env.now
-    done = mig.status in ("completed", "failed", "cancelled")
-    total = mig.total_time if done else (now - mig.t_migrate if mig.status != "none" else 0.0)
-    live = total - mig.setup_time
+    total = (state.total_time if state.ended
+             else (now - state.t_migrate if state.status != "none" else 0.0))
+    live = total - state.setup_time
     row: dict[str, Any] = {
         "seed": testbed.scenario.seed,
-        "status": mig.status,
-        "failure_reason": mig.failure_reason,
+        "status": state.status,
+        "failure_reason": state.failure_reason,
         "negotiation": testbed.negotiation,
         "capabilities": ",".join(sorted(mig.caps)),
         "total_time_s": total,
-        "setup_time_s": mig.setup_time,
-        "downtime_s": mig.downtime if mig.status == "completed" else math.nan,
-        "expected_downtime_s": mig.expected_downtime,
-        "transferred_bytes": mig.transferred,
-        "precopy_bytes": mig.precopy_bytes,
-        "downtime_bytes": mig.downtime_bytes,
-        "normal_pages": int(c[kernel.C_NORMAL]),
-        "zero_pages": int(c[kernel.C_ZERO]),
-        "xbzrle_pages": hits,
+        "setup_time_s": state.setup_time,
+        "downtime_s": state.downtime if state.status == "completed" else math.nan,
+        "expected_downtime_s": state.expected_downtime,
+        "transferred_bytes": state.transferred,
+        "precopy_bytes": state.precopy_bytes,
+        "downtime_bytes": state.downtime_bytes,
+        "normal_pages": c["normal_pages"],
+        "zero_pages": c["zero_pages"],
+        "xbzrle_pages": c["xbzrle_pages"],
         "xbzrle_bytes": xb["bytes"],
-        "xbzrle_cache_miss": xb["cache-miss"],
-        "xbzrle_cache_miss_rate": xb["cache-miss-rate"],
-        "xbzrle_encoding_rate": xb["encoding-rate"],
+        "xbzrle_cache_miss": xb["cache_miss"],
+        "xbzrle_cache_miss_rate": xb["cache_miss_rate"],
+        "xbzrle_encoding_rate": xb["encoding_rate"],
         "xbzrle_overflow": xb["overflow"],
-        "plugin_pages": int(mig.pl_counts[:, 0].sum()),
-        "plugin_bytes": int(mig.pl_counts[:, 1].sum()),
-        "dirty_sync_count": mig.sync_count,
-        "mbps": (mig.transferred * 8 / live / 1e6) if live > 0 else 0.0,
-        "max_throttle_pct": mig.max_throttle_pct,
-        "guest_cpu_lost_s": mig.guest_cpu_lost,
-        "postcopy_faults": int(mig.postcopy_stats[0]),
-        "postcopy_stall_s": float(mig.postcopy_stats[1]),
+        "plugin_pages": int(state.plugin_counts[:, 0].sum()),
+        "plugin_bytes": int(state.plugin_counts[:, 1].sum()),
+        "dirty_sync_count": state.sync_count,
+        "mbps": (state.transferred * 8 / live / 1e6) if live > 0 else 0.0,
+        "max_throttle_pct": state.max_throttle_pct,
+        "guest_cpu_lost_s": state.guest_cpu_lost_s,
+        "postcopy_faults": state.postcopy_faults,
+        "postcopy_stall_s": state.postcopy_stall_s,
         "pages_lost": mig.pages_lost(),
     }
-    if mig.exact:
+    if mig.guest.exact:
         row["memory_match"] = mig.pages_differing() == 0
     return row

@@ -112,7 +112,7 @@ def test_a_changed_model_constant_is_caught(tmp_path: Path,
     happens elsewhere, so the numbers drift; drift.csv, the printed table and a figure name them."""
     current = tmp_path / "current"
     run = migsim_run(["run", str(SUITE / "converge-default.yaml"), "-o", str(current),
-                      "--no-plots"], prelude="import sim.engine.migration\nsim.engine.migration.WINDOW_S = 0.2")
+                      "--no-plots"], prelude="import sim.engine.precopy\nsim.engine.precopy.WINDOW_S = 0.2")
     assert run.returncode == 0, run.stderr
     out = tmp_path / "cmp"
     assert cli.main(["compare", str(BASELINES / "converge-default"), str(current),

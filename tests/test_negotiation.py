@@ -103,7 +103,7 @@ def test_undecodable_record_fails_there_and_the_source_keeps_running():
     tb.env.process(operate(tb.pairs[0], "none"))
     tb.run()
     mig = tb.pairs[0].migration
-    assert mig.status == "failed" and mig.guest.running
+    assert mig.state.status == "failed" and mig.guest.running
     # Exactly one XBZRLE record went out: the one the destination choked on.
     res = tb.result()
     run = res.runs.iloc[0]
@@ -216,8 +216,8 @@ def test_no_capability_change_while_migrating_but_parameters_change():
     with pytest.raises(QmpError, match="There's a migration process in progress"):
         tb.source.migrate()
     tb.source.migrate_set_parameters({"max-bandwidth": 1 << 20, "downtime-limit": 100})
-    assert tb.pairs[0].migration.mig.max_bandwidth == 1 << 20
-    assert tb.pairs[0].migration.mig.downtime_limit == pytest.approx(0.1)
+    assert tb.pairs[0].migration.spec.max_bandwidth == 1 << 20
+    assert tb.pairs[0].migration.spec.downtime_limit == pytest.approx(0.1)
     with pytest.raises(QmpError, match="power of two"):
         tb.source.migrate_set_parameters({"xbzrle-cache-size": 3 << 20})
     with pytest.raises(QmpError, match="0 to 2000000 milliseconds"):

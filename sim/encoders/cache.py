@@ -63,6 +63,7 @@ __all__ = [
     "ZERO_INSERTED",
     "ZERO_NOT_INSERTED",
     "XbzrleCache",
+    "classify_page",
 ]
 
 #: An entry inserted or hit at generation g blocks colliding inserts at g and g + 1.
@@ -111,6 +112,30 @@ def try_insert(address, age, slot, page, generation):  # type: ignore[no-untyped
     return True
 
 
+@njit(inline="always")
+def classify_page(address, age, page, is_zero, generation, last_stage,  # type: ignore[no-untyped-def]
+                  zero_in_last):
+    """The cache side of REF §2.6 for one page sent now; returns its outcome code.
+
+    This one function is the cache's rule wherever it runs: :meth:`XbzrleCache.classify` applies
+    it to a batch, and the engine's compiled send loop (:mod:`sim.engine.kernel`) to every page it
+    sends once XBZRLE has started.
+    """
+    s = page & (address.shape[0] - 1)
+    if is_zero:
+        if last_stage and not zero_in_last:
+            return ZERO_NOT_INSERTED
+        if try_insert(address, age, s, page, generation):
+            return ZERO_INSERTED
+        return ZERO_NOT_INSERTED
+    if address[s] == page:
+        age[s] = generation  # a hit refreshes the age, in every stage
+        return HIT
+    if not last_stage and try_insert(address, age, s, page, generation):
+        return MISS_INSERTED
+    return MISS_NOT_INSERTED
+
+
 @njit(types.void(_I64_1R, types.Array(types.boolean, 1, "C", readonly=True), types.int64,
                  types.boolean, types.boolean, _I64_1, _I64_1, types.Array(types.uint8, 2, "C"),
                  types.boolean, types.Array(types.int8, 1, "C")), cache=True)
@@ -118,25 +143,11 @@ def _classify(pages, is_zero, generation, last_stage, zero_in_last,  # type: ign
               address, age, content, has_content, outcome):
     mask = address.shape[0] - 1
     for k in range(pages.shape[0]):
-        p = pages[k]
-        s = p & mask
-        held = address[s]
-        if is_zero[k]:
-            if last_stage and not zero_in_last:
-                outcome[k] = ZERO_NOT_INSERTED
-            elif try_insert(address, age, s, p, generation):
-                if has_content:
-                    content[s, :] = 0
-                outcome[k] = ZERO_INSERTED
-            else:
-                outcome[k] = ZERO_NOT_INSERTED
-        elif held == p:
-            age[s] = generation  # a hit refreshes the age, in every stage
-            outcome[k] = HIT
-        elif not last_stage and try_insert(address, age, s, p, generation):
-            outcome[k] = MISS_INSERTED
-        else:
-            outcome[k] = MISS_NOT_INSERTED
+        code = classify_page(address, age, pages[k], is_zero[k], generation, last_stage,
+                             zero_in_last)
+        if code == ZERO_INSERTED and has_content:
+            content[pages[k] & mask, :] = 0
+        outcome[k] = code
 
 
 def _power_of_two(v: int) -> bool:
@@ -148,6 +159,9 @@ class XbzrleCache:
 
     ``address`` (int64[slots], -1 = empty) and ``age`` (int64[slots]) are public read-only views
     of the state; ``content`` is ``uint8[slots, page_size]`` in exact mode, else ``None``.
+    ``version`` (uint32[slots]) is the modelled mode's stand-in for the content: the guest's
+    write count of the page when its copy was taken (the engine sets it; the difference to the
+    page's current count is what the XBZRLE size model needs).
     """
 
     def __init__(self, cache_size: int, page_size: int = 4096, *, store_content: bool = False,
@@ -169,6 +183,7 @@ class XbzrleCache:
         self.slots = cache_size // self.page_size
         self.address = np.full(self.slots, -1, dtype=np.int64)
         self.age = np.zeros(self.slots, dtype=np.int64)
+        self.version = np.zeros(self.slots, dtype=np.uint32)
         self.content: np.ndarray | None = (
             np.zeros((self.slots, self.page_size), dtype=np.uint8) if self.store_content else None)
         self._seen = np.zeros(self.slots, dtype=np.int64)

@@ -7,6 +7,24 @@ so every page goes out with exactly the content it had when it was sent, and eve
 the dirty log ``D`` or not by QEMU's clear-chunk rule (REF §1.3, §1.8 step 6). A Python loop per
 page would be far too slow for TiB guests; this is one compiled pass.
 
+Arguments come in groups (tuples), each one fact of the migration, so a call reads as what it is:
+
+* ``guest = (dirty_log, zero, version, mem, mem64)``: the guest's pages and KVM's dirty log ``D``;
+* ``bitmap = (pending, chunk_cleared, clear_shift)``: the migration bitmap ``B``;
+* ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size)``: the buffered guest
+  writes in time order and what a write does to a page (:mod:`sim.engine.content`);
+* ``at = (w_next, cursor, n_pending, started)``: where the writes, the scan and the round are;
+* ``window = (t0, rate, byte_budget, t_limit)``: the chunk's start, link share and limits;
+* ``wire = (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero)``: record sizes;
+* ``cache = (address, age, version, content, content64, xb_sizes)``: the XBZRLE page cache's
+  arrays (:class:`sim.encoders.cache.XbzrleCache`) and the modelled size table;
+* ``mode = (xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact)``;
+* ``plugins = (flags, sizes, counts)``: plug-in encoders in force;
+* ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out)`` for exact mode.
+
+Counters are named in :data:`COUNTERS`; outside this module they are read and added by name
+(:class:`sim.engine.state.PassCounters`).
+
 Model notes (where this departs from QEMU):
 * QEMU checks the 50 ms chunk limit every 64 pages; we check before every page.
 * Page order is ascending address in one RAMBlock (a guest is one block, ``pc.ram``).
@@ -17,11 +35,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..encoders.cache import try_insert
+from ..encoders.cache import HIT, MISS_INSERTED, MISS_NOT_INSERTED, ZERO_INSERTED, classify_page
 from ..encoders.xbzrle import decode_page, encode_page
 from .content import apply_write
 
-# Indices into the counters array the kernel updates in place.
+# Indices into the counters array the kernel updates in place (names: COUNTERS, same order).
 C_NORMAL = 0  # pages sent raw (includes XBZRLE misses and overflows)
 C_ZERO = 1  # zero-page records
 C_XBZRLE = 2  # cache hits (encoded + unchanged + overflowed), QEMU's xbzrle "pages"
@@ -31,19 +49,14 @@ C_OVERFLOW = 5
 C_ENCODED = 6  # XBZRLE records actually sent
 C_UNCHANGED = 7  # hits with nothing to send
 C_BYTES = 8  # wire bytes
-C_PAGES_SENT = 9  # normal + zero + encoded (what the send loop reports)
+C_PAGES_SENT = 9  # normal + zero + encoded + plug-in records (what the send loop reports)
 C_DECODE_ERRORS = 10  # exact mode: records the destination's decoder rejected (a model bug)
-N_COUNTERS = 11
 
-
-
-@njit(inline="always")
-def cache_insert(slot_addr, slot_age, slot_version, slot, page, version, generation):
-    """QEMU's cache_insert (age rule in :mod:`sim.encoders.cache`), noting the page's version."""
-    if try_insert(slot_addr, slot_age, slot, page, generation):
-        slot_version[slot] = version
-        return True
-    return False
+#: the counters' names, in index order
+COUNTERS = ("normal_pages", "zero_pages", "xbzrle_pages", "xbzrle_bytes", "xbzrle_cache_miss",
+            "xbzrle_overflow", "xbzrle_records", "unchanged_pages", "wire_bytes", "pages_sent",
+            "decode_errors")
+N_COUNTERS = len(COUNTERS)
 
 
 @njit(cache=True)
@@ -64,8 +77,10 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 
 @njit(inline="always")
-def _apply_write(k, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
-                 clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
+def _apply_write(k, guest, bitmap, writes, exact):
+    dirty_log, zero, version, mem, _ = guest
+    pending, chunk_cleared, clear_shift = bitmap
+    _, w_page, w_seed, zero_pattern, pattern, write_size, word_size = writes
     p = w_page[k]
     version[p] += 1
     zero[p] = zero_pattern
@@ -109,34 +124,90 @@ def _is_zero(row64):
     return True
 
 
+@njit(inline="always")
+def _plugin_modelled(p, hit, version, cache_version, plugins, counters, last_stage):
+    """Modelled mode: the first plug-in that takes page ``p``; returns (wire bytes, taken,
+    stop). A delta plug-in takes only a cache hit (``hit`` >= 0) that XBZRLE did not take."""
+    flags, sizes, counts = plugins
+    for j in range(flags.shape[0]):
+        if flags[j, 0] != 0 and hit < 0:
+            continue  # a delta encoder needs the page as last sent
+        if flags[j, 0] != 0:
+            since = np.int64(version[p]) - np.int64(cache_version[hit])
+            enc = 0 if since == 0 else _xbzrle_size(sizes[j], since, p, version[p])
+        else:
+            enc = _xbzrle_size(sizes[j], np.int64(version[p]), p, version[p])
+        if enc < 0:
+            continue  # "not for this encoder"
+        if enc == 0:
+            counters[C_UNCHANGED] += 1
+            return 0, True, False
+        size = flags[j, 1] + enc
+        counts[j, 0] += 1
+        counts[j, 1] += size
+        counters[C_PAGES_SENT] += 1
+        if hit >= 0 and not last_stage:
+            cache_version[hit] = version[p]
+        return size, True, flags[j, 2] != 0
+    return 0, False, False
+
+
+@njit(inline="always")
+def _xbzrle_hit(p, slot, guest, cache, wire, mode, cpu_costs, counters, dest_mem, enc_out,
+                masks):
+    """A cache hit with XBZRLE in force: encode against the cached copy (REF §2.6). Returns
+    (wire bytes, leftover for raw, stop the chunk, CPU seconds)."""
+    _, _, version, mem, mem64 = guest
+    _, _, cache_version, cache_data, cache64, xb_sizes = cache
+    page_size, xbzrle_header = wire[3], wire[2]
+    last_stage, stop_after_encoded, exact = mode[2], mode[4], mode[5]
+    counters[C_XBZRLE] += 1
+    if exact:
+        enc = encode_page(cache64[slot], mem64[p], mem[p], page_size, enc_out, masks)
+    else:
+        since = np.int64(version[p]) - np.int64(cache_version[slot])
+        enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
+    cpu = cpu_costs[2] + (page_size if enc < 0 else enc) * cpu_costs[3]
+    if enc == 0:
+        counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on
+        return 0, False, False, cpu
+    if not last_stage:
+        cache_version[slot] = version[p]
+        if exact:
+            cache_data[slot, :] = mem[p]
+    if enc < 0:
+        counters[C_OVERFLOW] += 1
+        counters[C_XBZRLE_BYTES] += page_size
+        return 0, True, False, cpu
+    counters[C_XBZRLE_BYTES] += 3 + enc
+    counters[C_ENCODED] += 1
+    counters[C_PAGES_SENT] += 1
+    if stop_after_encoded:
+        return xbzrle_header + enc, False, True, cpu
+    if exact and decode_page(enc_out, enc, dest_mem[p]) < 0:
+        counters[C_DECODE_ERRORS] += 1
+    return xbzrle_header + enc, False, False, cpu
+
+
 @njit(cache=True)
-def send_chunk(pending, dirty_log, zero, version,
-               w_t, w_page, zero_pattern, w_next,
-               cursor, n_pending, t0, rate, byte_budget, t_limit,
-               clear_shift, chunk_cleared,
-               raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
-               xbzrle_on, cache_on, xbzrle_started, last_stage, generation, stop_after_encoded,
-               slot_addr, slot_age, slot_version, xb_sizes,
-               pl_flags, pl_sizes, pl_counts,
-               cpu_costs, counters,
-               exact, mem, mem64, dest, cache_data, cache64, enc_out, w_seed,
-               pattern, write_size, word_size):
-    """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, started, bytes, plugin_page,
-    plugin_slot)``.
+def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cpu_costs,
+               counters, dest):
+    """Send one chunk. Returns ``(t_end, cursor, w_next, n_pending, started, bytes,
+    plugin_page, plugin_slot)``.
 
-    ``w_*`` are the buffered guest writes in time order; ``w_next`` is the first one not yet
-    applied. Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
+    Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
+    ``started``: the scan has completed its first round, so XBZRLE and the cache are in use
+    (REF §2.6).
 
-    With ``exact``, ``mem`` holds the source's real bytes (``mem64`` the same as uint64 words),
-    writes change them, XBZRLE runs the real encoder against the cached copy in ``cache_data``,
-    and every record is applied to the destination's memory ``dest`` (XBZRLE records through the
-    real decoder). Otherwise those arrays are placeholders and sizes come from ``xb_sizes``.
+    With ``exact``, writes change the real bytes, XBZRLE runs the real encoder against the
+    cached copy and the destination applies every record (XBZRLE through the real decoder);
+    otherwise sizes come from ``xb_sizes``.
 
-    Plug-in encoders (DESIGN §9) in force are rows of ``pl_flags`` (needs_previous, record
+    Plug-in encoders (DESIGN §9) in force are rows of ``plugins[0]`` (needs_previous, record
     header bytes, destination cannot decode) in their order. They get the pages that the zero
     test and XBZRLE leave for raw; a delta plug-in (needs_previous) only cache hits that XBZRLE
-    did not take. In modelled mode their sizes come from ``pl_sizes`` (like ``xb_sizes``) and
-    ``pl_counts[j]`` counts (records, bytes). In exact mode a plug-in is Python code: the chunk
+    did not take. In modelled mode their sizes come from ``plugins[1]`` (like ``xb_sizes``) and
+    ``plugins[2][j]`` counts (records, bytes). In exact mode a plug-in is Python code: the chunk
     stops *before* accounting such a page and returns it as ``plugin_page`` (with the cache slot
     of a hit as ``plugin_slot``, else -1); the caller encodes it and calls again.
 
@@ -145,104 +216,81 @@ def send_chunk(pending, dirty_log, zero, version,
     buffers), so a page's send completes at ``max(wire time, CPU time)`` accumulated over the
     chunk: a fast link leaves the pace to the CPU.
 
-    ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends right
-    after the first one is sent (the caller fails the migration there). A plug-in whose
-    destination cannot decode it stops the chunk the same way.
+    ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends after
+    the first one (the caller fails the migration there); so does an undecodable plug-in's.
     """
+    dirty_log, zero, version, mem, mem64 = guest
+    pending, chunk_cleared, clear_shift = bitmap
+    w_t = writes[0]
+    w_next, cursor, n_pending, started = at
+    t0, rate, byte_budget, t_limit = window
+    raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero = wire
+    address, age, cache_version, cache_data, cache64, xb_sizes = cache
+    xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact = mode
+    dest_mem, enc_out = dest
     n = pending.shape[0]
     t = t0
     sent = 0.0
     masks = np.empty((mem64.shape[1] + 7) >> 3, dtype=np.uint64)  # encoder scratch
-    n_slots = slot_addr.shape[0]
+    mask = address.shape[0] - 1
     n_w = w_t.shape[0]
-    n_pl = pl_flags.shape[0]
+    n_pl = plugins[0].shape[0]
     cpu = 0.0
-    cpu_page, cpu_copy, cpu_xb, cpu_xb_byte = cpu_costs[0], cpu_costs[1], cpu_costs[2], cpu_costs[3]
+    cpu_page, cpu_copy = cpu_costs[0], cpu_costs[1]
     plugin_page = -1
     plugin_slot = -1
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
-            _apply_write(w_next, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
-                         clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
+            _apply_write(w_next, guest, bitmap, writes, exact)
             w_next += 1
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
         # Next pending page from the cursor, wrapping; the first wrap starts XBZRLE (REF §2.6).
         cursor, wrapped = _next_pending(pending, cursor)
-        xbzrle_started = xbzrle_started or wrapped
+        started = started or wrapped
         p = cursor
-        c = p >> clear_shift
-        if not chunk_cleared[c]:
-            chunk_cleared[c] = True
+        chunk_cleared[p >> clear_shift] = True
         pending[p] = False
         n_pending -= 1
         cursor += 1
         if cursor == n:
             cursor = 0
-            xbzrle_started = True
+            started = True
         size = 0
         cpu += cpu_page
         hit = -1  # cache slot of a hit XBZRLE did not take
         leftover = False  # not sent yet: plug-ins, else raw
         stop = False
-        page_is_zero = _is_zero(mem64[p]) if exact else zero[p]
-        if detect_zero and page_is_zero:
+        zero_record = detect_zero and (_is_zero(mem64[p]) if exact else zero[p])
+        outcome = -1  # no cache decision: the cache is off or XBZRLE has not started
+        slot = p & mask
+        if cache_on and started:
+            outcome = classify_page(address, age, p, zero_record, generation, last_stage, True)
+            if outcome == ZERO_INSERTED or outcome == MISS_INSERTED:
+                cache_version[slot] = version[p]
+        if zero_record:
             size = zero_bytes
             counters[C_ZERO] += 1
             counters[C_PAGES_SENT] += 1
             if exact:
-                dest[p, :] = 0
-            if cache_on and xbzrle_started:
-                # A sent zero page refreshes the cache with a zero copy (age rule applies).
-                slot = p & (n_slots - 1)
-                if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
-                                generation) and exact:
-                    cache_data[slot, :] = 0
-        elif cache_on and xbzrle_started:
-            slot = p & (n_slots - 1)
-            if slot_addr[slot] != p:
-                if xbzrle_on:
-                    counters[C_CACHE_MISS] += 1
-                if not last_stage:
-                    if cache_insert(slot_addr, slot_age, slot_version, slot, p, version[p],
-                                    generation) and exact:
-                        cache_data[slot, :] = mem[p]
-                leftover = True
-            elif not xbzrle_on:
-                slot_age[slot] = generation  # a hit refreshes the age
-                hit = slot
-                leftover = True
-            else:
-                slot_age[slot] = generation
-                counters[C_XBZRLE] += 1
-                if exact:
-                    enc = encode_page(cache64[slot], mem64[p], mem[p], page_size, enc_out, masks)
-                else:
-                    since = np.int64(version[p]) - np.int64(slot_version[slot])
-                    enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
-                cpu += cpu_xb + (page_size if enc < 0 else enc) * cpu_xb_byte
-                if enc == 0:
-                    counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on
-                else:
-                    if not last_stage:
-                        slot_version[slot] = version[p]
-                        if exact:
-                            cache_data[slot, :] = mem[p]
-                    if enc < 0:
-                        counters[C_OVERFLOW] += 1
-                        counters[C_XBZRLE_BYTES] += page_size
-                        leftover = True
-                    else:
-                        size = xbzrle_header + enc
-                        counters[C_XBZRLE_BYTES] += 3 + enc
-                        counters[C_ENCODED] += 1
-                        counters[C_PAGES_SENT] += 1
-                        if stop_after_encoded:
-                            stop = True
-                        elif exact:
-                            if decode_page(enc_out, enc, dest[p]) < 0:
-                                counters[C_DECODE_ERRORS] += 1
+                dest_mem[p, :] = 0
+                if outcome == ZERO_INSERTED:
+                    cache_data[slot, :] = 0  # a sent zero page refreshes the cache
+        elif outcome == MISS_INSERTED or outcome == MISS_NOT_INSERTED:
+            if xbzrle_on:
+                counters[C_CACHE_MISS] += 1
+            if exact and outcome == MISS_INSERTED:
+                cache_data[slot, :] = mem[p]
+            leftover = True
+        elif outcome == HIT and not xbzrle_on:
+            hit = slot  # a delta plug-in's turn
+            leftover = True
+        elif outcome == HIT:
+            size, leftover, stop, cost = _xbzrle_hit(p, slot, guest, cache, wire, mode,
+                                                     cpu_costs, counters, dest_mem, enc_out,
+                                                     masks)
+            cpu += cost
         else:
             leftover = True
         if leftover and n_pl > 0:
@@ -250,47 +298,27 @@ def send_chunk(pending, dirty_log, zero, version,
                 plugin_page = p
                 plugin_slot = hit
                 break
-            for j in range(n_pl):
-                if pl_flags[j, 0] != 0 and hit < 0:
-                    continue  # a delta encoder needs the page as last sent
-                if pl_flags[j, 0] != 0:
-                    since = np.int64(version[p]) - np.int64(slot_version[hit])
-                    enc = 0 if since == 0 else _xbzrle_size(pl_sizes[j], since, p, version[p])
-                else:
-                    enc = _xbzrle_size(pl_sizes[j], np.int64(version[p]), p, version[p])
-                if enc < 0:
-                    continue  # "not for this encoder"
-                leftover = False
-                if enc == 0:
-                    counters[C_UNCHANGED] += 1
-                else:
-                    size = pl_flags[j, 1] + enc
-                    pl_counts[j, 0] += 1
-                    pl_counts[j, 1] += size
-                    counters[C_PAGES_SENT] += 1
-                    if hit >= 0 and not last_stage:
-                        slot_version[hit] = version[p]
-                    stop = pl_flags[j, 2] != 0
-                break
+            size, taken, stop = _plugin_modelled(p, hit, version, cache_version, plugins,
+                                                 counters, last_stage)
+            leftover = not taken
         if leftover:
-            size = _send_raw(p, raw_bytes, counters, exact, mem, dest)
+            size = _send_raw(p, raw_bytes, counters, exact, mem, dest_mem)
             cpu += cpu_copy
         sent += size
         t = t0 + max(sent / rate, cpu)
         if stop:
             break
     counters[C_BYTES] += np.int64(sent)
-    return t, cursor, w_next, n_pending, xbzrle_started, sent, plugin_page, plugin_slot
+    return t, cursor, w_next, n_pending, started, sent, plugin_page, plugin_slot
 
 
 @njit(cache=True)
-def apply_writes(pending, dirty_log, zero, version, w_t, w_page, zero_pattern, w_seed, w_next,
-                 t_end, clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size):
+def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
+    w_t = writes[0]
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
-        _apply_write(w_next, pending, dirty_log, zero, version, w_page, zero_pattern, w_seed,
-                     clear_shift, chunk_cleared, exact, mem, pattern, write_size, word_size)
+        _apply_write(w_next, guest, bitmap, writes, exact)
         w_next += 1
     return w_next
 
@@ -312,17 +340,24 @@ def sync_bitmap(pending, dirty_log):
 
 
 @njit(cache=True)
-def postcopy_chunk(pending, zero, w_t, w_page, w_next, cursor, n_pending, t0, rate, t_limit,
-                   raw_bytes, zero_bytes, fault_bytes, fault_cost, dest_written, stats):
+def postcopy_chunk(pending, zero, writes, at, window, sizes, dest_written, stats):
     """Post-copy after the switch (REF §5.1): the destination runs the guest while the source
     pushes the missing pages (``pending``) in scan order. A guest write to a missing page is a
     remote fault: the page is requested over the return path and sent at once (``fault_bytes``
     on the link), and the vCPU stalls ``fault_cost`` seconds. ``stats`` accumulates (faults,
-    stall seconds, background pages, wire bytes). Returns ``(t_end, cursor, w_next, n_pending)``.
+    stall seconds, background pages, wire bytes).
+
+    ``at = (w_next, cursor, n_pending)``, ``window = (t0, rate, t_limit)``, ``sizes =
+    (raw_bytes, zero_bytes, fault_bytes, fault_cost)``. Returns ``(t_end, cursor, w_next,
+    n_pending)``.
 
     Model note: the guest's later writes are not delayed by its stalls (the write clock is
     fixed), so with many faults the fault count is an upper bound; reads are not modelled.
     """
+    w_t, w_page = writes[0], writes[1]
+    w_next, cursor, n_pending = at
+    t0, rate, t_limit = window
+    raw_bytes, zero_bytes, fault_bytes, fault_cost = sizes
     n_w = w_t.shape[0]
     sent = 0.0
     t = t0

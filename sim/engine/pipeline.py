@@ -1,0 +1,205 @@
+"""The page pipeline: how each page leaves the source (REF §2.6): zero test, XBZRLE against the
+page cache, plug-in encoders, raw; what each record costs on the wire and in source CPU time.
+
+:class:`Pipeline` is configured from what is in force when the migration starts (and again when
+``xbzrle-cache-size`` changes). :meth:`Pipeline.send` pushes one chunk through the compiled
+kernel (:mod:`sim.engine.kernel`) and, in exact mode, runs the plug-ins' Python ``encode`` and
+``decode`` on the pages the kernel hands back.
+
+Model notes: in modelled mode record sizes come from size tables measured by running the real
+encoders on synthetic pages written *k* times with the workload's pattern
+(:mod:`sim.engine.content`); the source thread's CPU time and the link overlap (the socket
+buffers), so a chunk lasts ``max(wire time, CPU time)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..capabilities import InForce
+from ..encoders import Encoder, plugins_in_force
+from ..encoders.cache import XbzrleCache
+from ..guest import Guest
+from ..spec import MigrationSpec, Scenario
+from . import kernel, multifd
+from .bitmap import MigrationBitmap
+from .content import plugin_size_table, xbzrle_size_table
+from .state import MigrationState, PassCounters
+from .writes import WriteBuffer
+
+_PLACEHOLDER = np.zeros((1, 8), np.uint8)  # an array the kernel's modelled mode never reads
+
+
+@dataclass
+class Chunk:
+    """What one call of :meth:`Pipeline.send` did."""
+
+    t_end: float
+    sent: float  # wire bytes, chunk overhead included
+    counters: PassCounters
+    broken_encoder: str | None  # whose record the destination could not parse, if any
+
+
+class Pipeline:
+    """Record sizes, CPU costs, the page cache and the plug-ins of one migration."""
+
+    def __init__(self, scenario: Scenario, guest: Guest, bitmap: MigrationBitmap,
+                 writes: WriteBuffer, dest: np.ndarray, state: MigrationState) -> None:
+        self.scenario = scenario
+        self.wire = scenario.wire
+        self.page_size = scenario.vm.page_size
+        self.guest = guest
+        self.bitmap = bitmap
+        self.writes = writes
+        self.dest = dest  # the destination's RAM (exact mode; else the source's, never read)
+        self.state = state
+        self.enc_out = np.zeros(self.page_size if guest.exact else 8, np.uint8)
+
+    def configure(self, spec: MigrationSpec, in_force: InForce) -> None:
+        """(Re)build the stream, the source's page cache (REF §2.5) and the plug-ins in force.
+
+        The cache exists whenever XBZRLE or a delta plug-in is in force; resizing it
+        (``xbzrle-cache-size`` during a migration) empties it.
+        """
+        self._configure_stream(spec, in_force)
+        self.in_force = in_force
+        self.xbzrle_on = in_force.is_enabled("xbzrle")
+        self.detect_zero = spec.zero_page_detection != "none"
+        self.plugins: list[Encoder] = [cls() for cls in plugins_in_force(in_force.capabilities)]
+        self.cache_on = self.xbzrle_on or any(e.needs_previous for e in self.plugins)
+        exact = self.guest.exact
+        self.cache = XbzrleCache(spec.xbzrle_cache_size if self.cache_on else self.page_size,
+                                 self.page_size, store_content=exact and self.cache_on)
+        self.xb_sizes = np.full((1, 1), -1, np.int32)
+        if self.xbzrle_on and not exact:
+            self.xb_sizes = xbzrle_size_table(self.scenario.workload, self.page_size)
+        # Plug-ins (DESIGN §9): (needs_previous, record header, destination cannot decode).
+        n = len(self.plugins)
+        self.plugin_flags = np.array(
+            [[int(e.needs_previous), int(e.header),
+              int(e.capability not in in_force.dest_decodes)] for e in self.plugins],
+            np.int64).reshape(n, 3)
+        if exact or n == 0:
+            self.plugin_sizes = np.full((n, 1, 1), -1, np.int32)
+        else:
+            self.plugin_sizes = np.stack([plugin_size_table(type(e), self.scenario.workload,
+                                                            self.page_size) for e in self.plugins])
+        if len(self.state.plugin_counts) != n:
+            self.state.plugin_counts = np.zeros((n, 2), np.int64)
+
+    def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
+        """Record sizes and the source thread's costs: one stream, or multifd's packets over
+        channels (:mod:`sim.engine.multifd`). Costs are seconds per page scanned, raw page
+        copied, XBZRLE comparison and XBZRLE output byte (the zero test is in the scan when it
+        runs)."""
+        cpu, page = self.scenario.source_cpu, self.page_size
+        if in_force.is_enabled("multifd"):
+            self.raw_bytes, self.zero_bytes, self.cpu_costs = multifd.wire_and_cpu(
+                spec, cpu, self.scenario.workload, page)
+            return
+        self.raw_bytes, self.zero_bytes = self.wire.page_header + page, self.wire.zero_page
+        scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
+        self.cpu_costs = np.array([
+            cpu.per_page + (scan if spec.zero_page_detection != "none" else 0.0),
+            page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
+            page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
+            cpu.xbzrle_per_byte], np.float64)
+
+    @property
+    def xbzrle_undecodable(self) -> bool:
+        return self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes
+
+    def send(self, now: float, t_limit: float, byte_budget: float, last_stage: bool,
+             rate: float) -> Chunk:
+        """One chunk through the kernel, from ``now`` until ``t_limit``, the byte budget or the
+        bitmap's end.
+
+        If the destination cannot parse a record (XBZRLE or a plug-in's), the chunk ends right
+        after the first one (the stream breaks there) and ``broken_encoder`` names the encoder.
+        In exact mode a page for a plug-in comes back from the kernel; it is encoded here and
+        the chunk goes on from after it.
+        """
+        bitmap, writes, cache = self.bitmap, self.writes, self.cache
+        writes.generate_until(t_limit if np.isfinite(t_limit) else now)
+        counters = PassCounters()
+        counts_before = self.state.plugin_counts[:, 0].copy()
+        content = cache.content if cache.content is not None else _PLACEHOLDER
+        cache_args = (cache.address, cache.age, cache.version, content,
+                      content.view(np.uint64), self.xb_sizes)
+        wire = (self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header, self.page_size,
+                self.detect_zero)
+        mode = (self.xbzrle_on, self.cache_on, last_stage, self.state.sync_count,
+                self.xbzrle_undecodable, self.guest.exact)
+        plugins = (self.plugin_flags, self.plugin_sizes, self.state.plugin_counts)
+        t0, sent = now, 0.0
+        while True:
+            t_end, bitmap.cursor, writes.next, bitmap.n_pending, bitmap.round_done, part, page, \
+                slot = kernel.send_chunk(
+                    self.guest.kernel_args(), bitmap.kernel_args(), writes.kernel_args(),
+                    (writes.next, bitmap.cursor, bitmap.n_pending, bitmap.round_done),
+                    (t0, rate, byte_budget - sent, t_limit), wire, cache_args, mode, plugins,
+                    self.cpu_costs, counters.array, (self.dest, self.enc_out))
+            sent += part
+            if page < 0:
+                break
+            size, stop = self._plugin_page(page, slot, last_stage, counters)
+            sent += size
+            counters.add(wire_bytes=size)
+            t0 = now + sent / rate
+            t_end = t0
+            if stop:
+                break
+        broken = None
+        if self.xbzrle_undecodable and counters["xbzrle_records"] > 0:
+            broken = "xbzrle"
+        for j in np.flatnonzero(self.state.plugin_counts[:, 0] > counts_before):
+            if self.plugin_flags[j, 2]:
+                broken = self.plugins[j].name
+        if sent > 0 or counters["unchanged_pages"] > 0:
+            overhead = self.wire.chunk_overhead
+            sent += overhead
+            counters.add(wire_bytes=overhead)
+            t_end += overhead / rate
+        return Chunk(t_end, sent, counters, broken)
+
+    def _plugin_page(self, p: int, slot: int, last_stage: bool,
+                     counters: PassCounters) -> tuple[int, bool]:
+        """Exact mode: page ``p`` through the plug-ins in order (a delta one only with a cache
+        hit, ``slot``), else raw; the destination decodes with the plug-in's ``decode``.
+        Returns (wire bytes, whether the stream broke here)."""
+        page = self.guest.memory[p]
+        content = self.cache.content
+        for j, enc in enumerate(self.plugins):
+            previous = None
+            if enc.needs_previous:
+                if slot < 0 or content is None:
+                    continue
+                previous = content[slot].tobytes()
+            payload = enc.encode(page.tobytes(), previous)
+            if payload is None:
+                continue
+            if len(payload) == 0:
+                counters.add(unchanged_pages=1)
+                return 0, False
+            size = int(self.plugin_flags[j, 1]) + len(payload)
+            self.state.plugin_counts[j] += (1, size)
+            counters.add(pages_sent=1)
+            if slot >= 0 and not last_stage and content is not None:
+                content[slot] = page
+                self.cache.version[slot] = self.guest.version[p]
+            if self.plugin_flags[j, 2]:
+                return size, True
+            try:
+                rebuilt = enc.decode(payload, self.dest[p].tobytes() if enc.needs_previous
+                                     else None)
+                if len(rebuilt) != self.page_size:
+                    raise ValueError(f"decoded {len(rebuilt)} bytes, not a page")
+                self.dest[p] = np.frombuffer(rebuilt, np.uint8)
+            except Exception:  # noqa: BLE001 - a plug-in's bug shows as a decode error
+                counters.add(decode_errors=1)
+            return size, False
+        counters.add(normal_pages=1, pages_sent=1)
+        self.dest[p] = page
+        return int(self.raw_bytes), False

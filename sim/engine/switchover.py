@@ -1,0 +1,175 @@
+"""The switchover: when to stop the guest (two policies), and stop-and-copy (REF §1.6).
+
+* :class:`QemuDrain` is QEMU's test (REF §1.8): sync only when the pending bytes drop *below*
+  the threshold, switch over when they are at or under it.
+* :class:`ClassicRounds` is the classic policy of the papers and SimGrid: sync at the end of
+  each full pass, stop-and-copy when pending ≤ threshold or after ``max_passes`` live passes.
+
+:func:`stop_and_copy` stops the guest, syncs a last time and sends the rest plus the device
+state at full speed; downtime is measured, not assumed.
+
+Model notes: the rest goes out in pieces that end where the link's rate changes or a fault is
+due, so a link that drops or dies during the downtime stretches it; a crash or cancel in this
+phase fails or cancels the migration and restarts the source's guest. Downtime ends when the
+last byte has been written to the link, plus one round trip for the destination's SHUT message
+when ``return-path`` is in force (REF §1.6 step 6); the destination's load-and-start time is not
+modelled. Device state is one block of ``vm.device_state`` bytes (QEMU's EOF and VM description
+records are folded into it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import simpy
+
+from ..encoders import ENCODERS
+from ..spec import MigrationSpec
+from .profiles import profile
+
+if TYPE_CHECKING:
+    from .migration import Migration
+
+# QEMU's RAM_SAVE_FLAG_XBZRLE: a destination that predates it reports the unknown flag (REF §8.2)
+XBZRLE_FLAG = 0x40
+
+
+class QemuDrain:
+    """QEMU's drain-driven switchover test (migration_iteration_run, REF §1.8)."""
+
+    def ready(self, mig: Migration) -> bool:
+        if mig.pending_bytes < mig.state.threshold:
+            mig.sync("drain")
+        return mig.pending_bytes <= mig.state.threshold
+
+
+class ClassicRounds:
+    """Sync after every full pass; switch when pending ≤ threshold or after ``max_passes``."""
+
+    def __init__(self) -> None:
+        self.live_passes = 0
+
+    def ready(self, mig: Migration) -> bool:
+        if mig.bitmap.n_pending != 0:
+            return False
+        self.live_passes += 1
+        mig.sync("round")
+        cap = mig.spec.max_passes
+        return mig.pending_bytes <= mig.state.threshold or (
+            cap is not None and self.live_passes >= cap)
+
+
+#: ``migration.switchover`` -> policy
+POLICIES: dict[str, type[QemuDrain | ClassicRounds]] = {"qemu": QemuDrain,
+                                                        "rounds": ClassicRounds}
+
+
+def choose(spec: MigrationSpec) -> QemuDrain | ClassicRounds:
+    return POLICIES[spec.switchover]()
+
+
+def stop_guest(mig: Migration, detail: str, sync_reason: str,
+               ) -> Generator[simpy.Event, None, float]:
+    """The switchover's start, for stop-and-copy and post-copy alike: the thread finishes the
+    sync that decided it, the vCPUs stop (no more writes, no more throttle), the state goes to
+    ``device`` (QEMU 10.0+, REF §7.5) and a last sync collects what was dirtied. Returns when
+    the guest stopped."""
+    yield from mig.pay_stall()
+    t_stop = mig.env.now
+    mig.writes.apply_until(t_stop)
+    mig.throttle.end(t_stop)
+    mig.guest.running = False
+    mig.writes.drop()  # writes buffered beyond the stop never happen: the vCPUs are stopped
+    mig.rec.event(t_stop, "source", "switchover", detail)
+    if profile(mig.spec.qemu_version).device_state:
+        mig.state.set_status("device", t_stop)
+    mig.sync(sync_reason)
+    yield from mig.pay_stall()
+    return t_stop
+
+
+def interrupted(mig: Migration, now: float, cancel_at: float, deadline: float) -> str | None:
+    """What ends a stop-and-copy early: a destination crash, or a cancel and its reason."""
+    if mig.due_fault(now) == "destination_crash":
+        return "destination_crash"
+    if mig.cancel_requested:
+        return "migrate_cancel"
+    if now >= cancel_at:
+        return "max_time"
+    if now >= deadline:
+        return "not converged"
+    return None
+
+
+def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float = math.inf,
+                  ) -> Generator[simpy.Event, None, None]:
+    """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
+    env, state = mig.env, mig.state
+    t_stop = yield from stop_guest(mig, "guest stopped", "completion")
+    stopped = None
+    while mig.bitmap.n_pending > 0:
+        now = env.now
+        stopped = interrupted(mig, now, cancel_at, deadline)
+        if stopped is not None:
+            break
+        rate = mig.link.share(mig, now)
+        until = min(mig.next_change(now), cancel_at, deadline)
+        if rate <= 0:
+            yield env.timeout(until - now)  # the link is down: wait for it
+            continue
+        chunk = mig.send(until, math.inf, True, rate)
+        yield env.timeout(chunk.t_end - now)
+        if chunk.broken_encoder is not None:
+            yield from fail_at_destination(mig, chunk.broken_encoder)
+            return
+    if stopped is None:
+        stopped = yield from mig.push(
+            mig.scenario.vm.device_state, min(cancel_at, deadline),
+            lambda now: interrupted(mig, now, cancel_at, deadline))
+    if stopped == "destination_crash":
+        yield from destination_crashed(mig)
+        return
+    if stopped is not None:
+        mig.cancel(stopped)
+        mig.guest.running = True  # QEMU restarts the source's guest
+        return
+    device = mig.scenario.vm.device_state
+    state.transferred += device
+    state.downtime_bytes += device
+    state.passes[-1].counters.add(wire_bytes=device)
+    t_loaded = env.now + mig.link.latency_s  # the destination has the last byte
+    if mig.return_path:
+        yield env.timeout(2 * mig.link.latency_s)
+    state.downtime = env.now - t_stop
+    mig.complete(t_loaded)
+
+
+def destination_crashed(mig: Migration) -> Generator[simpy.Event, None, None]:
+    """The destination QEMU died: its side fails now; the source sees the connection reset one
+    latency later and fails, its guest running (restarted if it was stopped). Nothing is lost:
+    the source still has every page."""
+    mig.state.set_dest_status("failed", mig.env.now)
+    if mig.link.latency_s > 0:
+        yield mig.env.timeout(mig.link.latency_s)
+    mig.writes.apply_until(mig.env.now)
+    mig.fail("destination crashed", "Unable to write to socket: Connection reset by peer")
+
+
+def fail_at_destination(mig: Migration, encoder: str) -> Generator[simpy.Event, None, None]:
+    """The destination met a record of ``encoder`` it cannot parse (REF §8.2): it fails when
+    the record arrives; the source learns one latency later and fails too. Its guest keeps
+    running (or is restarted, if the failure came during stop-and-copy)."""
+    latency = mig.link.latency_s
+    flag = XBZRLE_FLAG if encoder == "xbzrle" else ENCODERS[encoder].record_flag
+    error = ("load of migration failed: Invalid argument: "
+             f"Unknown combination of migration flags: {flag:#x}")
+    mig.rec.event(mig.env.now + latency, "destination", "error", error)
+    mig.state.set_dest_status("failed", mig.env.now + latency)
+    if 2 * latency > 0:
+        yield mig.env.timeout(2 * latency)
+    mig.writes.apply_until(mig.env.now)
+    source_error = ("Sibling indicated error 1" if mig.return_path
+                    else "Unable to write to socket: Connection reset by peer")
+    mig.fail(error, source_error)
