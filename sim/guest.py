@@ -4,12 +4,18 @@ In ``modelled`` content mode a page is described by two facts: whether it is all
 many times it has been written (its ``version``). The XBZRLE model needs only "how many writes
 since the cached copy was taken", which the version difference gives. In ``exact`` mode the
 guest also holds real bytes (``uint8[pages, page_size]``).
+
+Cost in writes, not in RAM: the zero flags and the dirty log are bit-packed (:mod:`sim.bits`),
+and the dirty log also lists the pages it holds in the order they were first dirtied, so a sync
+costs what was dirtied since the last one (as KVM's dirty ring does), not a walk over RAM. The
+modelled *cost* of a sync to QEMU's migration thread is separate (``source_cpu.sync_per_page``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import bits
 from .spec import VmSpec
 
 
@@ -20,17 +26,22 @@ class Guest:
         self.spec = spec
         self.pages = spec.memory // spec.page_size
         self.page_size = spec.page_size
-        self.zero = np.zeros(self.pages, dtype=np.bool_)
-        if spec.zero_fraction >= 1.0:
-            self.zero[:] = True
-        elif spec.zero_fraction > 0:
-            # Each page is zero with probability zero_fraction; drawn in slices to bound memory.
+        zero = np.zeros(self.pages, dtype=np.bool_) if spec.zero_fraction < 1.0 else None
+        if zero is None:
+            self.zero_bits = bits.full(self.pages)
+        else:
+            self.zero_bits = bits.empty(self.pages)
+            # Each page is zero with probability zero_fraction; drawn in slices to bound memory
+            # (a slice is a whole number of words, so it packs on its own).
             step = 1 << 22
-            for lo in range(0, self.pages, step):
+            for lo in range(0, self.pages if spec.zero_fraction > 0 else 0, step):
                 hi = min(lo + step, self.pages)
-                self.zero[lo:hi] = rng.random(hi - lo, dtype=np.float32) < spec.zero_fraction
+                flags = rng.random(hi - lo, dtype=np.float32) < spec.zero_fraction
+                self.zero_bits[lo >> 6: (hi + 63) >> 6] = bits.pack(flags)
         self.version = np.zeros(self.pages, dtype=np.uint32)
-        self.dirty_log = np.zeros(self.pages, dtype=np.bool_)
+        self.dirty_bits = bits.empty(self.pages)
+        self.dirty_list = np.zeros(min(self.pages, 1 << 16), np.int64)
+        self.dirty_count = np.zeros(1, np.int64)  # how many of dirty_list are in use
         self.running = True
         self.exact = spec.content == "exact"
         if self.exact:
@@ -41,6 +52,26 @@ class Guest:
             self.memory = np.zeros((1, 8), np.uint8)  # placeholder the kernel never reads
         self.memory64 = self.memory.view(np.uint64)  # the same bytes as 64-bit words
 
-    def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    @property
+    def zero(self) -> np.ndarray:
+        """bool[pages]: which pages are all zero now (a copy)."""
+        return bits.unpack(self.zero_bits, self.pages)
+
+    def reserve_dirty(self, writes: int) -> None:
+        """Room in the dirty list for ``writes`` more newly dirtied pages (never beyond RAM)."""
+        need = min(self.pages, int(self.dirty_count[0]) + int(writes))
+        if need > self.dirty_list.shape[0]:
+            grown = np.zeros(min(self.pages, max(need, 2 * self.dirty_list.shape[0])), np.int64)
+            grown[: self.dirty_list.shape[0]] = self.dirty_list
+            self.dirty_list = grown
+
+    def clear_dirty_log(self) -> None:
+        """D := ∅, in what was dirtied (the migration's setup starts a fresh log)."""
+        listed = self.dirty_list[: int(self.dirty_count[0])]
+        self.dirty_bits[listed >> 6] = 0
+        self.dirty_count[0] = 0
+
+    def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The compiled kernel's ``guest`` group (:mod:`sim.engine.kernel`)."""
-        return self.dirty_log, self.zero, self.version, self.memory, self.memory64
+        return (self.dirty_bits, self.dirty_list, self.dirty_count, self.zero_bits, self.version,
+                self.memory, self.memory64)

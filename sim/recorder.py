@@ -145,6 +145,25 @@ KINDS: dict[str, str] = {
 STRING_DTYPE = pd.Series(["x"]).dtype
 
 
+def missing_value(column: str) -> Any:
+    """What a column holds where its quantity is unknown: NaN (floats), 0 (counts), "" or
+    False; a column without a kind is a float by its unit suffix, else a count."""
+    kind = KINDS.get(column) or ("float" if column.endswith(("_s", "_rate", "_pct")) else "int")
+    return {"float": math.nan, "str": "", "bool": False}.get(kind, 0)
+
+
+def runs_row(**known: Any) -> dict[str, Any]:
+    """A runs row (every column but ``run_id`` and ``scenario``) from the quantities known by
+    name; the others hold :func:`missing_value`. The one builder of runs rows: a simulated
+    migration's (from its state), a sweep member's that could not run, a real QEMU's."""
+    unknown = sorted(set(known) - set(RUNS_COLUMNS) - set(RUNS_OPTIONAL_COLUMNS))
+    if unknown:
+        raise KeyError(f"runs: unknown column(s) {', '.join(unknown)}")
+    row = {c: known.get(c, missing_value(c)) for c in RUNS_COLUMNS[2:]}
+    row.update({c: known[c] for c in RUNS_OPTIONAL_COLUMNS if c in known})
+    return row
+
+
 def _check_keys(table: str, given: Iterable[str], expected: Sequence[str]) -> None:
     given_set = set(given)
     missing = [c for c in expected if c not in given_set]

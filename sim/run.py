@@ -20,7 +20,7 @@ from .endpoints import Endpoint, Pair
 from .engine.profiles import resolve
 from .link import Link
 from .negotiation import operate
-from .recorder import Recorder
+from .recorder import Recorder, runs_row
 from .result import Result
 from .spec import FaultSpec, GuestSpec, Scenario
 
@@ -185,4 +185,4 @@ def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
     }
     if mig.guest.exact:
         row["memory_match"] = mig.pages_differing() == 0
-    return row
+    return runs_row(**row)

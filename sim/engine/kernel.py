@@ -9,8 +9,10 @@ page would be far too slow for TiB guests; this is one compiled pass.
 
 Arguments come in groups (tuples), each one fact of the migration, so a call reads as what it is:
 
-* ``guest = (dirty_log, zero, version, mem, mem64)``: the guest's pages and KVM's dirty log ``D``;
-* ``bitmap = (pending, chunk_cleared, clear_shift)``: the migration bitmap ``B``;
+* ``guest = (dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64)``: the guest's
+  pages and KVM's dirty log ``D`` (bit-packed, and listed in order of first dirtying);
+* ``bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)``: the migration bitmap
+  ``B``, bit-packed, with its pending count per block of ``2**BLOCK_SHIFT`` pages;
 * ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size)``: the buffered guest
   writes in time order and what a write does to a page (:mod:`sim.engine.content`);
 * ``at = (w_next, cursor, n_pending, started)``: where the writes, the scan and the round are;
@@ -35,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import bits
 from ..encoders.cache import HIT, MISS_INSERTED, MISS_NOT_INSERTED, ZERO_INSERTED, classify_page
 from ..encoders.xbzrle import decode_page, encode_page
 from .content import apply_write
@@ -51,6 +54,8 @@ C_UNCHANGED = 7  # hits with nothing to send
 C_BYTES = 8  # wire bytes
 C_PAGES_SENT = 9  # normal + zero + encoded + plug-in records (what the send loop reports)
 C_DECODE_ERRORS = 10  # exact mode: records the destination's decoder rejected (a model bug)
+
+BLOCK_SHIFT = 12  # the scan skips blocks of 4096 pages with nothing pending
 
 #: the counters' names, in index order
 COUNTERS = ("normal_pages", "zero_pages", "xbzrle_pages", "xbzrle_bytes", "xbzrle_cache_miss",
@@ -78,18 +83,32 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 @njit(inline="always")
 def _apply_write(k, guest, bitmap, writes, exact):
-    dirty_log, zero, version, mem, _ = guest
-    pending, chunk_cleared, clear_shift = bitmap
+    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
+    pending_bits, _, chunk_cleared, clear_shift = bitmap
     _, w_page, w_seed, zero_pattern, pattern, write_size, word_size = writes
     p = w_page[k]
     version[p] += 1
-    zero[p] = zero_pattern
+    if zero_pattern:
+        bits.put(zero_bits, p)
+    else:
+        bits.drop(zero_bits, p)
     if exact:
         apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
     # The write is absorbed (KVM log cleared later) only while the page still waits in B and
     # its clear-chunk has not been re-armed this pass; otherwise it dirties D (REF §1.3).
-    if not (pending[p] and not chunk_cleared[p >> clear_shift]):
-        dirty_log[p] = True
+    if not (bits.test(pending_bits, p) and not chunk_cleared[p >> clear_shift]) \
+            and not bits.test(dirty_bits, p):
+        bits.put(dirty_bits, p)
+        dirty_list[dirty_count[0]] = p
+        dirty_count[0] += 1
+
+
+@njit(inline="always")
+def _take(bitmap, p):
+    """Page ``p`` leaves ``B`` (it is being sent)."""
+    pending_bits, block_count, _, _ = bitmap
+    bits.drop(pending_bits, p)
+    block_count[p >> BLOCK_SHIFT] -= 1
 
 
 @njit(inline="always")
@@ -103,17 +122,22 @@ def _send_raw(p, raw_bytes, counters, exact, mem, dest):
 
 
 @njit(inline="always")
-def _next_pending(pending, cursor):
+def _next_pending(bitmap, cursor, n):
     """The first pending page at or after ``cursor`` in scan order, wrapping at the end of RAM
-    (there must be one); also whether the scan wrapped."""
+    (there must be one); also whether the scan wrapped. Empty blocks and words are skipped."""
+    pending_bits, block_count, _, _ = bitmap
     wrapped = False
-    n = pending.shape[0]
-    while not pending[cursor]:
-        cursor += 1
-        if cursor == n:
+    while True:
+        if block_count[cursor >> BLOCK_SHIFT] == 0:
+            cursor = ((cursor >> BLOCK_SHIFT) + 1) << BLOCK_SHIFT
+        else:
+            q = bits.lowest_at_or_after(pending_bits, cursor, n)
+            if q >= 0:
+                return q, wrapped
+            cursor = ((cursor >> 6) + 1) << 6
+        if cursor >= n:
             cursor = 0
             wrapped = True
-    return cursor, wrapped
 
 
 @njit(inline="always")
@@ -157,7 +181,7 @@ def _xbzrle_hit(p, slot, guest, cache, wire, mode, cpu_costs, counters, dest_mem
                 masks):
     """A cache hit with XBZRLE in force: encode against the cached copy (REF §2.6). Returns
     (wire bytes, leftover for raw, stop the chunk, CPU seconds)."""
-    _, _, version, mem, mem64 = guest
+    version, mem, mem64 = guest[4], guest[5], guest[6]
     _, _, cache_version, cache_data, cache64, xb_sizes = cache
     page_size, xbzrle_header = wire[3], wire[2]
     last_stage, stop_after_encoded, exact = mode[2], mode[4], mode[5]
@@ -219,8 +243,8 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends after
     the first one (the caller fails the migration there); so does an undecodable plug-in's.
     """
-    dirty_log, zero, version, mem, mem64 = guest
-    pending, chunk_cleared, clear_shift = bitmap
+    zero_bits, version, mem, mem64 = guest[3], guest[4], guest[5], guest[6]
+    chunk_cleared, clear_shift = bitmap[2], bitmap[3]
     w_t = writes[0]
     w_next, cursor, n_pending, started = at
     t0, rate, byte_budget, t_limit = window
@@ -228,7 +252,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     address, age, cache_version, cache_data, cache64, xb_sizes = cache
     xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact = mode
     dest_mem, enc_out = dest
-    n = pending.shape[0]
+    n = version.shape[0]
     t = t0
     sent = 0.0
     masks = np.empty((mem64.shape[1] + 7) >> 3, dtype=np.uint64)  # encoder scratch
@@ -247,11 +271,11 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
         # Next pending page from the cursor, wrapping; the first wrap starts XBZRLE (REF §2.6).
-        cursor, wrapped = _next_pending(pending, cursor)
+        cursor, wrapped = _next_pending(bitmap, cursor, n)
         started = started or wrapped
         p = cursor
         chunk_cleared[p >> clear_shift] = True
-        pending[p] = False
+        _take(bitmap, p)
         n_pending -= 1
         cursor += 1
         if cursor == n:
@@ -262,7 +286,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
         hit = -1  # cache slot of a hit XBZRLE did not take
         leftover = False  # not sent yet: plug-ins, else raw
         stop = False
-        zero_record = detect_zero and (_is_zero(mem64[p]) if exact else zero[p])
+        zero_record = detect_zero and (_is_zero(mem64[p]) if exact else bits.test(zero_bits, p))
         outcome = -1  # no cache decision: the cache is off or XBZRLE has not started
         slot = p & mask
         if cache_on and started:
@@ -324,25 +348,26 @@ def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
 
 
 @njit(cache=True)
-def sync_bitmap(pending, dirty_log):
-    """B := B ∪ D, D := ∅. Returns (pages pending after, pages newly dirty)."""
-    n_pending = 0
+def sync_bitmap(bitmap, guest):
+    """B := B ∪ D, D := ∅, walking only the pages D lists. Returns the pages newly pending."""
+    pending_bits, block_count, _, _ = bitmap
+    dirty_bits, dirty_list, dirty_count = guest[0], guest[1], guest[2]
     newly = 0
-    for i in range(pending.shape[0]):
-        if dirty_log[i]:
-            dirty_log[i] = False
-            if not pending[i]:
-                pending[i] = True
-                newly += 1
-        if pending[i]:
-            n_pending += 1
-    return n_pending, newly
+    for i in range(dirty_count[0]):
+        p = dirty_list[i]
+        bits.drop(dirty_bits, p)
+        if not bits.test(pending_bits, p):
+            bits.put(pending_bits, p)
+            block_count[p >> BLOCK_SHIFT] += 1
+            newly += 1
+    dirty_count[0] = 0
+    return newly
 
 
 @njit(cache=True)
-def postcopy_chunk(pending, zero, writes, at, window, sizes, dest_written, stats):
+def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, stats):
     """Post-copy after the switch (REF §5.1): the destination runs the guest while the source
-    pushes the missing pages (``pending``) in scan order. A guest write to a missing page is a
+    pushes the missing pages (``B``) in scan order. A guest write to a missing page is a
     remote fault: the page is requested over the return path and sent at once (``fault_bytes``
     on the link), and the vCPU stalls ``fault_cost`` seconds. ``stats`` accumulates (faults,
     stall seconds, background pages, wire bytes).
@@ -354,10 +379,12 @@ def postcopy_chunk(pending, zero, writes, at, window, sizes, dest_written, stats
     Model note: the guest's later writes are not delayed by its stalls (the write clock is
     fixed), so with many faults the fault count is an upper bound; reads are not modelled.
     """
+    pending_bits = bitmap[0]
     w_t, w_page = writes[0], writes[1]
     w_next, cursor, n_pending = at
     t0, rate, t_limit = window
     raw_bytes, zero_bytes, fault_bytes, fault_cost = sizes
+    n = dest_written.shape[0]
     n_w = w_t.shape[0]
     sent = 0.0
     t = t0
@@ -365,8 +392,8 @@ def postcopy_chunk(pending, zero, writes, at, window, sizes, dest_written, stats
         while w_next < n_w and w_t[w_next] < t:
             p = w_page[w_next]
             dest_written[p] = True
-            if pending[p]:
-                pending[p] = False
+            if bits.test(pending_bits, p):
+                _take(bitmap, p)
                 n_pending -= 1
                 stats[0] += 1.0
                 stats[1] += fault_cost
@@ -375,11 +402,11 @@ def postcopy_chunk(pending, zero, writes, at, window, sizes, dest_written, stats
             w_next += 1
         if n_pending == 0 or t >= t_limit:
             break
-        cursor, _ = _next_pending(pending, cursor)
+        cursor, _ = _next_pending(bitmap, cursor, n)
         p = cursor
-        pending[p] = False
+        _take(bitmap, p)
         n_pending -= 1
-        sent += zero_bytes if zero[p] else raw_bytes
+        sent += zero_bytes if bits.test(zero_bits, p) else raw_bytes
         stats[2] += 1.0
         t = t0 + sent / rate
     stats[3] += sent

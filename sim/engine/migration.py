@@ -165,7 +165,7 @@ class Migration:
         """Dirty-bitmap sync (REF §1.5): merge D into B, open a pass, update the dirty rate."""
         state, period = self.state, self.period
         before = self.bitmap.n_pending
-        newly = self.bitmap.sync(self.guest.dirty_log)
+        newly = self.bitmap.sync(self.guest)
         self.stall += self.guest.pages * self.scenario.source_cpu.sync_per_page
         now = self.env.now
         period.newly += newly

@@ -70,7 +70,8 @@ def run(mig: Migration) -> Generator[simpy.Event, None, None]:
     t_stop = yield from stop_guest(mig, "guest stopped (postcopy)", "postcopy")
     if mig.guest.exact:
         # The source is stopped: what it pushes or serves from now on is its RAM as of now.
-        mig.dest[bitmap.pending] = mig.guest.memory[bitmap.pending]
+        pending = bitmap.pending
+        mig.dest[pending] = mig.guest.memory[pending]
     # The discard list names the pages the destination holds stale copies of.
     sent_at_switch = 8 * bitmap.stale_behind_cursor() + mig.scenario.vm.device_state
     yield from mig.push(sent_at_switch)
@@ -114,7 +115,7 @@ def _push_missing(mig: Migration) -> Generator[simpy.Event, None, None]:
         writes.generate_until(until)
         before = state.postcopy_stats[3]
         t_end, bitmap.cursor, writes.next, bitmap.n_pending = kernel.postcopy_chunk(
-            bitmap.pending, mig.guest.zero, writes.kernel_args(),
+            bitmap.kernel_args(), mig.guest.zero_bits, writes.kernel_args(),
             (writes.next, bitmap.cursor, bitmap.n_pending), (now, rate, until),
             (page_bytes, mig.scenario.wire.zero_page, page_bytes, fault_cost),
             mig.dest_written, state.postcopy_stats)

@@ -73,7 +73,7 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
     mig.throttle = throttle.choose(mig.in_force)(mig.state, mig.scenario.vm, mig.workload,
                                                  lambda: mig.spec, mig.rec)
     mig.bitmap.set_all()
-    mig.guest.dirty_log[:] = False
+    mig.guest.clear_dirty_log()
     mig.period = DirtyRatePeriod(env.now, 0, state.transferred)
     mig.sync("setup")
     yield from mig.pay_stall()

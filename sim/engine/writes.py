@@ -65,6 +65,7 @@ class WriteBuffer:
                  .astype(np.uint64) if self.guest.exact else np.zeros(len(batch), np.uint64))
         self.seed = np.concatenate([self.seed[keep], seeds])
         self.next = 0
+        self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
 
     def apply_until(self, t_end: float) -> None:
         """Apply every write before ``t_end`` to the guest's pages and the dirty log."""

@@ -21,7 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from sim.recorder import EVENTS_COLUMNS, PASSES_COLUMNS, RUNS_COLUMNS, SAMPLES_COLUMNS
+from sim.recorder import (
+    EVENTS_COLUMNS,
+    PASSES_COLUMNS,
+    RUNS_COLUMNS,
+    SAMPLES_COLUMNS,
+)
+from sim.recorder import (
+    runs_row as build_runs_row,
+)
 from sim.result import Result
 
 NAN = math.nan
@@ -87,30 +95,30 @@ def runs_row(obs: Observed, scenario: str) -> dict[str, Any]:
     expected = [float(info["expected-downtime"]) for _, info in obs.samples
                 if info.get("expected-downtime") is not None]
     total_ms = stats.get("total-time") if completed else None
-    row: dict[str, Any] = {
-        "run_id": obs.run_id, "scenario": scenario, "seed": 0, "status": status,
-        "failure_reason": obs.failure_reason or str(obs.final.get("error-desc", "")),
-        "negotiation": "qemu", "capabilities": ",".join(obs.capabilities),
-        "total_time_s": total_ms / 1000 if total_ms is not None else obs.end_t - obs.t0,
-        "setup_time_s": stats.get("setup-time", NAN) / 1000 if stats else NAN,
-        "downtime_s": stats["downtime"] / 1000 if completed and "downtime" in stats else NAN,
-        "expected_downtime_s": expected[-1] / 1000 if expected else NAN,
-        "transferred_bytes": ram.get("transferred"), "precopy_bytes": ram.get("precopy-bytes"),
-        "downtime_bytes": ram.get("downtime-bytes"), "normal_pages": ram.get("normal"),
-        "zero_pages": ram.get("duplicate"), "xbzrle_pages": xb.get("pages", 0),
-        "xbzrle_bytes": xb.get("bytes", 0), "xbzrle_cache_miss": xb.get("cache-miss", 0),
-        "xbzrle_cache_miss_rate": xb.get("cache-miss-rate", NAN),
-        "xbzrle_encoding_rate": xb.get("encoding-rate", NAN),
-        "xbzrle_overflow": xb.get("overflow", 0), "plugin_pages": 0, "plugin_bytes": 0,
-        "dirty_sync_count": ram.get("dirty-sync-count"), "mbps": ram.get("mbps"),
-        "max_throttle_pct": max([float(i.get("cpu-throttle-percentage", 0))
-                                 for _, i in obs.samples] or [0.0]),
+    row: dict[str, Any] = {"run_id": obs.run_id, "scenario": scenario} | build_runs_row(
+        seed=0, status=status,
+        failure_reason=obs.failure_reason or str(obs.final.get("error-desc", "")),
+        negotiation="qemu", capabilities=",".join(obs.capabilities),
+        total_time_s=total_ms / 1000 if total_ms is not None else obs.end_t - obs.t0,
+        setup_time_s=stats.get("setup-time", NAN) / 1000 if stats else NAN,
+        downtime_s=stats["downtime"] / 1000 if completed and "downtime" in stats else NAN,
+        expected_downtime_s=expected[-1] / 1000 if expected else NAN,
+        transferred_bytes=ram.get("transferred"), precopy_bytes=ram.get("precopy-bytes"),
+        downtime_bytes=ram.get("downtime-bytes"), normal_pages=ram.get("normal"),
+        zero_pages=ram.get("duplicate"), xbzrle_pages=xb.get("pages", 0),
+        xbzrle_bytes=xb.get("bytes", 0), xbzrle_cache_miss=xb.get("cache-miss", 0),
+        xbzrle_cache_miss_rate=xb.get("cache-miss-rate", NAN),
+        xbzrle_encoding_rate=xb.get("encoding-rate", NAN),
+        xbzrle_overflow=xb.get("overflow", 0),
+        dirty_sync_count=ram.get("dirty-sync-count"), mbps=ram.get("mbps"),
+        max_throttle_pct=max([float(i.get("cpu-throttle-percentage", 0))
+                              for _, i in obs.samples] or [0.0]),
+        # QMP shows no guest CPU lost or stall time: those stay unknown (NaN).
+        postcopy_faults=ram.get("postcopy-requests", 0),
         # A pre-copy failure or cancel leaves the source running with all its pages; after a
         # completion, pages that differ between the two sides' RAM would be lost.
-        "pages_lost": obs.pages_differing if completed else 0,
-    }
-    if obs.memory_match is not None:
-        row["memory_match"] = obs.memory_match
+        pages_lost=obs.pages_differing if completed else 0,
+        **({} if obs.memory_match is None else {"memory_match": obs.memory_match}))
     return row
 
 
