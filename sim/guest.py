@@ -51,6 +51,7 @@ class Guest:
         else:
             self.memory = np.zeros((1, 8), np.uint8)  # placeholder the kernel never reads
         self.memory64 = self.memory.view(np.uint64)  # the same bytes as 64-bit words
+        self._args = self._kernel_args()
 
     @property
     def zero(self) -> np.ndarray:
@@ -59,11 +60,14 @@ class Guest:
 
     def reserve_dirty(self, writes: int) -> None:
         """Room in the dirty list for ``writes`` more newly dirtied pages (never beyond RAM)."""
+        capacity = self.dirty_list.shape[0]
+        if capacity == self.pages or int(self.dirty_count[0]) + writes <= capacity:
+            return
         need = min(self.pages, int(self.dirty_count[0]) + int(writes))
-        if need > self.dirty_list.shape[0]:
-            grown = np.zeros(min(self.pages, max(need, 2 * self.dirty_list.shape[0])), np.int64)
-            grown[: self.dirty_list.shape[0]] = self.dirty_list
-            self.dirty_list = grown
+        grown = np.zeros(min(self.pages, max(need, 2 * capacity)), np.int64)
+        grown[:capacity] = self.dirty_list
+        self.dirty_list = grown
+        self._args = self._kernel_args()
 
     def clear_dirty_log(self) -> None:
         """D := ∅, in what was dirtied (the migration's setup starts a fresh log)."""
@@ -73,5 +77,8 @@ class Guest:
 
     def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The compiled kernel's ``guest`` group (:mod:`sim.engine.kernel`)."""
+        return self._args
+
+    def _kernel_args(self) -> tuple[np.ndarray, ...]:
         return (self.dirty_bits, self.dirty_list, self.dirty_count, self.zero_bits, self.version,
                 self.memory, self.memory64)

@@ -14,6 +14,7 @@ buffers), so a chunk lasts ``max(wire time, CPU time)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,16 @@ class Pipeline:
                                                             self.page_size) for e in self.plugins])
         if len(self.state.plugin_counts) != n:
             self.state.plugin_counts = np.zeros((n, 2), np.int64)
+        # The kernel's argument groups that stay the same from chunk to chunk.
+        cache = self.cache
+        content = cache.content if cache.content is not None else _PLACEHOLDER
+        self._cache_args = (cache.address, cache.age, cache.version, content,
+                            content.view(np.uint64), self.xb_sizes)
+        self._wire_args = (self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header,
+                           self.page_size, self.detect_zero)
+        self._bitmap_args = self.bitmap.kernel_args()
+        self._dest_args = (self.dest, self.enc_out)
+        self._undecodable = self.xbzrle_undecodable
 
     def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
         """Record sizes and the source thread's costs: one stream, or multifd's packets over
@@ -121,26 +132,21 @@ class Pipeline:
         In exact mode a page for a plug-in comes back from the kernel; it is encoded here and
         the chunk goes on from after it.
         """
-        bitmap, writes, cache = self.bitmap, self.writes, self.cache
-        writes.generate_until(t_limit if np.isfinite(t_limit) else now)
+        bitmap, writes = self.bitmap, self.writes
+        writes.generate_until(t_limit if math.isfinite(t_limit) else now)
         counters = PassCounters()
-        counts_before = self.state.plugin_counts[:, 0].copy()
-        content = cache.content if cache.content is not None else _PLACEHOLDER
-        cache_args = (cache.address, cache.age, cache.version, content,
-                      content.view(np.uint64), self.xb_sizes)
-        wire = (self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header, self.page_size,
-                self.detect_zero)
-        mode = (self.xbzrle_on, self.cache_on, last_stage, self.state.sync_count,
-                self.xbzrle_undecodable, self.guest.exact)
         plugins = (self.plugin_flags, self.plugin_sizes, self.state.plugin_counts)
+        counts_before = plugins[2][:, 0].copy() if self.plugins else None
+        mode = (self.xbzrle_on, self.cache_on, last_stage, self.state.sync_count,
+                self._undecodable, self.guest.exact)
         t0, sent = now, 0.0
         while True:
             t_end, bitmap.cursor, writes.next, bitmap.n_pending, bitmap.round_done, part, page, \
                 slot = kernel.send_chunk(
-                    self.guest.kernel_args(), bitmap.kernel_args(), writes.kernel_args(),
+                    self.guest.kernel_args(), self._bitmap_args, writes.kernel_args(),
                     (writes.next, bitmap.cursor, bitmap.n_pending, bitmap.round_done),
-                    (t0, rate, byte_budget - sent, t_limit), wire, cache_args, mode, plugins,
-                    self.cpu_costs, counters.array, (self.dest, self.enc_out))
+                    (t0, rate, byte_budget - sent, t_limit), self._wire_args, self._cache_args,
+                    mode, plugins, self.cpu_costs, counters.array, self._dest_args)
             sent += part
             if page < 0:
                 break
@@ -152,11 +158,12 @@ class Pipeline:
             if stop:
                 break
         broken = None
-        if self.xbzrle_undecodable and counters["xbzrle_records"] > 0:
+        if self._undecodable and counters["xbzrle_records"] > 0:
             broken = "xbzrle"
-        for j in np.flatnonzero(self.state.plugin_counts[:, 0] > counts_before):
-            if self.plugin_flags[j, 2]:
-                broken = self.plugins[j].name
+        if counts_before is not None:
+            for j in np.flatnonzero(self.state.plugin_counts[:, 0] > counts_before):
+                if self.plugin_flags[j, 2]:
+                    broken = self.plugins[j].name
         if sent > 0 or counters["unchanged_pages"] > 0:
             overhead = self.wire.chunk_overhead
             sent += overhead

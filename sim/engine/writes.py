@@ -45,6 +45,7 @@ class WriteBuffer:
         self.batch = WriteBatch.empty()
         self.seed = np.empty(0, np.uint64)
         self.next = 0
+        self._args = self._kernel_args()
 
     def restart_at(self, t: float) -> None:
         """The guest runs again from ``t`` (on the destination, after a post-copy switch)."""
@@ -65,6 +66,7 @@ class WriteBuffer:
                  .astype(np.uint64) if self.guest.exact else np.zeros(len(batch), np.uint64))
         self.seed = np.concatenate([self.seed[keep], seeds])
         self.next = 0
+        self._args = self._kernel_args()
         self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
 
     def apply_until(self, t_end: float) -> None:
@@ -74,5 +76,8 @@ class WriteBuffer:
                                         self.kernel_args(), self.next, t_end, self.guest.exact)
 
     def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int, int]:
+        return self._args
+
+    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int, int]:
         return (self.batch.t_s, self.batch.page, self.seed, self.zero_pattern, self.pattern,
                 self.write_size, self.word_size)
