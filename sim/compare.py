@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sim import plots
-from sim.result import Result, _write_atomic
+from sim.result import Result, write_atomic
 
 DRIFT_FILE = "drift.csv"
 DRIFT_COLUMNS = ("run", "metric", "baseline", "current", "rel_change", "ok")
@@ -171,7 +171,7 @@ def write_comparison(comparison: Comparison, outdir: str | os.PathLike[str]) -> 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     drift_csv = out / DRIFT_FILE
-    _write_atomic(drift_csv, comparison.drift.to_csv(index=False).encode())
+    write_atomic(drift_csv, comparison.drift.to_csv(index=False).encode())
     written = [drift_csv]
     for metric in figure_metrics(comparison):
         written.append(plots.save_figure(_metric_figure(comparison, metric),

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sim.result import SCENARIO_FILE, scenario_yaml, write_atomic
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -82,11 +84,9 @@ def write_report(result: Result, outdir: str | os.PathLike[str],
         pngs = [out / name for name in FIGURES if (out / name).is_file()]
     else:
         pngs = [Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).is_file()]
-    page = render_report(result, pngs, scenario_yaml(result, out), source=out.name)
+    page = render_report(result, pngs, saved_scenario(result, out), source=out.name)
     path = out / REPORT_FILE
-    from sim.result import _write_atomic
-
-    _write_atomic(path, page.encode("utf-8"))
+    write_atomic(path, page.encode("utf-8"))
     return path
 
 
@@ -194,19 +194,15 @@ def events_section(events: pd.DataFrame) -> str:
             f"</thead>\n<tbody>\n{rows}\n</tbody>\n</table>")
 
 
-def scenario_yaml(result: Result, outdir: Path) -> str | None:
+def saved_scenario(result: Result, outdir: Path) -> str | None:
     """The scenario as saved next to the tables, else as the Result's Scenario writes it."""
-    from sim.result import SCENARIO_FILE
-
     saved = outdir / SCENARIO_FILE
     if saved.is_file():
         return saved.read_text(encoding="utf-8")
     if result.scenario is None:
         return None
     try:
-        from sim.result import _scenario_yaml
-
-        return _scenario_yaml(result.scenario)
+        return scenario_yaml(result.scenario)
     except Exception as err:  # the page is still useful without it
         return f"(scenario not shown: {type(err).__name__}: {err})"
 

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from sim.recorder import KINDS, RUNS_COLUMNS, Recorder
-from sim.result import SCENARIO_FILE, Result, _scenario_yaml
+from sim.result import SCENARIO_FILE, Result, scenario_yaml
 from sim.run import run_one
 from sim.spec import Scenario
 
@@ -141,7 +141,7 @@ def _load_member(directory: Path, member: Scenario) -> Result | None:
     ``scenario.yaml`` is written last, so its presence means the tables are complete.
     """
     try:
-        if (directory / SCENARIO_FILE).read_text() != _scenario_yaml(member):
+        if (directory / SCENARIO_FILE).read_text() != scenario_yaml(member):
             return None
         result = Result.load(directory, with_scenario=False)
     except (OSError, ValueError):
