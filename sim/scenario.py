@@ -45,11 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import itertools
 import math
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -59,8 +57,7 @@ from typing import Any
 
 import yaml
 
-from sim import capabilities, units
-from sim.encoders import load_entry_points
+from sim import capabilities, plugins, units
 from sim.errors import ScenarioError
 from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
@@ -1060,23 +1057,6 @@ def from_dict(data: Mapping[str, object], *, file: str = "<dict>",
         raise _one_line(e) from e.__cause__
 
 
-def _import_plugin(module: str, file: str) -> None:
-    """Import a plug-in module; the scenario's directory and the working directory are searched
-    too (a console script does not have the working directory on ``sys.path``)."""
-    if module in sys.modules:
-        return
-    extra = [str(Path.cwd())]
-    if not file.startswith("<"):
-        extra.insert(0, str(Path(file).resolve().parent))
-    added = [p for p in extra if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        importlib.import_module(module)
-    finally:
-        for p in added:
-            sys.path.remove(p)
-
-
 def _finish(doc: _Document, data: dict[str, Any],
             overrides: Mapping[str, object] | None) -> Scenario:
     for key, value in (overrides or {}).items():
@@ -1084,7 +1064,7 @@ def _finish(doc: _Document, data: dict[str, Any],
     doc.merge_guests(data)
     builder = _Builder(doc)
     try:
-        load_entry_points()  # installed packages' encoders, once
+        plugins.load_entry_points()  # installed packages' encoders, once
     except ImportError as e:
         raise ScenarioError(str(e), file=doc.file) from e
     if "plugins" in data:  # imported first: they register capabilities, encoders, workloads
@@ -1092,7 +1072,7 @@ def _finish(doc: _Document, data: dict[str, Any],
         for i, module in enumerate(builder.value(_hints(Scenario)["plugins"], field,
                                                  data["plugins"], "plugins")):
             try:
-                _import_plugin(module, doc.file)
+                plugins.import_plugin(module, doc.file)
             except Exception as e:  # any error in a plug-in is an error of this scenario
                 raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
                                                  f"{type(e).__name__}: {_clip(str(e), 200)}") from e
