@@ -82,7 +82,9 @@ def run_member(member: Scenario, scenario_name: str) -> tuple[Result, str | None
 
 
 def _load_plugins(member: Scenario) -> None:
-    # A fresh worker has not loaded the scenario file, so its plug-in encoders are not registered.
+    # A fresh worker has not loaded the scenario file, so neither the installed packages' encoders
+    # nor its plug-in modules' are registered (where the scenario was loaded, both are no-ops).
+    plugins.load_entry_points()
     for module in member.plugins:
         plugins.import_plugin(module, member.source_file or "<sweep>")
 
