@@ -171,8 +171,9 @@ def _inline_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return keys
 
 
-def _key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
-    """The field and type a dotted key such as ``vm.memory`` names, through sections only."""
+def key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
+    """The field and type a dotted key such as ``vm.memory`` names, through sections only; None
+    for a key that names no field. Sweep keys are exactly the keys this resolves."""
     cls: Any = Scenario
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -187,6 +188,12 @@ def _key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
             return None
         cls = inner
     return None
+
+
+def key_unit(key: str) -> str | None:
+    """The unit kind (``size`` | ``rate`` | ``time``) of a dotted key, or None (no unit, no key)."""
+    target = key_field(key)
+    return target[0].metadata.get("unit") if target is not None else None
 
 
 def _split_key(key: str) -> list[str]:
@@ -847,7 +854,7 @@ class _Builder:
                     raise doc.error(child, f"expected a repeat index >= 0 {doc.got(child, item)}")
                 out.append((key, item))
                 continue
-            target = _key_field(key)
+            target = key_field(key)
             if target is None or key.split(".")[0] in _NOT_SWEPT:
                 leaves = [k for k in SCENARIO_KEYS if "[]" not in k
                           and k.split(".")[0] not in _NOT_SWEPT]
@@ -1165,8 +1172,7 @@ def _labels(keys: list[str]) -> dict[str, str]:
 
 
 def _name_value(sweep: Any, key: str, value: object) -> str:
-    target = _key_field(key)
-    unit = target[0].metadata.get("unit") if target else None
+    unit = key_unit(key)
     if value is None:
         text = "null"
     elif unit is not None and isinstance(value, int | float):
@@ -1286,7 +1292,7 @@ def _dump_value(tp: Any, f: dataclasses.Field[Any], value: Any) -> Any:
         many = _list_item(keyed) is not None
         out: dict[str, Any] = {}
         for key, item in value:
-            target = _key_field(key)
+            target = key_field(key)
             if target is None:
                 out[key] = list(item) if many else item
             elif many:
