@@ -154,36 +154,11 @@ class Progress:
 
 # -- the summary table ---------------------------------------------------------------------------
 
-# summary() column -> (header, format); columns not listed print as strings with their own name.
-SUMMARY_FORMATS: dict[str, tuple[str, str]] = {
-    "status": ("status", "s"),
-    "total_s": ("total s", ".2f"),
-    "downtime_ms": ("downtime ms", ".1f"),
-    "transferred_MiB": ("transferred MiB", ".1f"),
-    "passes": ("passes", "d"),
-    "mbps": ("mbps", ".1f"),
-    "xbzrle_pages": ("xbzrle pages", "d"),
-    "throttle_pct": ("throttle %", ".0f"),
-    "memory_match": ("memory match", "s"),
-    "failure_reason": ("failure reason", "s"),
-}
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if fmt == "s":
-        return str(value)
-    try:
-        if fmt == "d":
-            return f"{int(value):d}"
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return str(value)
-
 
 def format_summary(summary: pd.DataFrame) -> str:
     """A fixed-width text table (numbers right-aligned) of ``Result.summary()``."""
+    from sim import labels
+
     columns = [c for c in summary.columns if c != "run_id" or summary["run_id"].nunique() > 1]
     if "scenario" in columns and summary["scenario"].nunique() <= 1 and len(summary) > 1:
         columns.remove("scenario")
@@ -191,10 +166,10 @@ def format_summary(summary: pd.DataFrame) -> str:
     cells: list[list[str]] = []
     right: list[bool] = []
     for c in columns:
-        header, fmt = SUMMARY_FORMATS.get(c, (c, "s"))
-        headers.append(header)
-        cells.append([_cell(v, fmt) for v in summary[c]])
-        right.append(fmt != "s")
+        shown = labels.summary_column(c)
+        headers.append(shown.terminal)
+        cells.append([labels.format_cell(v, shown.format) for v in summary[c]])
+        right.append(shown.format != "s")
     widths = [max([len(h), *(len(x) for x in col)]) for h, col in zip(headers, cells, strict=True)]
 
     def line(values: Sequence[str]) -> str:

@@ -14,10 +14,8 @@ against the cache size), ``plot_downtime_cdf`` and ``plot_fleet``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +27,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from sim.labels import format_param, metric_axis, param_axis, param_unit
+from sim.units import MiB
+
 if TYPE_CHECKING:
     from sim.result import Result
 
-MiB = 1024 * 1024
 
 # Statuses that mean the guest is stopped for the switchover (REF §7.5).
 SWITCHOVER_STATUSES = ("pre-switchover", "device")
@@ -50,38 +50,6 @@ CACHE_SIZE_KEY = "migration.xbzrle_cache_size"
 SWEEP_METRICS = ("total_time_s", "downtime_s")
 # Parameter columns that are not swept scenario keys.
 NOT_SWEPT = ("vm", "repeat")
-
-# runs metric -> (axis label with unit, factor from the table's unit)
-METRIC_AXES: dict[str, tuple[str, float]] = {
-    "total_time_s": ("total time (s)", 1.0),
-    "setup_time_s": ("setup time (s)", 1.0),
-    "downtime_s": ("downtime (ms)", 1e3),
-    "expected_downtime_s": ("expected downtime (ms)", 1e3),
-    "transferred_bytes": ("transferred (MiB)", 1.0 / MiB),
-    "precopy_bytes": ("sent during pre-copy (MiB)", 1.0 / MiB),
-    "downtime_bytes": ("sent during downtime (MiB)", 1.0 / MiB),
-    "normal_pages": ("raw pages (pages)", 1.0),
-    "zero_pages": ("zero pages (pages)", 1.0),
-    "xbzrle_pages": ("XBZRLE pages (pages)", 1.0),
-    "xbzrle_bytes": ("XBZRLE bytes (MiB)", 1.0 / MiB),
-    "xbzrle_cache_miss": ("XBZRLE cache misses (pages)", 1.0),
-    "xbzrle_cache_miss_rate": ("XBZRLE cache miss rate (%)", 100.0),
-    "xbzrle_encoding_rate": ("XBZRLE encoding rate (page bytes per wire byte)", 1.0),
-    "xbzrle_overflow": ("XBZRLE overflows (pages)", 1.0),
-    "plugin_pages": ("plug-in pages (pages)", 1.0),
-    "plugin_bytes": ("plug-in bytes (MiB)", 1.0 / MiB),
-    "dirty_sync_count": ("dirty-bitmap syncs (count)", 1.0),
-    "mbps": ("throughput (Mbit/s)", 1.0),
-    "max_throttle_pct": ("max throttle (%)", 1.0),
-    "pages_lost": ("pages lost (pages)", 1.0),
-}
-# scenario key unit (sim.spec field metadata) -> (axis unit, factor from SI)
-PARAM_UNITS: dict[str, tuple[str, float]] = {
-    "size": ("MiB", 1.0 / MiB),
-    "rate": ("MiB/s", 1.0 / MiB),
-    "time": ("s", 1.0),
-}
-
 
 def _new_axes() -> Axes:
     """An Axes from pyplot, falling back to the Agg backend when none has been chosen."""
@@ -309,53 +277,6 @@ def swept_params(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
     """The swept scenario keys among ``params`` that take more than one value (not vm, repeat)."""
     return [p for p in params if p not in NOT_SWEPT and p in runs.columns
             and runs[p].astype(str).nunique() > 1]
-
-
-def param_unit(key: str) -> str | None:
-    """The unit kind (``size`` | ``rate`` | ``time``) of a dotted scenario key, from sim.spec."""
-    from sim.spec import Scenario
-
-    cls: Any = Scenario
-    unit = None
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(cls):
-            return None
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            return None
-        unit = fields[part].metadata.get("unit")
-        hint = typing.get_type_hints(cls).get(part)
-        cls = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
-    return unit
-
-
-def param_axis(key: str) -> tuple[str, float]:
-    """Axis label (with unit) and the factor from the table's SI value, for a swept key."""
-    unit = PARAM_UNITS.get(param_unit(key) or "")
-    if unit is None:
-        return key, 1.0
-    return f"{key} ({unit[0]})", unit[1]
-
-
-def format_param(key: str, value: Any) -> str:
-    """A swept value for people: ``64 MiB``, ``1 Gbit/s``, ``300 ms``; others as given."""
-    from sim import units
-
-    unit = param_unit(key)
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return str(value)
-    if unit == "size":
-        return units.format_size(int(value))
-    if unit == "rate":
-        return units.format_rate(float(value))
-    if unit == "time":
-        return units.format_time(float(value))
-    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
-
-
-def metric_axis(metric: str) -> tuple[str, float]:
-    """Axis label (with unit) and factor from the runs table's unit, for a runs metric."""
-    return METRIC_AXES.get(metric, (metric, 1.0))
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import math
 import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sim.labels import format_cell, format_param, summary_column
 from sim.result import SCENARIO_FILE, scenario_yaml, write_atomic
 
 if TYPE_CHECKING:
@@ -37,23 +37,6 @@ FIGURES: dict[str, str] = {
     "downtime-cdf.png": "Empirical CDF of the downtime over the completed runs.",
     "fleet.png": "Per run of the fleet: migrations not completed, bytes sent, time until the last "
                  "guest is done, each guest's downtime.",
-}
-
-# Result.summary() column -> (header with unit, format); swept parameters use their key.
-COLUMNS: dict[str, tuple[str, str]] = {
-    "run_id": ("run", "s"),
-    "vm": ("guest", "s"),
-    "scenario": ("scenario", "s"),
-    "status": ("status", "s"),
-    "total_s": ("total time (s)", ".2f"),
-    "downtime_ms": ("downtime (ms)", ".1f"),
-    "transferred_MiB": ("transferred (MiB)", ".1f"),
-    "passes": ("bitmap syncs", "d"),
-    "mbps": ("throughput (Mbit/s)", ".1f"),
-    "xbzrle_pages": ("XBZRLE pages", "d"),
-    "throttle_pct": ("max throttle (%)", ".0f"),
-    "memory_match": ("memory match", "s"),
-    "failure_reason": ("failure reason", "s"),
 }
 
 STYLE = """
@@ -152,8 +135,6 @@ def status_line(runs: pd.DataFrame) -> str:
 
 def runs_table(result: Result) -> str:
     """The runs as an HTML table: Result.summary() with units in the headers."""
-    from sim.plots import format_param
-
     summary = result.summary()
     if not len(summary):
         return "<p>(no runs)</p>"
@@ -162,7 +143,7 @@ def runs_table(result: Result) -> str:
     params = set(result.params)
     head = []
     for column in summary.columns:
-        header = column if column in params and column != "vm" else COLUMNS.get(column, (column,))[0]
+        header = column if column in params and column != "vm" else summary_column(column).report
         head.append(f"<th>{_esc(header)}</th>")
     rows = []
     for _, row in summary.iterrows():
@@ -172,8 +153,8 @@ def runs_table(result: Result) -> str:
             if column in params and column != "vm":
                 text, numeric = format_param(column, value), False
             else:
-                fmt = COLUMNS.get(column, (column, "s"))[1]
-                text, numeric = _cell(value, fmt), fmt != "s"
+                fmt = summary_column(column).format
+                text, numeric = format_cell(value, fmt), fmt != "s"
             cls = ' class="num"' if numeric else ""
             cells.append(f"<td{cls}>{_esc(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -233,14 +214,3 @@ def _figure(path: Path) -> str:
     return (f'<figure id="{_esc(path.stem)}">\n'
             f'<img src="data:image/png;base64,{data}" alt="{_esc(caption)}">\n'
             f"<figcaption>{_esc(path.name)}: {_esc(caption)}</figcaption>\n</figure>")
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if fmt == "s":
-        return str(value)
-    try:
-        return f"{int(value):d}" if fmt == "d" else format(float(value), fmt)
-    except (TypeError, ValueError):
-        return str(value)
