@@ -243,8 +243,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.save(outdir)
         written = [name for name in SAVED_FILES if (outdir / name).is_file()]
         if not args.no_plots:
-            plots = _module("sim.plots")
-            for path in plots.draw_standard_figures(result, outdir):
+            figures = _module("sim.figures")
+            for path in figures.draw_standard_figures(result, outdir):
                 if path.name not in written:
                     written.append(path.name)
         print(f"wrote {outdir}/: {' '.join(written)}")
@@ -292,7 +292,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(format_summary(result.summary()))
     written = [name for name in SAVED_FILES if (outdir / name).is_file()]
     if not args.no_plots:
-        for path in _module("sim.plots").draw_standard_figures(result, outdir):
+        for path in _module("sim.figures").draw_standard_figures(result, outdir):
             if path.name not in written:
                 written.append(path.name)
     print(f"wrote {outdir}/: {' '.join(written)} members/")
@@ -394,7 +394,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     result = _module("sim.result").Result.load(results_dir, with_scenario=False)
-    for path in _module("sim.plots").draw_standard_figures(result, results_dir):
+    for path in _module("sim.figures").draw_standard_figures(result, results_dir):
         print(f"wrote {path}")
     return EXIT_OK
 

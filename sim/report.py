@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page per results directory, for eyes and for CI artifacts.
 
-``write_report(result, outdir)`` writes the scenario's name, a summary table of the runs (units in
-the headers), the standard figures embedded as base64 PNGs (so the file stands alone), the
-scenario YAML, the events count and what generated the page. No JavaScript; every text is escaped.
-``draw_standard_figures`` calls it after drawing, so ``migsim run`` and ``migsim plot`` leave it.
+``write_report(result, outdir, figures)`` writes the scenario's name, a summary table of the runs
+(units in the headers, from :mod:`sim.labels`), the figures it is given as (PNG, caption) pairs
+embedded as base64 (so the file stands alone), the scenario YAML, the events count and what
+generated the page. No JavaScript; every text is escaped. ``sim.figures.draw_standard_figures``
+calls it after drawing, so ``migsim run`` and ``migsim plot`` leave it.
 """
 
 from __future__ import annotations
@@ -27,18 +28,6 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "report.html"
 
-# The figures draw_standard_figures may write, in page order, with their captions.
-FIGURES: dict[str, str] = {
-    "timeline.png": "Pending bytes, threshold and bandwidth over time; dotted lines are "
-                    "dirty-bitmap syncs, the solid line the switchover.",
-    "passes.png": "Pages sent per pass by encoding (bars) and bytes sent per pass (line).",
-    "sweep.png": "Total time and downtime against the swept parameter (mean; band: min-max).",
-    "xbzrle-cache.png": "XBZRLE cache miss rate and bytes saved against the cache size.",
-    "downtime-cdf.png": "Empirical CDF of the downtime over the completed runs.",
-    "fleet.png": "Per run of the fleet: migrations not completed, bytes sent, time until the last "
-                 "guest is done, each guest's downtime.",
-}
-
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -55,25 +44,23 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
 
 
 def write_report(result: Result, outdir: str | os.PathLike[str],
-                 figures: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+                 figures: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> Path:
     """Write ``outdir/report.html`` and return its path.
 
-    ``figures``: the PNGs to embed (those not on disk are left out); by default every standard
-    figure present in ``outdir``.
+    ``figures``: the PNGs to embed, as (path, caption) pairs in page order; those not on disk are
+    left out. ``sim.figures.draw_standard_figures`` passes the standard figures it drew.
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    if figures is None:
-        pngs = [out / name for name in FIGURES if (out / name).is_file()]
-    else:
-        pngs = [Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).is_file()]
+    pngs = [(Path(f), caption) for f, caption in figures
+            if Path(f).suffix == ".png" and Path(f).is_file()]
     page = render_report(result, pngs, saved_scenario(result, out), source=out.name)
     path = out / REPORT_FILE
     write_atomic(path, page.encode("utf-8"))
     return path
 
 
-def render_report(result: Result, figures: Sequence[Path], scenario_text: str | None,
+def render_report(result: Result, figures: Sequence[tuple[Path, str]], scenario_text: str | None,
                   source: str = "") -> str:
     """The page as a string (see ``write_report``)."""
     name = scenario_name(result) or source or "results"
@@ -91,7 +78,7 @@ def render_report(result: Result, figures: Sequence[Path], scenario_text: str | 
         "<h2>Runs</h2>",
         runs_table(result),
         "<h2>Figures</h2>",
-        *(_figure(path) for path in figures),
+        *(_figure(path, caption) for path, caption in figures),
         "" if figures else "<p>(no figures)</p>",
         "<h2>Events</h2>",
         events_section(result.events),
@@ -208,9 +195,8 @@ def _esc(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _figure(path: Path) -> str:
+def _figure(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    caption = FIGURES.get(path.name, path.stem)
     return (f'<figure id="{_esc(path.stem)}">\n'
             f'<img src="data:image/png;base64,{data}" alt="{_esc(caption)}">\n'
             f"<figcaption>{_esc(path.name)}: {_esc(caption)}</figcaption>\n</figure>")

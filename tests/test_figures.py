@@ -11,10 +11,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from sim.figures import draw_standard_figures
+from sim.labels import format_param, param_unit
 from sim.plots import (
-    draw_standard_figures,
-    format_param,
-    param_unit,
     plot_downtime_cdf,
     plot_metric_comparison,
     plot_passes,

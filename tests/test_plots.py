@@ -10,8 +10,8 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sim.figures import draw_standard_figures
 from sim.plots import (
-    draw_standard_figures,
     plot_pending,
     plot_timeline,
     switchover_time,
