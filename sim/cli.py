@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from sim.errors import ScenarioError
+from sim.units import MiB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -444,7 +445,7 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     # Compile (or load) the numba kernels now, so a client's first migration does not stall the
     # server for the ~20 s a fresh install needs.
     spec = _module("sim.spec")
-    _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 << 20)))
+    _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 * MiB)))
     testbed = _module("sim.endpoints").Testbed(scenario)
 
     def ready(server: Any) -> None:

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from sim.labels import format_param, metric_axis, param_axis, param_unit
-from sim.units import MiB
+from sim.units import GiB, MiB
 
 # Statuses that mean the guest is stopped for the switchover (REF §7.5).
 SWITCHOVER_STATUSES = ("pre-switchover", "device")
@@ -412,7 +412,7 @@ def plot_fleet(runs: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequen
     labels = [str(r).rsplit("=", 1)[-1] if "=" in str(r) else str(r) for r in run_ids]
     grouped = runs.groupby("run_id", sort=False)
     failed = [int((g["status"] != "completed").sum()) for _, g in grouped]
-    sent = [g["transferred_bytes"].sum() / 2**30 for _, g in grouped]
+    sent = [g["transferred_bytes"].sum() / GiB for _, g in grouped]
     makespan = [g["total_time_s"].max() for _, g in grouped]
     x = np.arange(len(run_ids))
     for ax, values, ylabel in zip(axes[:3], (failed, sent, makespan),

@@ -28,8 +28,7 @@ from sim.recorder import (
     runs_column_order,
 )
 from sim.spec import Scenario
-
-MiB = 1024 * 1024
+from sim.units import MiB
 
 SCENARIO_FILE = "scenario.yaml"
 RUNS_CSV = "runs.csv"

@@ -78,7 +78,7 @@ __all__ = [
 
 MAX_NODES = 100_000  # YAML nodes after alias expansion
 MAX_DEPTH = 50  # nesting of mappings and lists
-MAX_BYTES = 1024 * 1024  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
+MAX_BYTES = units.MiB  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
 MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
 
