@@ -12,8 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sim import units
-from sim.scenario import key_unit
+from sim import scenario, units
 from sim.units import MiB
 
 # runs metric -> (axis label with unit, factor from the table's unit)
@@ -50,7 +49,7 @@ PARAM_UNITS: dict[str, tuple[str, float]] = {
 
 def param_unit(key: str) -> str | None:
     """The unit kind (``size`` | ``rate`` | ``time``) of a dotted scenario key, from sim.spec."""
-    return key_unit(key)
+    return scenario.key_unit(key)
 
 
 def param_axis(key: str) -> tuple[str, float]:
