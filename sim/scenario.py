@@ -70,6 +70,8 @@ __all__ = [
     "KeyInfo",
     "expand",
     "from_dict",
+    "key_field",
+    "key_unit",
     "load_scenario",
     "loads_scenario",
     "scenario_keys",
@@ -173,7 +175,7 @@ def _inline_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
 
 def key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
     """The field and type a dotted key such as ``vm.memory`` names, through sections only; None
-    for a key that names no field. Sweep keys are exactly the keys this resolves."""
+    for a key that names no field (every sweep key names one)."""
     cls: Any = Scenario
     parts = key.split(".")
     for i, part in enumerate(parts):
