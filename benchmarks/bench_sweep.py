@@ -16,16 +16,8 @@ TARGET_SPEEDUP = 1.7
 
 
 def scenario():  # type: ignore[no-untyped-def]
-    from sim.spec import (
-        GiB,
-        LinkSpec,
-        MiB,
-        MigrationSpec,
-        Scenario,
-        SweepSpec,
-        VmSpec,
-        WorkloadSpec,
-    )
+    from sim.spec import LinkSpec, MigrationSpec, Scenario, SweepSpec, VmSpec, WorkloadSpec
+    from sim.units import GiB, MiB
 
     rates = tuple(float(10_000 + 500 * i) for i in range(MEMBERS // 10))
     return Scenario(name="bench-sweep", seed=1, vm=VmSpec(memory=GiB, zero_fraction=0.25),
@@ -37,8 +29,9 @@ def scenario():  # type: ignore[no-untyped-def]
 
 def main() -> None:
     from sim.run import run_one
-    from sim.spec import MiB, Scenario, VmSpec
+    from sim.spec import Scenario, VmSpec
     from sim.sweep import sweep
+    from sim.units import MiB
 
     run_one(Scenario(name="warm", vm=VmSpec(memory=64 * MiB)))  # numba load, not timed
     sc = scenario()

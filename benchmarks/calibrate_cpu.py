@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 
-SIZE = 256 << 20
+from sim.units import MiB
+
+SIZE = 256 * MiB
 
 
 def rate(fn, nbytes: int, repeats: int = 7) -> float:

@@ -28,7 +28,8 @@ SIZES = os.environ.get("MIGSIM_BENCH_SIZES")  # e.g. "16,256" for a quick look
 _CHILD = r"""
 import json, resource, sys, time
 from sim.run import run_one
-from sim.spec import GiB, MiB, LinkSpec, MigrationSpec, Scenario, VmSpec, WorkloadSpec
+from sim.spec import LinkSpec, MigrationSpec, Scenario, VmSpec, WorkloadSpec
+from sim.units import GiB, MiB
 mem = int(sys.argv[1])
 sc = Scenario(name=f"bench-{mem}g", seed=1, vm=VmSpec(memory=mem * GiB, zero_fraction=0.25),
               workload=WorkloadSpec(kind="hotspot", writes_per_s=100_000, hot_set=1 * GiB),

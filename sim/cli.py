@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from sim.errors import ScenarioError
+from sim.units import MiB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,36 +155,11 @@ class Progress:
 
 # -- the summary table ---------------------------------------------------------------------------
 
-# summary() column -> (header, format); columns not listed print as strings with their own name.
-SUMMARY_FORMATS: dict[str, tuple[str, str]] = {
-    "status": ("status", "s"),
-    "total_s": ("total s", ".2f"),
-    "downtime_ms": ("downtime ms", ".1f"),
-    "transferred_MiB": ("transferred MiB", ".1f"),
-    "passes": ("passes", "d"),
-    "mbps": ("mbps", ".1f"),
-    "xbzrle_pages": ("xbzrle pages", "d"),
-    "throttle_pct": ("throttle %", ".0f"),
-    "memory_match": ("memory match", "s"),
-    "failure_reason": ("failure reason", "s"),
-}
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if fmt == "s":
-        return str(value)
-    try:
-        if fmt == "d":
-            return f"{int(value):d}"
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return str(value)
-
 
 def format_summary(summary: pd.DataFrame) -> str:
     """A fixed-width text table (numbers right-aligned) of ``Result.summary()``."""
+    from sim import labels
+
     columns = [c for c in summary.columns if c != "run_id" or summary["run_id"].nunique() > 1]
     if "scenario" in columns and summary["scenario"].nunique() <= 1 and len(summary) > 1:
         columns.remove("scenario")
@@ -191,10 +167,10 @@ def format_summary(summary: pd.DataFrame) -> str:
     cells: list[list[str]] = []
     right: list[bool] = []
     for c in columns:
-        header, fmt = SUMMARY_FORMATS.get(c, (c, "s"))
-        headers.append(header)
-        cells.append([_cell(v, fmt) for v in summary[c]])
-        right.append(fmt != "s")
+        shown = labels.summary_column(c)
+        headers.append(shown.terminal)
+        cells.append([labels.format_cell(v, shown.format) for v in summary[c]])
+        right.append(shown.format != "s")
     widths = [max([len(h), *(len(x) for x in col)]) for h, col in zip(headers, cells, strict=True)]
 
     def line(values: Sequence[str]) -> str:
@@ -268,8 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.save(outdir)
         written = [name for name in SAVED_FILES if (outdir / name).is_file()]
         if not args.no_plots:
-            plots = _module("sim.plots")
-            for path in plots.draw_standard_figures(result, outdir):
+            figures = _module("sim.figures")
+            for path in figures.draw_standard_figures(result, outdir):
                 if path.name not in written:
                     written.append(path.name)
         print(f"wrote {outdir}/: {' '.join(written)}")
@@ -317,7 +293,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(format_summary(result.summary()))
     written = [name for name in SAVED_FILES if (outdir / name).is_file()]
     if not args.no_plots:
-        for path in _module("sim.plots").draw_standard_figures(result, outdir):
+        for path in _module("sim.figures").draw_standard_figures(result, outdir):
             if path.name not in written:
                 written.append(path.name)
     print(f"wrote {outdir}/: {' '.join(written)} members/")
@@ -419,7 +395,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     result = _module("sim.result").Result.load(results_dir, with_scenario=False)
-    for path in _module("sim.plots").draw_standard_figures(result, results_dir):
+    for path in _module("sim.figures").draw_standard_figures(result, results_dir):
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -469,7 +445,7 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     # Compile (or load) the numba kernels now, so a client's first migration does not stall the
     # server for the ~20 s a fresh install needs.
     spec = _module("sim.spec")
-    _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 << 20)))
+    _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 * MiB)))
     testbed = _module("sim.run").Testbed(scenario)
 
     def ready(server: Any) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sim import plots
-from sim.result import Result, _write_atomic
+from sim import figures, plots
+from sim.result import Result, write_atomic
 
 DRIFT_FILE = "drift.csv"
 DRIFT_COLUMNS = ("run", "metric", "baseline", "current", "rel_change", "ok")
@@ -171,14 +171,14 @@ def write_comparison(comparison: Comparison, outdir: str | os.PathLike[str]) -> 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     drift_csv = out / DRIFT_FILE
-    _write_atomic(drift_csv, comparison.drift.to_csv(index=False).encode())
+    write_atomic(drift_csv, comparison.drift.to_csv(index=False).encode())
     written = [drift_csv]
     for metric in figure_metrics(comparison):
-        written.append(plots.save_figure(_metric_figure(comparison, metric),
-                                         out / f"compare-{metric}.png"))
+        written.append(figures.save_figure(_metric_figure(comparison, metric),
+                                           out / f"compare-{metric}.png"))
     timeline = _timeline_figure(comparison)
     if timeline is not None:
-        written.append(plots.save_figure(timeline, out / "compare-timeline.png"))
+        written.append(figures.save_figure(timeline, out / "compare-timeline.png"))
     return written
 
 

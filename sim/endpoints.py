@@ -40,11 +40,11 @@ from .errors import QmpError, ScenarioError
 from .link import Link
 from .recorder import Recorder
 from .spec import EndpointSpec, FaultSpec, MigrationSpec, Scenario
+from .units import MiB
 
 Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
 
-MiB = 1 << 20
 
 
 

@@ -2,7 +2,7 @@
 fault (down, degraded), a latency, and fair sharing between the migrations that use it.
 
 QEMU's ``max-bandwidth`` is not the link: it is a per-100 ms byte budget the migration thread
-imposes on itself (REF §1.2), applied in :mod:`sim.precopy`. The link only says how fast bytes
+imposes on itself (REF §1.2), applied in :mod:`sim.engine.precopy`. The link only says how fast bytes
 leave once the thread sends them.
 
 Sharing (fleet scenarios, DESIGN §3): every migration between its setup and its end is a *flow*.

@@ -2,25 +2,24 @@
 Axes, returns the Axes, and computes nothing the tables do not already hold (unit scaling, means
 over repeats, and XBZRLE's bytes saved from its pages and encoding rate).
 
-``draw_standard_figures(result, outdir)`` writes the figures ``migsim run`` and ``migsim plot``
-leave next to the tables (and ``report.html``, which embeds them). It draws on bare ``Figure``
-objects, so it never touches pyplot's state.
+Without an ``ax`` a ``plot_*`` draws on a new pyplot Axes; :mod:`sim.figures` puts them together
+into the standard figures ``migsim run`` and ``migsim plot`` leave next to the tables, on bare
+``Figure`` objects. A few helpers read the tables as the plots do (``sync_times``,
+``switchover_time``, ``completed_downtimes``, ``xbzrle_bytes_saved``, ``run_ids_of``).
 
-The figures: ``plot_timeline`` (pending bytes, threshold, bandwidth and throttle over time),
+The primitives: ``plot_timeline`` (pending bytes, threshold, bandwidth and throttle over time),
 ``plot_passes`` (pages per pass by encoding, bytes per pass), ``plot_sweep`` (a runs metric against
 a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and bytes saved
-against the cache size), ``plot_downtime_cdf`` and ``plot_fleet``.
+against the cache size), ``plot_downtime_cdf``, ``plot_fleet``, and for ``migsim compare``
+``plot_metric_comparison`` and ``plot_pending_comparison``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import typing
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -29,59 +28,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-if TYPE_CHECKING:
-    from sim.result import Result
-
-MiB = 1024 * 1024
+from sim.labels import format_param, metric_axis, param_axis, param_unit
+from sim.units import GiB, MiB
 
 # Statuses that mean the guest is stopped for the switchover (REF §7.5).
 SWITCHOVER_STATUSES = ("pre-switchover", "device")
-# Above this many runs the timeline becomes one overlay of pending bytes instead of small multiples.
-MAX_SMALL_MULTIPLES = 9
-# Per-pass bars are drawn for at most this many (run, guest) timelines.
-MAX_PASS_PANELS = 4
 # Above this many passes a run's per-pass bars become filled steps (one artist per kind).
 MAX_PASS_BARS = 40
-# The downtime CDF needs at least this many completed runs to say anything.
-MIN_CDF_RUNS = 5
 # The swept key that the XBZRLE cache curve is drawn against.
 CACHE_SIZE_KEY = "migration.xbzrle_cache_size"
-# Swept metrics drawn by draw_standard_figures when the scenario has a sweep.
-SWEEP_METRICS = ("total_time_s", "downtime_s")
-# Parameter columns that are not swept scenario keys.
-NOT_SWEPT = ("vm", "repeat")
-
-# runs metric -> (axis label with unit, factor from the table's unit)
-METRIC_AXES: dict[str, tuple[str, float]] = {
-    "total_time_s": ("total time (s)", 1.0),
-    "setup_time_s": ("setup time (s)", 1.0),
-    "downtime_s": ("downtime (ms)", 1e3),
-    "expected_downtime_s": ("expected downtime (ms)", 1e3),
-    "transferred_bytes": ("transferred (MiB)", 1.0 / MiB),
-    "precopy_bytes": ("sent during pre-copy (MiB)", 1.0 / MiB),
-    "downtime_bytes": ("sent during downtime (MiB)", 1.0 / MiB),
-    "normal_pages": ("raw pages (pages)", 1.0),
-    "zero_pages": ("zero pages (pages)", 1.0),
-    "xbzrle_pages": ("XBZRLE pages (pages)", 1.0),
-    "xbzrle_bytes": ("XBZRLE bytes (MiB)", 1.0 / MiB),
-    "xbzrle_cache_miss": ("XBZRLE cache misses (pages)", 1.0),
-    "xbzrle_cache_miss_rate": ("XBZRLE cache miss rate (%)", 100.0),
-    "xbzrle_encoding_rate": ("XBZRLE encoding rate (page bytes per wire byte)", 1.0),
-    "xbzrle_overflow": ("XBZRLE overflows (pages)", 1.0),
-    "plugin_pages": ("plug-in pages (pages)", 1.0),
-    "plugin_bytes": ("plug-in bytes (MiB)", 1.0 / MiB),
-    "dirty_sync_count": ("dirty-bitmap syncs (count)", 1.0),
-    "mbps": ("throughput (Mbit/s)", 1.0),
-    "max_throttle_pct": ("max throttle (%)", 1.0),
-    "pages_lost": ("pages lost (pages)", 1.0),
-}
-# scenario key unit (sim.spec field metadata) -> (axis unit, factor from SI)
-PARAM_UNITS: dict[str, tuple[str, float]] = {
-    "size": ("MiB", 1.0 / MiB),
-    "rate": ("MiB/s", 1.0 / MiB),
-    "time": ("s", 1.0),
-}
-
 
 def _new_axes() -> Axes:
     """An Axes from pyplot, falling back to the Agg backend when none has been chosen."""
@@ -94,7 +49,8 @@ def _new_axes() -> Axes:
     return ax
 
 
-def _run_ids(frame: pd.DataFrame) -> list[Any]:
+def run_ids_of(frame: pd.DataFrame) -> list[Any]:
+    """The run ids of a table in order of appearance; ``[None]`` for a table without run_id."""
     if "run_id" not in frame.columns:
         return [None]
     return list(dict.fromkeys(frame["run_id"]))
@@ -159,7 +115,7 @@ def plot_timeline(
         samples = samples[samples["run_id"] == run_id]
     events = _only(events, run_id)
     passes = _only(passes, run_id)
-    runs = _run_ids(samples)
+    runs = run_ids_of(samples)
     bw_ax = ax.twinx()
     for i, rid in enumerate(runs):
         s = _only(samples, rid)
@@ -230,7 +186,7 @@ def plot_pending(samples: pd.DataFrame, ax: Axes | None = None, *, labels: dict[
     """Pending bytes (MiB) over sim time, one line per run (for sweeps too large for small multiples)."""
     if ax is None:
         ax = _new_axes()
-    runs = _run_ids(samples)
+    runs = run_ids_of(samples)
     for i, rid in enumerate(runs):
         s = _only(samples, rid)
         assert s is not None
@@ -266,7 +222,7 @@ def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None
         ax = _new_axes()
     if run_id is not None:
         passes = passes[passes["run_id"] == run_id]
-    runs = _run_ids(passes) if len(passes) else [None]
+    runs = run_ids_of(passes) if len(passes) else [None]
     if len(runs) > 1:
         raise ValueError(f"passes holds {len(runs)} runs; pick one with run_id=")
     x = passes["pass"].to_numpy()
@@ -305,67 +261,15 @@ def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None
 # -- sweeps -----------------------------------------------------------------------------------------
 
 
-def swept_params(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
-    """The swept scenario keys among ``params`` that take more than one value (not vm, repeat)."""
-    return [p for p in params if p not in NOT_SWEPT and p in runs.columns
-            and runs[p].astype(str).nunique() > 1]
-
-
-def param_unit(key: str) -> str | None:
-    """The unit kind (``size`` | ``rate`` | ``time``) of a dotted scenario key, from sim.spec."""
-    from sim.spec import Scenario
-
-    cls: Any = Scenario
-    unit = None
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(cls):
-            return None
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            return None
-        unit = fields[part].metadata.get("unit")
-        hint = typing.get_type_hints(cls).get(part)
-        cls = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
-    return unit
-
-
-def param_axis(key: str) -> tuple[str, float]:
-    """Axis label (with unit) and the factor from the table's SI value, for a swept key."""
-    unit = PARAM_UNITS.get(param_unit(key) or "")
-    if unit is None:
-        return key, 1.0
-    return f"{key} ({unit[0]})", unit[1]
-
-
-def format_param(key: str, value: Any) -> str:
-    """A swept value for people: ``64 MiB``, ``1 Gbit/s``, ``300 ms``; others as given."""
-    from sim import units
-
-    unit = param_unit(key)
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return str(value)
-    if unit == "size":
-        return units.format_size(int(value))
-    if unit == "rate":
-        return units.format_rate(float(value))
-    if unit == "time":
-        return units.format_time(float(value))
-    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
-
-
-def metric_axis(metric: str) -> tuple[str, float]:
-    """Axis label (with unit) and factor from the runs table's unit, for a runs metric."""
-    return METRIC_AXES.get(metric, (metric, 1.0))
-
-
-def _is_numeric(values: pd.Series) -> bool:
+def is_numeric(values: pd.Series) -> bool:
+    """Is a swept column drawn as numbers (True) or as categories, one tick per value?"""
     return bool(pd.api.types.is_numeric_dtype(values)) and not pd.api.types.is_bool_dtype(values)
 
 
 def _positions(runs: pd.DataFrame, key: str) -> tuple[pd.Series, list[str] | None]:
     """x positions for the swept ``key``: scaled numbers, or category indices with their labels."""
     values = runs[key]
-    if _is_numeric(values):
+    if is_numeric(values):
         return values.astype(float) * param_axis(key)[1], None
     labels = list(dict.fromkeys(values.astype(str)))
     index = {label: i for i, label in enumerate(labels)}
@@ -498,155 +402,6 @@ def plot_downtime_cdf(runs: pd.DataFrame, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def run_titles(runs: pd.DataFrame, params: Sequence[str] = ()) -> dict[Any, str]:
-    """A title per run_id: scenario name, swept values and status."""
-    titles: dict[Any, str] = {}
-    for _, row in runs.iterrows():
-        parts = [str(row.get("scenario", row["run_id"]))]
-        parts += [f"{p.rsplit('.', 1)[-1]}={format_param(p, row[p])}" for p in params
-                  if p in row.index]
-        if "vm" in row.index:
-            parts.append(f"vm={row['vm']}")
-        if "status" in row.index and row["status"] != "completed":
-            parts.append(f"[{row['status']}]")
-        titles[row["run_id"]] = " ".join(parts)
-    return titles
-
-
-def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
-                          report: bool = True) -> list[Path]:
-    """Write every standard figure that applies into ``outdir``, then ``report.html`` (which
-    embeds them; ``report=False`` skips it). Returns the paths written, ``timeline.png`` first.
-
-    - ``timeline.png`` always. One run: one timeline; up to MAX_SMALL_MULTIPLES: one small timeline
-      per run; more: one overlay of pending bytes, a line per run.
-    - ``passes.png``: per-pass bars, for up to MAX_PASS_PANELS (run, guest) timelines.
-    - ``sweep.png``: total time and downtime against the first swept key (hue: the second swept
-      key, or the guest in a fleet), when the scenario sweeps something.
-    - ``xbzrle-cache.png``: miss rate and bytes saved against the cache size, when it is swept.
-    - ``downtime-cdf.png``: when at least MIN_CDF_RUNS runs completed.
-    - ``fleet.png``: per-run fleet panels, when the result holds several guests.
-    """
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = [(_timeline_figure(result), "timeline.png")]
-    figures += [(fig, name) for fig, name in (
-        (_passes_figure(result), "passes.png"),
-        (_sweep_figure(result), "sweep.png"),
-        (_cache_figure(result), "xbzrle-cache.png"),
-        (_cdf_figure(result), "downtime-cdf.png"),
-        (_fleet_figure(result.runs) if _is_fleet(result.runs) else None, "fleet.png"),
-    ) if fig is not None]
-    written = [save_figure(fig, out / name) for fig, name in figures]
-    if report:
-        from sim.report import write_report
-
-        written.append(write_report(result, out, figures=written))
-    return written
-
-
-def _timeline_figure(result: Result) -> Figure:
-    runs, samples, events, passes = (_per_guest(f) for f in (result.runs, result.samples,
-                                                              result.events, result.passes))
-    run_ids = _run_ids(runs) if len(runs) else _run_ids(samples)
-    titles = run_titles(runs, [p for p in result.params if p != "vm"]) if len(runs) else {}
-
-    if len(run_ids) <= 1:
-        fig = Figure(figsize=(9, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-        rid = run_ids[0] if run_ids else None
-        title = None
-        if rid is not None:
-            title = titles.get(rid, str(rid))
-            title = title if str(rid) in title else f"{title} (run {rid})"
-        plot_timeline(samples, events, passes, ax=ax, run_id=rid, title=title)
-    elif len(run_ids) <= MAX_SMALL_MULTIPLES:
-        ncols = min(3, len(run_ids))
-        nrows = -(-len(run_ids) // ncols)
-        fig = Figure(figsize=(5.5 * ncols, 3.4 * nrows), layout="constrained")
-        for i, rid in enumerate(run_ids):
-            ax = fig.add_subplot(nrows, ncols, i + 1)
-            plot_timeline(samples, events, passes, ax=ax, run_id=rid,
-                          title=titles.get(rid, str(rid)), legend=(i == 0))
-    else:
-        fig = Figure(figsize=(10, 5), layout="constrained")
-        ax = fig.add_subplot()
-        plot_pending(samples, ax=ax, labels=titles)
-    return fig
-
-
-def _passes_figure(result: Result) -> Figure | None:
-    passes = _per_guest(result.passes)
-    if not len(passes):
-        return None
-    run_ids = _run_ids(passes)
-    if len(run_ids) > MAX_PASS_PANELS:
-        return None
-    ncols = min(2, len(run_ids))
-    nrows = -(-len(run_ids) // ncols)
-    fig = Figure(figsize=(7 * ncols, 3.6 * nrows), layout="constrained")
-    for i, rid in enumerate(run_ids):
-        plot_passes(passes, fig.add_subplot(nrows, ncols, i + 1), run_id=rid,
-                    title=f"passes of {rid}", legend=(i == 0))
-    return fig
-
-
-def _sweep_keys(result: Result) -> list[str]:
-    return swept_params(result.runs, result.params)
-
-
-def _sweep_figure(result: Result) -> Figure | None:
-    runs = result.runs
-    keys = _sweep_keys(result)
-    metrics = [m for m in SWEEP_METRICS if m in runs.columns and runs[m].notna().any()]
-    if not keys or not metrics:
-        return None
-    hue = keys[1] if len(keys) > 1 else ("vm" if _is_fleet(runs) else None)
-    fig = Figure(figsize=(6 * len(metrics), 4), layout="constrained")
-    for i, metric in enumerate(metrics):
-        plot_sweep(runs, metric, keys[0], hue=hue, ax=fig.add_subplot(1, len(metrics), i + 1))
-    return fig
-
-
-def _cache_figure(result: Result) -> Figure | None:
-    runs = result.runs
-    needed = (CACHE_SIZE_KEY, "xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate")
-    if CACHE_SIZE_KEY not in _sweep_keys(result) or not all(c in runs.columns for c in needed):
-        return None
-    if not _is_numeric(runs[CACHE_SIZE_KEY]):
-        return None
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    plot_xbzrle_cache(runs, fig.add_subplot())
-    return fig
-
-
-def _cdf_figure(result: Result) -> Figure | None:
-    if len(completed_downtimes(result.runs)) < MIN_CDF_RUNS:
-        return None
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    plot_downtime_cdf(result.runs, fig.add_subplot())
-    return fig
-
-
-def _is_fleet(runs: pd.DataFrame) -> bool:
-    return "vm" in runs.columns and bool(len(runs))
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write atomically: a figure on disk is always whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
-    return path
-
-
-def _per_guest(frame: pd.DataFrame) -> pd.DataFrame:
-    """In a fleet's tables each (run, guest) is one timeline: fold ``vm`` into ``run_id``."""
-    if "vm" not in frame.columns:
-        return frame
-    return frame.assign(run_id=frame["run_id"].astype(str) + " " + frame["vm"].astype(str))
-
-
 def plot_fleet(runs: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
     """A fleet per run (e.g. per negotiation mode): migrations failed, GiB sent, the time until
     the last guest is done, and each guest's downtime. Four Axes."""
@@ -657,7 +412,7 @@ def plot_fleet(runs: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequen
     labels = [str(r).rsplit("=", 1)[-1] if "=" in str(r) else str(r) for r in run_ids]
     grouped = runs.groupby("run_id", sort=False)
     failed = [int((g["status"] != "completed").sum()) for _, g in grouped]
-    sent = [g["transferred_bytes"].sum() / 2**30 for _, g in grouped]
+    sent = [g["transferred_bytes"].sum() / GiB for _, g in grouped]
     makespan = [g["total_time_s"].max() for _, g in grouped]
     x = np.arange(len(run_ids))
     for ax, values, ylabel in zip(axes[:3], (failed, sent, makespan),
@@ -676,13 +431,6 @@ def plot_fleet(runs: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequen
     axes[3].set_ylabel("downtime (ms); none if failed")
     axes[3].legend(fontsize="x-small")
     return axes
-
-
-def _fleet_figure(runs: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(14, 3.8), layout="constrained")
-    plot_fleet(runs, fig.subplots(1, 4))
-    fig.suptitle("fleet: per run")
-    return fig
 
 
 # -- regression comparison --------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page per results directory, for eyes and for CI artifacts.
 
-``write_report(result, outdir)`` writes the scenario's name, a summary table of the runs (units in
-the headers), the standard figures embedded as base64 PNGs (so the file stands alone), the
-scenario YAML, the events count and what generated the page. No JavaScript; every text is escaped.
-``draw_standard_figures`` calls it after drawing, so ``migsim run`` and ``migsim plot`` leave it.
+``write_report(result, outdir, figures)`` writes the scenario's name, a summary table of the runs
+(units in the headers, from :mod:`sim.labels`), the figures it is given as (PNG, caption) pairs
+embedded as base64 (so the file stands alone), the scenario YAML, the events count and what
+generated the page. No JavaScript; every text is escaped. ``sim.figures.draw_standard_figures``
+calls it after drawing, so ``migsim run`` and ``migsim plot`` leave it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import math
 import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sim.labels import format_cell, format_param, summary_column
+from sim.result import SCENARIO_FILE, scenario_yaml, write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,35 +27,6 @@ if TYPE_CHECKING:
     from sim.result import Result
 
 REPORT_FILE = "report.html"
-
-# The figures draw_standard_figures may write, in page order, with their captions.
-FIGURES: dict[str, str] = {
-    "timeline.png": "Pending bytes, threshold and bandwidth over time; dotted lines are "
-                    "dirty-bitmap syncs, the solid line the switchover.",
-    "passes.png": "Pages sent per pass by encoding (bars) and bytes sent per pass (line).",
-    "sweep.png": "Total time and downtime against the swept parameter (mean; band: min-max).",
-    "xbzrle-cache.png": "XBZRLE cache miss rate and bytes saved against the cache size.",
-    "downtime-cdf.png": "Empirical CDF of the downtime over the completed runs.",
-    "fleet.png": "Per run of the fleet: migrations not completed, bytes sent, time until the last "
-                 "guest is done, each guest's downtime.",
-}
-
-# Result.summary() column -> (header with unit, format); swept parameters use their key.
-COLUMNS: dict[str, tuple[str, str]] = {
-    "run_id": ("run", "s"),
-    "vm": ("guest", "s"),
-    "scenario": ("scenario", "s"),
-    "status": ("status", "s"),
-    "total_s": ("total time (s)", ".2f"),
-    "downtime_ms": ("downtime (ms)", ".1f"),
-    "transferred_MiB": ("transferred (MiB)", ".1f"),
-    "passes": ("bitmap syncs", "d"),
-    "mbps": ("throughput (Mbit/s)", ".1f"),
-    "xbzrle_pages": ("XBZRLE pages", "d"),
-    "throttle_pct": ("max throttle (%)", ".0f"),
-    "memory_match": ("memory match", "s"),
-    "failure_reason": ("failure reason", "s"),
-}
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
@@ -70,27 +44,23 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
 
 
 def write_report(result: Result, outdir: str | os.PathLike[str],
-                 figures: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+                 figures: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> Path:
     """Write ``outdir/report.html`` and return its path.
 
-    ``figures``: the PNGs to embed (those not on disk are left out); by default every standard
-    figure present in ``outdir``.
+    ``figures``: the PNGs to embed, as (path, caption) pairs in page order; those not on disk are
+    left out. ``sim.figures.draw_standard_figures`` passes the standard figures it drew.
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    if figures is None:
-        pngs = [out / name for name in FIGURES if (out / name).is_file()]
-    else:
-        pngs = [Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).is_file()]
-    page = render_report(result, pngs, scenario_yaml(result, out), source=out.name)
+    pngs = [(Path(f), caption) for f, caption in figures
+            if Path(f).suffix == ".png" and Path(f).is_file()]
+    page = render_report(result, pngs, saved_scenario(result, out), source=out.name)
     path = out / REPORT_FILE
-    from sim.result import _write_atomic
-
-    _write_atomic(path, page.encode("utf-8"))
+    write_atomic(path, page.encode("utf-8"))
     return path
 
 
-def render_report(result: Result, figures: Sequence[Path], scenario_text: str | None,
+def render_report(result: Result, figures: Sequence[tuple[Path, str]], scenario_text: str | None,
                   source: str = "") -> str:
     """The page as a string (see ``write_report``)."""
     name = scenario_name(result) or source or "results"
@@ -108,7 +78,7 @@ def render_report(result: Result, figures: Sequence[Path], scenario_text: str | 
         "<h2>Runs</h2>",
         runs_table(result),
         "<h2>Figures</h2>",
-        *(_figure(path) for path in figures),
+        *(_figure(path, caption) for path, caption in figures),
         "" if figures else "<p>(no figures)</p>",
         "<h2>Events</h2>",
         events_section(result.events),
@@ -152,8 +122,6 @@ def status_line(runs: pd.DataFrame) -> str:
 
 def runs_table(result: Result) -> str:
     """The runs as an HTML table: Result.summary() with units in the headers."""
-    from sim.plots import format_param
-
     summary = result.summary()
     if not len(summary):
         return "<p>(no runs)</p>"
@@ -162,7 +130,7 @@ def runs_table(result: Result) -> str:
     params = set(result.params)
     head = []
     for column in summary.columns:
-        header = column if column in params and column != "vm" else COLUMNS.get(column, (column,))[0]
+        header = column if column in params and column != "vm" else summary_column(column).report
         head.append(f"<th>{_esc(header)}</th>")
     rows = []
     for _, row in summary.iterrows():
@@ -172,8 +140,8 @@ def runs_table(result: Result) -> str:
             if column in params and column != "vm":
                 text, numeric = format_param(column, value), False
             else:
-                fmt = COLUMNS.get(column, (column, "s"))[1]
-                text, numeric = _cell(value, fmt), fmt != "s"
+                fmt = summary_column(column).format
+                text, numeric = format_cell(value, fmt), fmt != "s"
             cls = ' class="num"' if numeric else ""
             cells.append(f"<td{cls}>{_esc(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -194,19 +162,15 @@ def events_section(events: pd.DataFrame) -> str:
             f"</thead>\n<tbody>\n{rows}\n</tbody>\n</table>")
 
 
-def scenario_yaml(result: Result, outdir: Path) -> str | None:
+def saved_scenario(result: Result, outdir: Path) -> str | None:
     """The scenario as saved next to the tables, else as the Result's Scenario writes it."""
-    from sim.result import SCENARIO_FILE
-
     saved = outdir / SCENARIO_FILE
     if saved.is_file():
         return saved.read_text(encoding="utf-8")
     if result.scenario is None:
         return None
     try:
-        from sim.result import _scenario_yaml
-
-        return _scenario_yaml(result.scenario)
+        return scenario_yaml(result.scenario)
     except Exception as err:  # the page is still useful without it
         return f"(scenario not shown: {type(err).__name__}: {err})"
 
@@ -231,20 +195,8 @@ def _esc(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _figure(path: Path) -> str:
+def _figure(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    caption = FIGURES.get(path.name, path.stem)
     return (f'<figure id="{_esc(path.stem)}">\n'
             f'<img src="data:image/png;base64,{data}" alt="{_esc(caption)}">\n'
             f"<figcaption>{_esc(path.name)}: {_esc(caption)}</figcaption>\n</figure>")
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if fmt == "s":
-        return str(value)
-    try:
-        return f"{int(value):d}" if fmt == "d" else format(float(value), fmt)
-    except (TypeError, ValueError):
-        return str(value)

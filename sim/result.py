@@ -28,8 +28,7 @@ from sim.recorder import (
     runs_column_order,
 )
 from sim.spec import Scenario
-
-MiB = 1024 * 1024
+from sim.units import MiB
 
 SCENARIO_FILE = "scenario.yaml"
 RUNS_CSV = "runs.csv"
@@ -106,10 +105,10 @@ class Result:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in self.tables().items():
-            _write_atomic(out / f"{name}.parquet", _parquet_bytes(frame))
-        _write_atomic(out / RUNS_CSV, self.runs.to_csv(index=False).encode())
+            write_atomic(out / f"{name}.parquet", _parquet_bytes(frame))
+        write_atomic(out / RUNS_CSV, self.runs.to_csv(index=False).encode())
         if self.scenario is not None:
-            _write_atomic(out / SCENARIO_FILE, _scenario_yaml(self.scenario).encode())
+            write_atomic(out / SCENARIO_FILE, scenario_yaml(self.scenario).encode())
         return out
 
     @classmethod
@@ -227,7 +226,8 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it: ``path`` is always whole."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -249,7 +249,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _scenario_yaml(scenario: Scenario | Sequence[Scenario]) -> str:
+def scenario_yaml(scenario: Scenario | Sequence[Scenario]) -> str:
+    """The text ``save`` writes to ``scenario.yaml``: one YAML document, or one per member."""
     from sim.scenario import to_dict
 
     if isinstance(scenario, Scenario):

@@ -45,11 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import itertools
 import math
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -59,8 +57,7 @@ from typing import Any
 
 import yaml
 
-from sim import capabilities, units
-from sim.encoders import load_entry_points
+from sim import capabilities, plugins, units
 from sim.errors import ScenarioError
 from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
@@ -73,6 +70,8 @@ __all__ = [
     "KeyInfo",
     "expand",
     "from_dict",
+    "key_field",
+    "key_unit",
     "load_scenario",
     "loads_scenario",
     "scenario_keys",
@@ -81,7 +80,7 @@ __all__ = [
 
 MAX_NODES = 100_000  # YAML nodes after alias expansion
 MAX_DEPTH = 50  # nesting of mappings and lists
-MAX_BYTES = 1024 * 1024  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
+MAX_BYTES = units.MiB  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
 MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
 
@@ -174,8 +173,9 @@ def _inline_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return keys
 
 
-def _key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
-    """The field and type a dotted key such as ``vm.memory`` names, through sections only."""
+def key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
+    """The field and type a dotted key such as ``vm.memory`` names, through sections only; None
+    for a key that names no field (every sweep key names one)."""
     cls: Any = Scenario
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -190,6 +190,12 @@ def _key_field(key: str) -> tuple[dataclasses.Field[Any], Any] | None:
             return None
         cls = inner
     return None
+
+
+def key_unit(key: str) -> str | None:
+    """The unit kind (``size`` | ``rate`` | ``time``) of a dotted key, or None (no unit, no key)."""
+    target = key_field(key)
+    return target[0].metadata.get("unit") if target is not None else None
 
 
 def _split_key(key: str) -> list[str]:
@@ -850,7 +856,7 @@ class _Builder:
                     raise doc.error(child, f"expected a repeat index >= 0 {doc.got(child, item)}")
                 out.append((key, item))
                 continue
-            target = _key_field(key)
+            target = key_field(key)
             if target is None or key.split(".")[0] in _NOT_SWEPT:
                 leaves = [k for k in SCENARIO_KEYS if "[]" not in k
                           and k.split(".")[0] not in _NOT_SWEPT]
@@ -1060,23 +1066,6 @@ def from_dict(data: Mapping[str, object], *, file: str = "<dict>",
         raise _one_line(e) from e.__cause__
 
 
-def _import_plugin(module: str, file: str) -> None:
-    """Import a plug-in module; the scenario's directory and the working directory are searched
-    too (a console script does not have the working directory on ``sys.path``)."""
-    if module in sys.modules:
-        return
-    extra = [str(Path.cwd())]
-    if not file.startswith("<"):
-        extra.insert(0, str(Path(file).resolve().parent))
-    added = [p for p in extra if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        importlib.import_module(module)
-    finally:
-        for p in added:
-            sys.path.remove(p)
-
-
 def _finish(doc: _Document, data: dict[str, Any],
             overrides: Mapping[str, object] | None) -> Scenario:
     for key, value in (overrides or {}).items():
@@ -1084,7 +1073,7 @@ def _finish(doc: _Document, data: dict[str, Any],
     doc.merge_guests(data)
     builder = _Builder(doc)
     try:
-        load_entry_points()  # installed packages' encoders, once
+        plugins.load_entry_points()  # installed packages' encoders, once
     except ImportError as e:
         raise ScenarioError(str(e), file=doc.file) from e
     if "plugins" in data:  # imported first: they register capabilities, encoders, workloads
@@ -1092,7 +1081,7 @@ def _finish(doc: _Document, data: dict[str, Any],
         for i, module in enumerate(builder.value(_hints(Scenario)["plugins"], field,
                                                  data["plugins"], "plugins")):
             try:
-                _import_plugin(module, doc.file)
+                plugins.import_plugin(module, doc.file)
             except Exception as e:  # any error in a plug-in is an error of this scenario
                 raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
                                                  f"{type(e).__name__}: {_clip(str(e), 200)}") from e
@@ -1185,8 +1174,7 @@ def _labels(keys: list[str]) -> dict[str, str]:
 
 
 def _name_value(sweep: Any, key: str, value: object) -> str:
-    target = _key_field(key)
-    unit = target[0].metadata.get("unit") if target else None
+    unit = key_unit(key)
     if value is None:
         text = "null"
     elif unit is not None and isinstance(value, int | float):
@@ -1306,7 +1294,7 @@ def _dump_value(tp: Any, f: dataclasses.Field[Any], value: Any) -> Any:
         many = _list_item(keyed) is not None
         out: dict[str, Any] = {}
         for key, item in value:
-            target = _key_field(key)
+            target = key_field(key)
             if target is None:
                 out[key] = list(item) if many else item
             elif many:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
+from sim.units import GiB, KiB, MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ the combined tables are written at the end; ``resume=True`` reuses the members a
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import multiprocessing
 import os
@@ -29,8 +28,9 @@ from typing import Any
 
 import pandas as pd
 
+from sim import plugins
 from sim.recorder import KINDS, RUNS_COLUMNS, Recorder
-from sim.result import SCENARIO_FILE, Result, _scenario_yaml
+from sim.result import SCENARIO_FILE, Result, scenario_yaml
 from sim.run import run_one
 from sim.spec import Scenario
 
@@ -75,18 +75,18 @@ def run_member(member: Scenario, scenario_name: str) -> tuple[Result, str | None
     Module-level so a worker process or a dask worker can unpickle it by name.
     """
     try:
-        _import_plugins(member)
+        _load_plugins(member)
         return run_one(member, scenario_name=scenario_name), None
     except Exception as err:
         return _lost(member, scenario_name, err)
 
 
-def _import_plugins(member: Scenario) -> None:
-    # A fresh worker has not loaded the scenario file, so its plug-in encoders are not registered.
-    if member.plugins:
-        scenario_module = importlib.import_module("sim.scenario")
-        for module in member.plugins:
-            scenario_module._import_plugin(module, member.source_file or "<sweep>")
+def _load_plugins(member: Scenario) -> None:
+    # A fresh worker has not loaded the scenario file, so neither the installed packages' encoders
+    # nor its plug-in modules' are registered (where the scenario was loaded, both are no-ops).
+    plugins.load_entry_points()
+    for module in member.plugins:
+        plugins.import_plugin(module, member.source_file or "<sweep>")
 
 
 def failed_result(member: Scenario, scenario_name: str, reason: str) -> Result:
@@ -141,7 +141,7 @@ def _load_member(directory: Path, member: Scenario) -> Result | None:
     ``scenario.yaml`` is written last, so its presence means the tables are complete.
     """
     try:
-        if (directory / SCENARIO_FILE).read_text() != _scenario_yaml(member):
+        if (directory / SCENARIO_FILE).read_text() != scenario_yaml(member):
             return None
         result = Result.load(directory, with_scenario=False)
     except (OSError, ValueError):

@@ -12,8 +12,8 @@ import pytest
 from sim.capabilities import check_set
 from sim.run import run_one
 from sim.spec import LinkSpec, MigrationSpec, RegionSpec, Scenario, VmSpec, WorkloadSpec
+from sim.units import MiB
 
-MiB = 1 << 20
 # 60k uniform writes/s into 128 MiB: ~245 MB/s of dirtying against a 125 MB/s link.
 BASE = Scenario(
     name="ac", seed=1, vm=VmSpec(memory=512 * MiB, vcpus=2),

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import SCENARIO_KEY_PARTS, fuzz_settings, yaml_trees
 
 from sim.cli import main
 from sim.errors import ScenarioError
@@ -372,8 +373,7 @@ BASE: dict[str, Any] = {
               "zip": {"seed": [1, 2], "link.latency": ["0s", "1ms"]}, "repeats": 2},
 }
 BASE_TEXT = yaml.safe_dump(BASE, sort_keys=False)
-KEY_NAMES = sorted({part for key in SCENARIO_KEYS for part in key.replace("[]", "").split(".")}
-                   - {"plugins"})  # never import a module named by chance
+KEY_NAMES = [k for k in SCENARIO_KEY_PARTS if k != "plugins"]  # never import a module by chance
 UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "KB", "GB", "kB", "gib", "b", "bit/s", "Gbit/s", "Mbps",
          "MiB/s", "B/s", "s", "ms", "us", "µs", "ns", "min", "h", "parsecs", "GiB/fortnight", "%",
          "", " ", "e", "e999", "e-999", "e99999999"]
@@ -385,10 +385,7 @@ unit_strings = st.builds(lambda n, sep, u: f"{n}{sep}{u}", numbers, st.sampled_f
 leaf = st.one_of(numbers, unit_strings, st.booleans(), st.none(), st.text(max_size=12),
                  st.sampled_from(KEY_NAMES), st.sampled_from(["xbzrle", "multifd", "hotspot",
                                                               "exact", "10.2", "abc"]))
-values = st.recursive(leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=4),
-    st.dictionaries(st.one_of(st.sampled_from(KEY_NAMES), st.text(max_size=8)), inner,
-                    max_size=4)), max_leaves=8)
+values = yaml_trees(leaf, KEY_NAMES, list_size=4, key_size=8, max_leaves=8)
 
 
 def _paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -461,9 +458,7 @@ def _load(text: str, file: str = "m.yaml", overrides: dict[str, object] | None =
 
 
 # MIGSIM_SCENARIO_FUZZ_EXAMPLES=5000 explores further (random seeds instead of the fixed ones)
-_EXAMPLES = int(os.environ.get("MIGSIM_SCENARIO_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=_EXAMPLES or 200, deadline=None, derandomize=not _EXAMPLES,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = fuzz_settings(200, "MIGSIM_SCENARIO_FUZZ_EXAMPLES")
 
 
 def test_base_scenario_is_valid() -> None:

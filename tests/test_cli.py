@@ -18,8 +18,8 @@ from sim.errors import ScenarioError
 from sim.recorder import Recorder
 from sim.result import Result
 from sim.spec import Scenario
+from sim.units import MiB
 
-MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[1]
 
 

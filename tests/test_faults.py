@@ -7,33 +7,20 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from builders import closed_form_scenario, idle_guest, single_guest_scenario
 
 from sim.run import run_one
-from sim.spec import (
-    FaultSpec,
-    GuestSpec,
-    LinkSpec,
-    MigrationSpec,
-    Scenario,
-    SourceCpuSpec,
-    VmSpec,
-    WireSpec,
-    WorkloadSpec,
-)
+from sim.spec import FaultSpec, LinkSpec, Scenario
+from sim.units import MiB
 
-MiB = 1 << 20
 RATE = 100e6  # bytes/s
-NO_OVERHEAD = WireSpec(page_header=0, zero_page=0, xbzrle_header=0, chunk_overhead=0)
-FREE_CPU = SourceCpuSpec.free()  # the closed forms assume pages leave at link rate
 SIZE = 64 * MiB
 ALONE = SIZE / RATE  # 0.671 s to send the idle guest's RAM
 
 
 def idle(*faults: FaultSpec, latency: float = 0.0, device: int = 0, **migration) -> Scenario:
-    return Scenario(name="f", vm=VmSpec(memory=SIZE, zero_fraction=0.0, device_state=device),
-                    workload=WorkloadSpec(kind="idle"),
-                    link=LinkSpec(bandwidth=RATE, latency=latency, faults=faults),
-                    migration=MigrationSpec(max_bandwidth=0, **migration), wire=NO_OVERHEAD, source_cpu=FREE_CPU)
+    return single_guest_scenario(idle_guest(memory=SIZE, device_state=device, **migration), "f",
+                                 link=LinkSpec(bandwidth=RATE, latency=latency, faults=faults))
 
 
 def events(res, event):
@@ -118,11 +105,9 @@ def test_cancel_at_a_time():
 
 
 def test_a_fault_hits_only_its_guest_in_a_fleet():
-    guest = GuestSpec(vm=VmSpec(memory=SIZE, zero_fraction=0.0, device_state=0),
-                      workload=WorkloadSpec(kind="idle"),
-                      migration=MigrationSpec(max_bandwidth=0))
-    sc = Scenario(name="fleet", link=LinkSpec(bandwidth=RATE, faults=(
-        FaultSpec(kind="destination_crash", at=0.2, vm="b"),)), wire=NO_OVERHEAD, source_cpu=FREE_CPU,
+    guest = idle_guest(memory=SIZE)
+    sc = closed_form_scenario("fleet", link=LinkSpec(bandwidth=RATE, faults=(
+        FaultSpec(kind="destination_crash", at=0.2, vm="b"),)),
         vms=(dataclasses.replace(guest, name="a"), dataclasses.replace(guest, name="b")))
     runs = run_one(sc).runs.set_index("vm")
     assert runs.loc["b", "status"] == "failed"

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from builders import samples_frame
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from sim.figures import draw_standard_figures
+from sim.labels import format_param, param_unit
 from sim.plots import (
-    draw_standard_figures,
-    format_param,
-    param_unit,
     plot_downtime_cdf,
     plot_metric_comparison,
     plot_passes,
@@ -25,8 +25,8 @@ from sim.plots import (
     xbzrle_bytes_saved,
 )
 from sim.result import Result
+from sim.units import MiB
 
-MiB = 1024 * 1024
 BASELINES = Path(__file__).resolve().parent / "baseline"
 
 
@@ -36,21 +36,6 @@ def new_ax():
 
 def twins(ax) -> list:
     return [a for a in ax.figure.axes if a is not ax]
-
-
-def samples_frame(run_id: str = "r0", n: int = 20, throttle: float = 0.0) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run_id": [run_id] * n,
-        "t_s": [0.1 * i for i in range(n)],
-        "bandwidth_bytes_per_s": [100.0 * MiB] * n,
-        "threshold_bytes": [30.0 * MiB] * n,
-        "pending_bytes": [max(0, 200 - 12 * i) * MiB for i in range(n)],
-        "expected_downtime_s": [1.0] * n,
-        "dirty_pages_rate": [1000.0] * n,
-        "transferred_bytes": [i * 10 * MiB for i in range(n)],
-        "throttle_pct": [min(throttle, 10.0 * i) for i in range(n)],
-        "status": ["active"] * (n - 1) + ["completed"],
-    })
 
 
 def passes_frame(run_id: str = "r0", extra: int = 0) -> pd.DataFrame:

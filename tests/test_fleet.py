@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
+from builders import closed_form_scenario, idle_guest, single_guest_scenario
 
 from sim.link import Link
 from sim.run import run_one
-from sim.spec import (
-    GuestSpec,
-    LinkSpec,
-    MigrationSpec,
-    Scenario,
-    SourceCpuSpec,
-    VmSpec,
-    WireSpec,
-    WorkloadSpec,
-)
-
-MiB = 1 << 20
-NO_OVERHEAD = WireSpec(page_header=0, zero_page=0, xbzrle_header=0, chunk_overhead=0)
-FREE_CPU = SourceCpuSpec.free()  # the closed forms assume pages leave at link rate
+from sim.spec import GuestSpec, LinkSpec, Scenario
+from sim.units import MiB
 
 
 def test_water_filling():
@@ -43,15 +31,8 @@ def test_water_filling():
     assert link.flows == 1
 
 
-def idle_guest(name: str, start: float = 0.0) -> GuestSpec:
-    return GuestSpec(name=name, vm=VmSpec(memory=64 * MiB, zero_fraction=0.0, device_state=0),
-                     workload=WorkloadSpec(kind="idle"),
-                     migration=MigrationSpec(start=start, max_bandwidth=0))
-
-
 def fleet(*guests: GuestSpec) -> Scenario:
-    return Scenario(name="fleet", link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD, source_cpu=FREE_CPU,
-                    vms=guests)
+    return closed_form_scenario("fleet", link=LinkSpec(bandwidth=100e6), vms=guests)
 
 
 def test_two_idle_guests_share_the_link_equally():
@@ -88,8 +69,7 @@ def test_every_table_carries_the_vm_and_runs_are_deterministic():
 def test_one_guest_is_the_single_guest_run():
     """A fleet of one guest and the same guest given at top level are the same migration."""
     g = idle_guest("solo")
-    single = Scenario(name="fleet", vm=g.vm, workload=dataclasses.replace(
-        g.workload), migration=g.migration, link=LinkSpec(bandwidth=100e6), wire=NO_OVERHEAD, source_cpu=FREE_CPU)
+    single = single_guest_scenario(g, "fleet", link=LinkSpec(bandwidth=100e6))
     a = run_one(single).runs.iloc[0]
     b = run_one(fleet(g)).runs.iloc[0]
     assert a.total_time_s == b.total_time_s and a.transferred_bytes == b.transferred_bytes

@@ -17,25 +17,22 @@ many per test, with fresh random examples instead of the fixed ones.
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import fuzz_settings
 
 from sim.encoders import xbzrle
 from sim.errors import XbzrleDecodeError
 
-_EXAMPLES = int(os.environ.get("MIGSIM_FUZZ_EXAMPLES", "0"))
-
 
 def fuzz(default: int) -> Any:
     """Hypothesis settings: ``default`` examples, fixed seeds; or MIGSIM_FUZZ_EXAMPLES, random."""
-    return settings(max_examples=_EXAMPLES or default, deadline=None, derandomize=not _EXAMPLES,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return fuzz_settings(default, "MIGSIM_FUZZ_EXAMPLES")
 
 
 # ---------------------------------------------------------------- the oracle (REF §2.3)

@@ -23,8 +23,8 @@ from sim.spec import (
     VmSpec,
     WorkloadSpec,
 )
+from sim.units import MiB
 
-MiB = 1 << 20
 CASES = 50
 
 

@@ -10,8 +10,8 @@ from sim.capabilities import check_set
 from sim.engine.multifd import PACKET_HEADER, PACKET_PAGES
 from sim.run import run_one
 from sim.spec import LinkSpec, MigrationSpec, Scenario, SourceCpuSpec, VmSpec, WorkloadSpec
+from sim.units import MiB
 
-MiB = 1 << 20
 PAGES = 256 * MiB // 4096
 CPU = SourceCpuSpec()
 

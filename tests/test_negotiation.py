@@ -24,8 +24,8 @@ from sim.spec import (
     VmSpec,
     WorkloadSpec,
 )
+from sim.units import MiB
 
-MiB = 1 << 20
 UNDECODABLE = ("load of migration failed: Invalid argument: "
                "Unknown combination of migration flags: 0x40")
 ADVISE = "RAM postcopy is disabled but have 16 byte advise"

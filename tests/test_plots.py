@@ -7,34 +7,18 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 import pytest
+from builders import samples_frame
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sim.figures import draw_standard_figures
 from sim.plots import (
-    draw_standard_figures,
     plot_pending,
     plot_timeline,
     switchover_time,
     sync_times,
 )
 from sim.result import Result
-
-MiB = 1024 * 1024
-
-
-def samples_frame(run_id: str = "r0", n: int = 20) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run_id": [run_id] * n,
-        "t_s": [0.1 * i for i in range(n)],
-        "bandwidth_bytes_per_s": [100.0 * MiB] * n,
-        "threshold_bytes": [30.0 * MiB] * n,
-        "pending_bytes": [max(0, 200 - 12 * i) * MiB for i in range(n)],
-        "expected_downtime_s": [1.0] * n,
-        "dirty_pages_rate": [1000.0] * n,
-        "transferred_bytes": [i * 10 * MiB for i in range(n)],
-        "throttle_pct": [0.0] * n,
-        "status": ["active"] * (n - 1) + ["completed"],
-    })
 
 
 def events_frame(run_id: str = "r0") -> pd.DataFrame:

@@ -204,7 +204,7 @@ def test_migsim_list_shows_a_scenarios_plugins(plugin_dir):
 def test_installed_packages_register_through_entry_points(monkeypatch):
     """An encoder an installed package lists under ``migsim.encoders`` is registered when a
     scenario is loaded, with no ``plugins:`` key."""
-    import sim.encoders as encoders
+    import sim.plugins as plugins
     from sim.scenario import loads_scenario
 
     class EntryPointEncoder(sim.Encoder):
@@ -228,8 +228,8 @@ def test_installed_packages_register_through_entry_points(monkeypatch):
         assert group == "migsim.encoders"
         return [FakeEntryPoint()]
 
-    monkeypatch.setattr(encoders.metadata, "entry_points", fake_entry_points)
-    monkeypatch.setitem(encoders._entry_points, "loaded", None)
+    monkeypatch.setattr(plugins.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setitem(plugins._entry_points, "loaded", None)
     sc = loads_scenario("migration: {capabilities: [x-test-entry-point]}\n")
     assert sc.migration.capabilities == ("x-test-entry-point",)
     assert ENCODERS["test-entry-point"] is EntryPointEncoder
@@ -240,8 +240,8 @@ def test_installed_packages_register_through_entry_points(monkeypatch):
         def load(self):
             raise ModuleNotFoundError("No module named 'nowhere'")
 
-    monkeypatch.setattr(encoders.metadata, "entry_points", lambda group: [Broken()])
-    monkeypatch.setitem(encoders._entry_points, "loaded", None)
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: [Broken()])
+    monkeypatch.setitem(plugins._entry_points, "loaded", None)
     with pytest.raises(sim.ScenarioError, match="entry point 'broken'"):
         loads_scenario("seed: 1\n")
-    monkeypatch.setitem(encoders._entry_points, "loaded", None)
+    monkeypatch.setitem(plugins._entry_points, "loaded", None)

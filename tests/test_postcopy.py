@@ -20,8 +20,8 @@ from sim.spec import (
     WireSpec,
     WorkloadSpec,
 )
+from sim.units import MiB
 
-MiB = 1 << 20
 RATE = 1e9 / 8
 BASE = Scenario(
     name="pc", seed=1, vm=VmSpec(memory=256 * MiB, device_state=4 * MiB),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from builders import tiny_scenario
 
 from sim.engine.profiles import profile, resolve
 from sim.run import Testbed, run_one
-from sim.spec import LinkSpec, MigrationSpec, Scenario, VmSpec
-
-MiB = 1 << 20
+from sim.spec import LinkSpec, MigrationSpec
+from sim.units import MiB
 
 
 @pytest.mark.parametrize(("version", "default"), [("5.1", 32 * MiB), ("5.2", 128 * MiB),
@@ -19,7 +19,7 @@ def test_max_bandwidth_default_follows_the_version(version, default):
     spec = MigrationSpec(qemu_version=version)
     assert resolve(spec).max_bandwidth == default
     assert resolve(dataclasses.replace(spec, max_bandwidth=0.0)).max_bandwidth == 0.0
-    tb = Testbed(Scenario(vm=VmSpec(memory=16 * MiB), migration=spec))
+    tb = Testbed(tiny_scenario(migration=spec))
     assert tb.source.query_migrate_parameters()["max-bandwidth"] == default
 
 
@@ -34,8 +34,7 @@ def test_avail_switchover_bandwidth_exists_from_8_2():
     ("10.0", ["setup", "active", "device", "completed"]),
 ])
 def test_device_state_is_passed_through_from_10_0(version, statuses):
-    sc = Scenario(vm=VmSpec(memory=16 * MiB), link=LinkSpec(bandwidth=1e9),
-                  migration=MigrationSpec(qemu_version=version))
+    sc = tiny_scenario(link=LinkSpec(bandwidth=1e9), migration=MigrationSpec(qemu_version=version))
     e = run_one(sc).events
     assert list(e[(e.event == "MIGRATION") & (e.endpoint == "source")].detail) == statuses
     assert (e.event == "switchover").sum() == 1

@@ -26,9 +26,9 @@ from qemu.qmp import ExecuteError, QMPClient  # noqa: E402
 import sim  # noqa: E402
 from sim.qmp.server import Address, AddressError, QmpServer, parse_address, serve  # noqa: E402
 from sim.run import Testbed  # noqa: E402
+from sim.units import MiB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MiB = 1 << 20
 
 BASE = """
 name: qmp-test

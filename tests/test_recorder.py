@@ -17,8 +17,7 @@ from sim.recorder import (
     Recorder,
     empty_frame,
 )
-
-MiB = 1024 * 1024
+from sim.units import MiB
 
 RUN_ROW = dict(
     seed=1, status="completed", failure_reason="", negotiation="qemu", capabilities="xbzrle",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.plots import draw_standard_figures
+from sim.figures import draw_standard_figures
 from sim.report import REPORT_FILE, write_report
 from sim.result import Result
 

@@ -15,8 +15,7 @@ import yaml
 from sim.recorder import RUNS_COLUMNS, Recorder
 from sim.result import Result
 from sim.spec import Scenario
-
-MiB = 1024 * 1024
+from sim.units import MiB
 
 
 def make_result(run_id: str = "r0", scenario: str = "tiny", params: dict[str, Any] | None = None,

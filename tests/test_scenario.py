@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import SCENARIO_KEY_PARTS, yaml_trees
 
 from sim import capabilities
 from sim.capabilities import (
@@ -754,18 +755,13 @@ def test_round_trip_generated(s: Scenario) -> None:
 
 # -- random input never escapes as anything but ScenarioError
 
-_KEYS = sorted({part for key in SCENARIO_KEYS for part in key.replace("[]", "").split(".")}
-               | {"<<", "vms", "grid", "zip", "migration.capabilities", "vm.memory"})
+_KEYS = sorted({*SCENARIO_KEY_PARTS, "<<", "vms", "grid", "zip", "migration.capabilities",
+                "vm.memory"})
 _SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
             | st.sampled_from(["4GiB", "10Gbit/s", "300ms", "-1", "xbzrle", "phased", "0", "1e400",
                                "link_down", "hotspot", "7.2", "[", "{a: 1}", "nan"])
             | st.text(max_size=8))
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=5), children, max_size=4),
-    max_leaves=20,
-)
+_VALUES = yaml_trees(_SCALARS, _KEYS, list_size=3, key_size=5, max_leaves=20)
 _TOP = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=6)
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from sim.run import run_one
 from sim.spec import LinkSpec, MigrationSpec, Scenario, SourceCpuSpec, VmSpec, WorkloadSpec
+from sim.units import GiB
 
-GiB = 1 << 30
 PAGES = GiB // 4096
 CPU = SourceCpuSpec()  # the calibrated defaults
 PER_PAGE = CPU.per_page + 4096 / CPU.scan_rate + 4096 / CPU.copy_rate

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from sim.recorder import EVENTS_COLUMNS, PASSES_COLUMNS, RUNS_COLUMNS, SAMPLES_COLUMNS
+from sim.units import MiB
 from sim.validation import command
 from sim.validation.cases import CaseError, Check, load_case, load_cases
 from sim.validation.guest import PARAMS_OFFSET, GuestParams, assemble, patch
@@ -23,7 +24,6 @@ from sim.validation.real import load_real_cases, scenario_data
 from sim.validation.suite import failures, formula_agreement, run_model_case
 
 CASES = load_cases()
-MiB = 1 << 20
 
 
 def test_case_files_load_with_unique_ids_and_sources():

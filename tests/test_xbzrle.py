@@ -461,8 +461,7 @@ def test_batch_equals_scalar(pairs: list[tuple[bytes, bytes]]) -> None:
     assert (rc[ok] >= 0).all()
 
 
-def test_batch_equals_scalar_4k() -> None:
-    rng = np.random.default_rng(7)
+def test_batch_equals_scalar_4k(rng: np.random.Generator) -> None:
     n = 64
     old = rng.integers(0, 256, (n, 4096), dtype=np.uint8)
     new = old.copy()

@@ -15,8 +15,7 @@ from sim.encoders.cache import (
     ZERO_NOT_INSERTED,
     XbzrleCache,
 )
-
-PAGE = 4096
+from sim.units import PAGE_BYTES as PAGE
 
 
 def run(cache: XbzrleCache, pages: list[int], gen: int, zero: list[int] | None = None,
@@ -158,9 +157,8 @@ def test_resize_empties() -> None:
     assert run(c, [0], gen=2) == [MISS_INSERTED]
 
 
-def test_exact_mode_round_trip_like_the_engine() -> None:
+def test_exact_mode_round_trip_like_the_engine(rng: np.random.Generator) -> None:
     """Drive the cache as the engine would in exact mode, and rebuild pages on a 'destination'."""
-    rng = np.random.default_rng(3)
     n_pages, slots = 32, 8
     mem = rng.integers(0, 256, (n_pages, PAGE), dtype=np.uint8)
     dest = np.zeros_like(mem)

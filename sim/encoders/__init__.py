@@ -7,7 +7,7 @@ page as last sent (``needs_previous``, taken from the source's page cache, which
 without XBZRLE). ``register_encoder`` adds one, registering its capability with
 :mod:`sim.capabilities` so that negotiation, QMP and the tables handle it like XBZRLE (DESIGN §9).
 
-The engine runs the built-ins through compiled fast paths in :mod:`sim.kernel` with QEMU's
+The engine runs the built-ins through compiled fast paths in :mod:`sim.engine.kernel` with QEMU's
 record sizes (REF §2.7, ``wire:``). Plug-ins run through ``encode_batch`` on synthetic pages to
 build modelled size tables, and through ``encode``/``decode`` page by page in exact mode.
 """
@@ -15,7 +15,6 @@ build modelled size tables, and through ``encode``/``decode`` page by page in ex
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import metadata
 from typing import ClassVar
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from .. import capabilities
 from . import xbzrle as _xbzrle
 
-#: entry-point group through which installed packages register encoders
+#: entry-point group through which installed packages register encoders (read by sim.plugins)
 ENTRY_POINT_GROUP = "migsim.encoders"
 
 
@@ -112,7 +111,6 @@ class Xbzrle(Encoder):
 
 ENCODERS: dict[str, type[Encoder]] = {}
 BUILT_IN = ("zero", "xbzrle", "raw")
-_entry_points: dict[str, list[str] | None] = {"loaded": None}
 
 
 def register_encoder(cls: type[Encoder]) -> type[Encoder]:
@@ -156,27 +154,8 @@ def plugins_in_force(enabled: frozenset[str] | set[str]) -> list[type[Encoder]]:
             if name not in BUILT_IN and cls.capability in enabled]
 
 
-def load_entry_points() -> list[str]:
-    """Import the modules that installed packages list under ``migsim.encoders`` (once per
-    process); returns the names loaded. A broken entry point raises ImportError naming it."""
-    if _entry_points["loaded"] is not None:
-        return list(_entry_points["loaded"])
-    loaded: list[str] = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as err:  # noqa: BLE001 - reported with the entry point's name
-            raise ImportError(f"entry point {ep.name!r} ({ep.value}) of group "
-                              f"{ENTRY_POINT_GROUP}: {err}") from err
-        if isinstance(obj, type) and issubclass(obj, Encoder) and obj.name not in ENCODERS:
-            register_encoder(obj)
-        loaded.append(ep.name)
-    _entry_points["loaded"] = loaded
-    return loaded
-
-
 for _cls in (ZeroPage, Xbzrle, Raw):
     register_encoder(_cls)
 
 __all__ = ["BUILT_IN", "ENCODERS", "ENTRY_POINT_GROUP", "Encoder", "Raw", "Xbzrle", "ZeroPage",
-           "load_entry_points", "plugins_in_force", "register_encoder"]
+           "plugins_in_force", "register_encoder"]

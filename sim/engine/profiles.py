@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from ..capabilities import parse_version
 from ..spec import MigrationSpec
-
-MiB = 1 << 20
+from ..units import MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.units import MiB
+
 SOURCE = Path(__file__).with_name("guest") / "guest.S"
 SECTOR = 512
 PAGE = 4096
@@ -31,7 +33,7 @@ PIT_HZ = 1193182  # the PIT's input clock
 MAX_TICKS_PER_S = 100
 # Guest-physical addresses of the guest's little-endian dword counters.
 TICKS_ADDR, TOUCHES_ADDR, SWEEPS_ADDR = 0x500, 0x504, 0x508
-IMAGE_SIZE = 1 << 20  # the disk image is padded to 1 MiB so SeaBIOS sees an ordinary disk
+IMAGE_SIZE = MiB  # the disk image is padded to 1 MiB so SeaBIOS sees an ordinary disk
 
 
 class GuestBuildError(RuntimeError):
@@ -51,7 +53,7 @@ class GuestParams:
     fill_end: int = 0  # every page in [1 MiB, fill_end) gets a non-zero dword at boot
 
     def __post_init__(self) -> None:
-        if self.base % PAGE or self.base < (1 << 20):
+        if self.base % PAGE or self.base < MiB:
             raise ValueError(f"base must be page-aligned and above 1 MiB (got {self.base:#x})")
         if self.pages < 1 or self.stride < 1 or (self.pages * PAGE) % self.stride:
             raise ValueError("the working set must be a whole number of strides")

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.units import MiB
+
 from .guest import (
     PAGE,
     SWEEPS_ADDR,
@@ -62,9 +64,9 @@ class MigrationSettings:
 
     memory: int  # bytes of guest RAM (-m)
     capabilities: tuple[str, ...] = ()
-    max_bandwidth: int = 128 << 20  # bytes/s; QEMU applies 1/10 of it per 100 ms window
+    max_bandwidth: int = 128 * MiB  # bytes/s; QEMU applies 1/10 of it per 100 ms window
     downtime_limit_ms: int = 300
-    xbzrle_cache_size: int = 64 << 20
+    xbzrle_cache_size: int = 64 * MiB
     max_time: float | None = None  # seconds after `migrate`; then migrate_cancel (like guestperf)
 
 
