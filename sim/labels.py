@@ -27,6 +27,7 @@ METRIC_AXES: dict[str, tuple[str, float]] = {
     "normal_pages": ("raw pages (pages)", 1.0),
     "zero_pages": ("zero pages (pages)", 1.0),
     "xbzrle_pages": ("XBZRLE pages (pages)", 1.0),
+    "xbzrle_records": ("XBZRLE records (pages)", 1.0),
     "xbzrle_bytes": ("XBZRLE bytes (MiB)", 1.0 / MiB),
     "xbzrle_cache_miss": ("XBZRLE cache misses (pages)", 1.0),
     "xbzrle_cache_miss_rate": ("XBZRLE cache miss rate (%)", 100.0),

@@ -207,7 +207,7 @@ def plot_pending(samples: pd.DataFrame, ax: Axes | None = None, *, labels: dict[
 PASS_KINDS: tuple[tuple[str, str, str], ...] = (
     ("normal_pages", "raw (normal)", "C0"),
     ("zero_pages", "zero", "C7"),
-    ("xbzrle_pages", "XBZRLE", "C2"),
+    ("xbzrle_records", "XBZRLE", "C2"),
 )
 
 
@@ -225,6 +225,8 @@ def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None
     runs = run_ids_of(passes) if len(passes) else [None]
     if len(runs) > 1:
         raise ValueError(f"passes holds {len(runs)} runs; pick one with run_id=")
+    if "xbzrle_records" not in passes.columns:  # saved by migsim 0.3 or older: records there
+        passes = passes.assign(xbzrle_records=passes["xbzrle_pages"])
     x = passes["pass"].to_numpy()
     stack = [(passes[column].to_numpy(dtype=float), label, color)
              for column, label, color in PASS_KINDS]

@@ -34,7 +34,8 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "downtime_bytes",
     "normal_pages",
     "zero_pages",
-    "xbzrle_pages",
+    "xbzrle_pages",  # QEMU's xbzrle "pages": cache hits (encoded, unchanged or overflowed)
+    "xbzrle_records",  # XBZRLE records sent (hits that went out encoded)
     "xbzrle_bytes",
     "xbzrle_cache_miss",
     "xbzrle_cache_miss_rate",
@@ -62,7 +63,8 @@ PASSES_COLUMNS: tuple[str, ...] = (
     "pages_sent",
     "bytes_sent",
     "zero_pages",
-    "xbzrle_pages",
+    "xbzrle_pages",  # cache hits, as in runs and QEMU's counter
+    "xbzrle_records",  # records sent: normal + zero + xbzrle_records + plug-ins = pages_sent
     "normal_pages",
     "throttle_pct",
 )
@@ -109,6 +111,7 @@ KINDS: dict[str, str] = {
     "normal_pages": "int",
     "zero_pages": "int",
     "xbzrle_pages": "int",
+    "xbzrle_records": "int",
     "xbzrle_bytes": "int",
     "xbzrle_cache_miss": "int",
     "xbzrle_cache_miss_rate": "float",

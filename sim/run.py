@@ -168,6 +168,7 @@ def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
         "normal_pages": c["normal_pages"],
         "zero_pages": c["zero_pages"],
         "xbzrle_pages": c["xbzrle_pages"],
+        "xbzrle_records": c["xbzrle_records"],
         "xbzrle_bytes": xb["bytes"],
         "xbzrle_cache_miss": xb["cache_miss"],
         "xbzrle_cache_miss_rate": xb["cache_miss_rate"],

@@ -38,7 +38,7 @@ def small_result(scenario: Scenario, status: str = "completed") -> Result:
         failure_reason="" if status == "completed" else "destination crashed",
         negotiation="qemu", capabilities="", total_time_s=0.5, setup_time_s=0.0, downtime_s=0.05,
         expected_downtime_s=0.05, transferred_bytes=52 * MiB, precopy_bytes=50 * MiB,
-        downtime_bytes=2 * MiB, normal_pages=13000, zero_pages=300, xbzrle_pages=0,
+        downtime_bytes=2 * MiB, normal_pages=13000, zero_pages=300, xbzrle_pages=0, xbzrle_records=0,
         xbzrle_bytes=0, xbzrle_cache_miss=0, xbzrle_cache_miss_rate=0.0,
         xbzrle_encoding_rate=0.0, xbzrle_overflow=0, plugin_pages=0, plugin_bytes=0, dirty_sync_count=2, mbps=832.0,
         max_throttle_pct=0.0, guest_cpu_lost_s=0.0, postcopy_faults=0, postcopy_stall_s=0.0, pages_lost=0,

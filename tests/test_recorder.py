@@ -23,7 +23,7 @@ RUN_ROW = dict(
     seed=1, status="completed", failure_reason="", negotiation="qemu", capabilities="xbzrle",
     total_time_s=2.5, setup_time_s=0.01, downtime_s=0.12, expected_downtime_s=0.1,
     transferred_bytes=300 * MiB, precopy_bytes=290 * MiB, downtime_bytes=10 * MiB,
-    normal_pages=70000, zero_pages=1000, xbzrle_pages=500, xbzrle_bytes=40000,
+    normal_pages=70000, zero_pages=1000, xbzrle_pages=500, xbzrle_records=450, xbzrle_bytes=40000,
     xbzrle_cache_miss=20, xbzrle_cache_miss_rate=0.04, xbzrle_encoding_rate=12.5,
     xbzrle_overflow=0, plugin_pages=0, plugin_bytes=0, dirty_sync_count=4, mbps=1000.0, max_throttle_pct=0.0, guest_cpu_lost_s=0.0, postcopy_faults=0, postcopy_stall_s=0.0, pages_lost=0,
 )
@@ -36,7 +36,7 @@ SAMPLE_ROW = dict(
 
 PASS_ROW = {
     "pass": 1, "t_start_s": 0.0, "t_end_s": 1.0, "dirty_pages_at_sync": 65536,
-    "pages_sent": 65536, "bytes_sent": 65536 * 4104, "zero_pages": 0, "xbzrle_pages": 0,
+    "pages_sent": 65536, "bytes_sent": 65536 * 4104, "zero_pages": 0, "xbzrle_pages": 0, "xbzrle_records": 0,
     "normal_pages": 65536, "throttle_pct": 0.0,
 }
 
@@ -46,13 +46,13 @@ def test_column_names_are_design_section_6() -> None:
     assert RUNS_COLUMNS == (
         "run_id", "scenario", "seed", "status", "failure_reason", "negotiation", "capabilities",
         "total_time_s", "setup_time_s", "downtime_s", "expected_downtime_s", "transferred_bytes",
-        "precopy_bytes", "downtime_bytes", "normal_pages", "zero_pages", "xbzrle_pages",
+        "precopy_bytes", "downtime_bytes", "normal_pages", "zero_pages", "xbzrle_pages", "xbzrle_records",
         "xbzrle_bytes", "xbzrle_cache_miss", "xbzrle_cache_miss_rate", "xbzrle_encoding_rate",
         "xbzrle_overflow", "plugin_pages", "plugin_bytes", "dirty_sync_count", "mbps", "max_throttle_pct", "guest_cpu_lost_s", "postcopy_faults", "postcopy_stall_s", "pages_lost",
     )
     assert PASSES_COLUMNS == (
         "run_id", "pass", "t_start_s", "t_end_s", "dirty_pages_at_sync", "pages_sent",
-        "bytes_sent", "zero_pages", "xbzrle_pages", "normal_pages", "throttle_pct",
+        "bytes_sent", "zero_pages", "xbzrle_pages", "xbzrle_records", "normal_pages", "throttle_pct",
     )
     assert SAMPLES_COLUMNS == (
         "run_id", "t_s", "bandwidth_bytes_per_s", "threshold_bytes", "pending_bytes",

@@ -35,10 +35,10 @@ def make_result(run_id: str = "r0", scenario: str = "tiny", params: dict[str, An
     rec.event(1.2, "source", "MIGRATION_PASS", "2")
     rec.pass_row(**{"pass": 1, "t_start_s": 0.01, "t_end_s": 1.2, "dirty_pages_at_sync": 51200,
                     "pages_sent": 51200, "bytes_sent": 51200 * 4104, "zero_pages": 10,
-                    "xbzrle_pages": 0, "normal_pages": 51190, "throttle_pct": 0.0})
+                    "xbzrle_pages": 0, "xbzrle_records": 0, "normal_pages": 51190, "throttle_pct": 0.0})
     rec.pass_row(**{"pass": 2, "t_start_s": 1.2, "t_end_s": 1.9, "dirty_pages_at_sync": 7000,
                     "pages_sent": 7000, "bytes_sent": 7000 * 300, "zero_pages": 0,
-                    "xbzrle_pages": 6000, "normal_pages": 1000, "throttle_pct": 0.0})
+                    "xbzrle_pages": 6000, "xbzrle_records": 6000, "normal_pages": 1000, "throttle_pct": 0.0})
     rec.event(1.9, "source", "MIGRATION", "device")
     rec.event(2.0, "source", "MIGRATION", status)
     rec.finish(
@@ -47,7 +47,7 @@ def make_result(run_id: str = "r0", scenario: str = "tiny", params: dict[str, An
         negotiation="qemu", capabilities="xbzrle", total_time_s=2.0, setup_time_s=0.01,
         downtime_s=0.1, expected_downtime_s=0.09, transferred_bytes=230 * MiB,
         precopy_bytes=220 * MiB, downtime_bytes=10 * MiB, normal_pages=52190, zero_pages=10,
-        xbzrle_pages=6000, xbzrle_bytes=6000 * 289, xbzrle_cache_miss=100,
+        xbzrle_pages=6000, xbzrle_records=6000, xbzrle_bytes=6000 * 289, xbzrle_cache_miss=100,
         xbzrle_cache_miss_rate=0.016, xbzrle_encoding_rate=14.2, xbzrle_overflow=3, plugin_pages=0, plugin_bytes=0,
         dirty_sync_count=3, mbps=960.0, guest_cpu_lost_s=0.0, postcopy_faults=0, postcopy_stall_s=0.0, max_throttle_pct=0.0, pages_lost=0,
     )

@@ -32,6 +32,18 @@ def test_first_pass_is_never_encoded_and_second_only_misses():
     assert run.xbzrle_cache_miss >= passes.normal_pages[1]
 
 
+def test_xbzrle_pages_mean_cache_hits_in_both_tables():
+    """``xbzrle_pages`` is QEMU's hit counter in runs and passes alike; ``xbzrle_records`` the
+    records that went out, so a pass's kinds add up to its pages sent (here: no plug-ins)."""
+    res = run_one(hot_scenario())
+    passes, run = res.passes, res.runs.iloc[0]
+    assert passes.xbzrle_pages.sum() == run.xbzrle_pages
+    assert passes.xbzrle_records.sum() == run.xbzrle_records
+    assert 0 < run.xbzrle_records < run.xbzrle_pages  # some hits were unchanged or overflowed
+    kinds = passes.normal_pages + passes.zero_pages + passes.xbzrle_records
+    assert (kinds == passes.pages_sent).all()
+
+
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @pytest.mark.parametrize("seed", [3, 17])
 @pytest.mark.parametrize("caps", [("xbzrle",), ()], ids=["xbzrle", "raw"])

@@ -176,8 +176,8 @@ class MigrationState:
             "pass": p.number, "t_start_s": p.t_start, "t_end_s": t,
             "dirty_pages_at_sync": p.dirty_pages_at_sync,
             "pages_sent": c["pages_sent"], "bytes_sent": c["wire_bytes"],
-            "zero_pages": c["zero_pages"], "xbzrle_pages": c["xbzrle_records"],
-            "normal_pages": c["normal_pages"],
+            "zero_pages": c["zero_pages"], "xbzrle_pages": c["xbzrle_pages"],
+            "xbzrle_records": c["xbzrle_records"], "normal_pages": c["normal_pages"],
             "throttle_pct": p.throttle_pct})
 
     def _event(self, t: float, side: str, event: str, detail: str, data: dict[str, Any]) -> None:

@@ -143,6 +143,7 @@ def passes_rows(obs: Observed) -> list[dict[str, Any]]:
             "bytes_sent": delta(ram, ram_next, "transferred"),
             "zero_pages": delta(ram, ram_next, "duplicate"),
             "xbzrle_pages": delta(xb, xb_next, "pages") if xb_next else 0.0,
+            "xbzrle_records": NAN,  # QMP counts hits, not the records that went out
             "normal_pages": delta(ram, ram_next, "normal"),
             "throttle_pct": float(info.get("cpu-throttle-percentage", 0)),
         })
