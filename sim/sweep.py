@@ -15,7 +15,6 @@ the combined tables are written at the end; ``resume=True`` reuses the members a
 from __future__ import annotations
 
 import hashlib
-import math
 import multiprocessing
 import os
 import re
@@ -24,12 +23,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from sim import plugins
-from sim.recorder import KINDS, RUNS_COLUMNS, Recorder
+from sim.recorder import Recorder, runs_row
 from sim.result import SCENARIO_FILE, Result, scenario_yaml
 from sim.run import run_one
 from sim.spec import Scenario
@@ -97,11 +95,10 @@ def failed_result(member: Scenario, scenario_name: str, reason: str) -> Result:
     results = []
     for vm, content in guests or [(None, member.vm.content)]:
         rec = Recorder(member.name, scenario_name, vm=vm)
-        columns: dict[str, Any] = {c: _missing(c) for c in RUNS_COLUMNS[2:]}
-        columns.update(seed=member.seed, status="failed", failure_reason=reason,
-                       negotiation=member.negotiation, capabilities="")
-        if content == "exact":
-            columns["memory_match"] = False  # never checked: not a match
+        # memory_match: never checked, so not a match
+        columns = runs_row(seed=member.seed, status="failed", failure_reason=reason,
+                           negotiation=member.negotiation, capabilities="",
+                           **({"memory_match": False} if content == "exact" else {}))
         rec.finish(params=dict(member.params), **columns)
         results.append(Result(**rec.frames(), scenario=member))
     result = Result.concat(results)
@@ -113,12 +110,6 @@ def _lost(member: Scenario, scenario_name: str, err: BaseException) -> tuple[Res
     """A member that raised, or whose result never came back: a failed row naming the error."""
     reason = " ".join(f"{type(err).__name__}: {err}".split())
     return failed_result(member, scenario_name, reason), reason
-
-
-def _missing(column: str) -> Any:
-    # A column without a kind is a count (plugin_pages) or, by its unit suffix, a float.
-    kind = KINDS.get(column) or ("float" if column.endswith(("_s", "_rate", "_pct")) else "int")
-    return {"float": math.nan, "str": "", "bool": False}.get(kind, 0)
 
 
 # -- member directories --------------------------------------------------------------------------
