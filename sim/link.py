@@ -16,9 +16,8 @@ joining or leaving changes the others' rates from their next chunk on, not mid-c
 
 from __future__ import annotations
 
+import bisect
 import math
-
-import numpy as np
 
 from .spec import LinkSpec
 
@@ -47,32 +46,37 @@ class Link:
                 if a <= t < b:
                     base = min(base, cap)
             rates.append(base)
-        self._at = np.array(points, np.float64)
-        self._rate = np.array(rates, np.float64)
+        # Plain lists and bisect: every chunk of every guest asks, so these stay cheap.
+        self._at = [float(t) for t in points]
+        self._rate = [float(r) for r in rates]
         self._flows: dict[object, float] = {}  # flow -> its cap in bytes/s (inf: none)
+        self._levels: dict[float, float] = {}  # link rate -> water level, for these flows
 
     def rate_at(self, t: float) -> float:
         """The whole link's bandwidth in bytes/s at sim time ``t``."""
-        i = int(np.searchsorted(self._at, t, side="right")) - 1
-        return float(self._rate[max(i, 0)])
+        i = bisect.bisect_right(self._at, t) - 1
+        return self._rate[max(i, 0)]
 
     def next_change_after(self, t: float) -> float:
         """The first schedule change strictly after ``t`` (``inf`` if none): chunks end there."""
-        i = int(np.searchsorted(self._at, t, side="right"))
-        return float(self._at[i]) if i < self._at.size else float("inf")
+        i = bisect.bisect_right(self._at, t)
+        return self._at[i] if i < len(self._at) else math.inf
 
     # --- sharing -------------------------------------------------------------------------------
 
     def join(self, flow: object, cap: float = math.inf) -> None:
         """``flow`` starts using the link; ``cap`` is its own limit (bytes/s, inf for none)."""
         self._flows[flow] = cap if cap > 0 else math.inf
+        self._levels.clear()
 
     def set_cap(self, flow: object, cap: float) -> None:
         if flow in self._flows:
             self._flows[flow] = cap if cap > 0 else math.inf
+            self._levels.clear()
 
     def leave(self, flow: object) -> None:
         self._flows.pop(flow, None)
+        self._levels.clear()
 
     @property
     def flows(self) -> int:
@@ -84,11 +88,18 @@ class Link:
         total = self.rate_at(t)
         if flow not in self._flows or len(self._flows) == 1:
             return total
-        left, others = total, sorted(self._flows.values())
-        for i, cap in enumerate(others):
-            equal = left / (len(others) - i)
+        level = self._levels.get(total)
+        if level is None:
+            level = self._levels[total] = self._water_level(total)
+        return min(self._flows[flow], level)
+
+    def _water_level(self, total: float) -> float:
+        """The share of every flow capped above it (water-filling); solved once per set of
+        flows and link rate, so a fleet's chunks do not re-sort the caps."""
+        left, caps = total, sorted(self._flows.values())
+        for i, cap in enumerate(caps):
+            equal = left / (len(caps) - i)
             if cap >= equal:
-                # Everyone from here on is capped above the equal split: they all get it.
-                return min(self._flows[flow], equal)
+                return equal  # everyone from here on is capped above the equal split
             left -= cap
-        return self._flows[flow]
+        return math.inf  # every flow is held below its equal share by its own cap
