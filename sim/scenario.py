@@ -954,6 +954,9 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
         raise fail("migration.xbzrle_cache_size",
                    "Option xbzrle_cache_size expects a power of two no less than the target page "
                    f"size, {_size(page)}", _size(cache))
+    if migration.max_cpu_throttle < migration.cpu_throttle_initial:  # QEMU's rule (sim.parameters)
+        raise fail("migration.max_cpu_throttle", "must be at least migration.cpu_throttle_initial, "
+                   f"{migration.cpu_throttle_initial}", str(migration.max_cpu_throttle))
     if not _VERSION.match(migration.qemu_version):
         raise fail("migration.qemu_version", "expected a QEMU version such as '10.2'",
                    repr(migration.qemu_version))
