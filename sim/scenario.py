@@ -84,7 +84,6 @@ MAX_BYTES = units.MiB  # a scenario file (PyYAML composes about 200 KB/s of dens
 MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
 
-_WORKLOAD_KINDS = ("idle", "uniform", "hotspot", "zipf", "sequential", "phased", "trace")
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -298,10 +297,8 @@ SCENARIO_KEYS: tuple[str, ...] = tuple(key for key, _, _ in _walk_keys())
 
 
 def _workload_kinds() -> tuple[str, ...]:
-    try:
-        from sim.workloads import WORKLOADS  # lazily: the workloads import numpy and more
-    except ImportError:
-        return _WORKLOAD_KINDS
+    from sim.workloads import WORKLOADS  # lazily: the workloads import numpy and more
+
     return tuple(WORKLOADS)
 
 
