@@ -18,6 +18,14 @@ client, rounding to QEMU's units, and :func:`apply` converts only the parameters
 
 The texts are QEMU 10.1+'s (``migrate_params_check`` in ``migration/options.c``), in QEMU's
 spelling, which uses the C names; QEMU's own typo in the ``max-cpu-throttle`` text is kept.
+
+Model notes (departures from QEMU):
+* A change is checked on the parameters it names (and on a rule that ties one of them to another);
+  QEMU re-checks every parameter each time, which only differs when a scenario holds a value
+  QEMU's integers cannot (0.4 ms shows as 0).
+* ``block-bitmap-mapping`` is stored and shown, not checked further: migsim has no block devices.
+* The checks that depend on capabilities (zero-copy-send or mapped-ram with compression or TLS)
+  and the texts of QEMU releases before 10.1 ("Parameter 'x' expects ...") are not modelled.
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ if TYPE_CHECKING:
 #: it sees a spec as a dataclass with the fields the table names.
 Spec = TypeVar("Spec", bound="DataclassInstance")
 
-__all__ = ["CHECK_ORDER", "PARAMETERS", "Parameter", "apply", "refusal", "spec_metadata",
-           "to_qmp", "unmodelled"]
+__all__ = ["CHECK_ORDER", "INTEGER_TYPES", "PARAMETERS", "Parameter", "apply", "refusal",
+           "spec_metadata", "to_qmp", "unmodelled"]
 
 UINT64_MAX = 2**64 - 1
 
@@ -175,9 +183,6 @@ assert set(CHECK_ORDER) == {p.name for p in PARAMETERS.values() if p.error}, \
     "CHECK_ORDER must list every parameter with a check, once"
 assert all(PARAMETERS[p.floor].field is not None and p.field is not None
            for p in PARAMETERS.values() if p.floor is not None)
-
-#: the spec fields, in table order
-FIELDS: dict[str, Parameter] = {p.field: p for p in PARAMETERS.values() if p.field is not None}
 
 
 def spec_metadata(name: str) -> dict[str, Any]:
