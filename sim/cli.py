@@ -29,14 +29,6 @@ if TYPE_CHECKING:
     from sim.result import Result
     from sim.spec import Scenario
 
-NEGOTIATION_MODES: tuple[str, ...] = ("none", "qemu", "management", "inband")
-NEGOTIATION_DOCS: dict[str, str] = {
-    "none": "the operator's source settings as given; the destination fails on a record it cannot decode",
-    "qemu": "today's QEMU: capabilities set per side; needs-both-sides capabilities must match",
-    "management": "libvirt-style: query source, set destination, set the destination's set on the source",
-    "inband": "a handshake over the return path agrees on the intersection; else legacy raw",
-}
-
 # What Result.save writes, in the order they are reported.
 SAVED_FILES = ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet", "runs.csv",
                "scenario.yaml")
@@ -383,12 +375,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print()
         first = False
         _print_section(title, entries)
-    try:
-        modes = tuple(_module("sim.negotiation").MODES)
-    except (ImportError, AttributeError):
-        modes = NEGOTIATION_MODES
     print()
-    _print_section("negotiation modes", {str(m): NEGOTIATION_DOCS.get(str(m), "") for m in modes})
+    _print_section("negotiation modes", dict(_module("sim.choices").NEGOTIATION_MODES))
     return EXIT_OK
 
 

@@ -23,110 +23,28 @@ Model notes (departures from QEMU):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
 
 from . import capabilities
+from . import parameters as qemu_parameters
 from .capabilities import InForce
 from .engine import precopy
 from .engine.migration import Handshake, Migration
 from .engine.state import RUNNING
 from .errors import QmpError, ScenarioError
 from .link import Link
+from .qmp import qapi
 from .recorder import Recorder
 from .spec import EndpointSpec, FaultSpec, MigrationSpec, Scenario
-from .units import MiB
 
 Progress = Callable[[float, float], None]
 EventCallback = Callable[[str, dict[str, Any], float], None]
 
 
-
-
-@dataclass(frozen=True, slots=True)
-class Parameter:
-    """One migration parameter of REF §6.2 as ``query-migrate-parameters`` shows it."""
-
-    name: str
-    default: Any
-    kind: str  # int | bool | str | enum | list
-    lo: int | None = None
-    hi: int | None = None
-    choices: tuple[str, ...] = ()
-    field: str | None = None  # the MigrationSpec field it sets on a source
-    scale: float = 1.0  # QMP value × scale = the spec's SI value (ms → s)
-    error: str = ""  # QEMU's complaint when out of range
-
-
-def _range(name: str, lo: int, hi: int, what: str = "an integer") -> str:
-    return f"Parameter '{name.replace('-', '_')}' expects {what} in the range of {lo} to {hi}"
-
-
-#: REF §6.2, in query-migrate-parameters order
-PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
-    Parameter("announce-initial", 50, "int", 1, 100000),
-    Parameter("announce-max", 550, "int", 1, 100000),
-    Parameter("announce-rounds", 5, "int", 1, 1000),
-    Parameter("announce-step", 100, "int", 1, 10000),
-    Parameter("throttle-trigger-threshold", 50, "int", 1, 100, field="throttle_trigger_threshold",
-              error=_range("throttle-trigger-threshold", 1, 100)),
-    Parameter("cpu-throttle-initial", 20, "int", 1, 99, field="cpu_throttle_initial",
-              error=_range("cpu-throttle-initial", 1, 99)),
-    Parameter("cpu-throttle-increment", 10, "int", 1, 99, field="cpu_throttle_increment",
-              error=_range("cpu-throttle-increment", 1, 99)),
-    Parameter("cpu-throttle-tailslow", False, "bool", field="cpu_throttle_tailslow"),
-    Parameter("tls-creds", "", "str"),
-    Parameter("tls-hostname", "", "str"),
-    Parameter("tls-authz", "", "str"),
-    Parameter("max-bandwidth", 134217728, "int", 0, 2**63 - 1, field="max_bandwidth"),
-    Parameter("avail-switchover-bandwidth", 0, "int", 0, 2**63 - 1,
-              field="avail_switchover_bandwidth"),
-    Parameter("downtime-limit", 300, "int", 0, 2000000, field="downtime_limit", scale=1e-3,
-              error=_range("downtime-limit", 0, 2000000) + " milliseconds"),
-    Parameter("x-checkpoint-delay", 20000, "int", 0, 2**32 - 1),
-    Parameter("multifd-channels", 2, "int", 1, 255, field="multifd_channels",
-              error="Parameter 'multifd_channels' expects is invalid, "
-                    "it should be in the range of 1 to 255"),
-    Parameter("xbzrle-cache-size", 67108864, "int", 0, 2**63 - 1, field="xbzrle_cache_size"),
-    Parameter("max-postcopy-bandwidth", 0, "int", 0, 2**63 - 1, field="max_postcopy_bandwidth"),
-    Parameter("max-cpu-throttle", 99, "int", 1, 99, field="max_cpu_throttle",
-              error=_range("max-cpu-throttle", 1, 99)),
-    Parameter("multifd-compression", "none", "enum", choices=("none", "zlib", "zstd"),
-              field="multifd_compression"),
-    Parameter("multifd-zlib-level", 1, "int", 0, 9, field="multifd_zlib_level",
-              error="Parameter 'multifd_zlib_level' expects a value between 0 and 9"),
-    Parameter("multifd-qatzip-level", 1, "int", 1, 9,
-              error="Parameter 'multifd_qatzip_level' expects a value between 1 and 9"),
-    Parameter("multifd-zstd-level", 1, "int", 0, 20, field="multifd_zstd_level",
-              error="Parameter 'multifd_zstd_level' expects a value between 0 and 20"),
-    Parameter("x-vcpu-dirty-limit-period", 1000, "int", 1, 1000,
-              error="Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000"),
-    Parameter("vcpu-dirty-limit", 1, "int", 1, 2**63 - 1, field="vcpu_dirty_limit", scale=MiB,
-              error="Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s"),
-    Parameter("mode", "normal", "enum", choices=("normal", "cpr-reboot", "cpr-transfer")),
-    Parameter("zero-page-detection", "multifd", "enum", choices=("none", "legacy", "multifd"),
-              field="zero_page_detection"),
-    Parameter("direct-io", False, "bool"),
-    Parameter("cpr-exec-command", [], "list"),
-)}
-
-
-def _to_qmp(spec: MigrationSpec) -> dict[str, Any]:
-    """A fresh QEMU's parameters with the scenario's migration section applied."""
-    values: dict[str, Any] = {}
-    for p in PARAMETERS.values():
-        value = p.default
-        if p.field is not None:
-            value = getattr(spec, p.field)
-            if p.kind == "int":
-                value = int(round(value / p.scale))
-        values[p.name] = list(value) if isinstance(value, list) else value
-    return values
 
 
 class Endpoint:
@@ -145,7 +63,10 @@ class Endpoint:
                                 f"(supports: {', '.join(self.supports) or 'nothing'})",
                                 key=f"endpoints.{role}.enabled")
         self.enabled: set[str] = set(spec.enabled)
-        self.parameters = _to_qmp(pair.scenario.migration)
+        #: the parameters (the single source: query-migrate-parameters renders them), and the
+        #: QMP values of those migsim does not model (sim.parameters)
+        self.parameters: MigrationSpec = pair.scenario.migration
+        self.extras: dict[str, Any] = qemu_parameters.unmodelled()
         self.incoming_started = False
         self.exit_on_error = True
         self._subscribers: list[EventCallback] = []
@@ -179,39 +100,31 @@ class Endpoint:
     # --- parameters ----------------------------------------------------------------------------
 
     def query_migrate_parameters(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.parameters.items()}
+        """QEMU's integers in QEMU's units, rendered from the parameters (REF §6.2)."""
+        return qemu_parameters.to_qmp(self.parameters, self.extras)
 
     def migrate_set_parameters(self, params: Mapping[str, Any]) -> None:
-        """Validated as a whole, then applied; a running migration sees the change (REF §6.2)."""
-        new = dict(self.parameters)
-        for name, value in params.items():
-            p = PARAMETERS.get(name)
-            if p is None:
-                raise QmpError(f"Parameter '{name}' is unexpected")
-            if p.kind == "int" and p.lo is not None and p.hi is not None \
-                    and not p.lo <= value <= p.hi:
-                raise QmpError(p.error or _range(name, p.lo, p.hi))
-            if p.kind == "enum" and value not in p.choices:
-                raise QmpError(f"Parameter '{name}' does not accept value '{value}'")
-            new[name] = value
-        cache = new["xbzrle-cache-size"]
-        page = self.pair.scenario.vm.page_size
-        if cache < page or cache & (cache - 1):
-            raise QmpError("Option xbzrle_cache_size expects a power of two no less than the "
-                           "target page size")
-        self.parameters = new
+        """All or nothing: the whole request is checked first (QAPI types, then QEMU's ranges,
+        with QEMU's texts); then only the parameters given change. A running migration sees the
+        change (REF §6.2)."""
+        try:
+            given = qapi.check(qapi.MIGRATE_SET_PARAMETERS, dict(params))
+        except qapi.ArgumentError as err:
+            raise QmpError(err.desc) from None
+        problem = qemu_parameters.refusal(given, self.parameters,
+                                          self.pair.scenario.vm.page_size)
+        if problem is not None:
+            raise QmpError(problem)
+        self.parameters = qemu_parameters.apply(self.parameters, given)
+        self.extras = {**self.extras, **qemu_parameters.unmodelled(given)}
         mig = self.pair.migration
         if self.role == "source" and mig.state.running:
             mig.set_parameters(self.migration_spec())
 
     def migration_spec(self) -> MigrationSpec:
-        """The scenario's migration section with this endpoint's parameters applied."""
-        changes: dict[str, Any] = {}
-        for p in PARAMETERS.values():
-            if p.field is not None:
-                value = self.parameters[p.name]
-                changes[p.field] = value * p.scale if p.scale != 1.0 else value
-        return dataclasses.replace(self.pair.scenario.migration, **changes)
+        """The scenario's migration section with what ``migrate-set-parameters`` changed; the
+        engine runs with it as it is (nothing goes through QMP's units on the way)."""
+        return self.parameters
 
     # --- migration -----------------------------------------------------------------------------
 

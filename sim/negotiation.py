@@ -23,24 +23,40 @@ The operator's wish list ``W`` is ``migration.capabilities`` plus ``endpoints.so
   path and the destination answers with those it supports: one more round trip in setup. The
   return path is used whenever both sides support ``return-path`` (it has no side effect);
   without it the two fall back to the legacy protocol, with no wire or both-sides capability.
+
+``MODES`` is the registry: each name (with its one-line doc, :data:`sim.choices.NEGOTIATION_MODES`)
+and its operator, which issues the mode's commands and says how the source starts.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from .capabilities import CAPABILITIES, InForce
-from .engine.migration import Migration
+from .choices import NEGOTIATION_MODES
+from .engine.migration import Handshake, Migration
 from .errors import QmpError
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint, Pair
 
-MODES = ("none", "qemu", "management", "inband")
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """How an operator has the source start its migration (``Endpoint.migrate``'s arguments):
+    both None is QEMU's own way, its enabled set checked against the destination at setup."""
+
+    handshake: Handshake | None = None
+    in_force: InForce | None = None
+
+
+#: an operator: the QMP commands of one mode, given the wish list; a refused command raises
+Operator = Callable[["Pair", list[str]], Start]
 
 
 def wish_list(pair: Pair) -> list[str]:
@@ -58,30 +74,37 @@ def needs_destination(name: str) -> bool:
 def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
     """The operator of one pair: at ``migration.start``, decide capabilities by ``mode`` and
     start the migration. A refused command fails the migration in setup with QEMU's text."""
+    operator, _ = MODES[mode]
     env = pair.env
     yield env.timeout(pair.scenario.migration.start)
     wishes = wish_list(pair)
     try:
-        if mode == "management":
-            _management(pair, wishes)
-        else:
-            if wishes:
-                _set(pair, pair.source, wishes, "operator")
-            if mode == "qemu":
-                both = {c for c in wishes if CAPABILITIES[c].needs_both_sides
-                        and c in pair.destination.supports}
-                both |= {r for c in both for r in CAPABILITIES[c].requires}
-                if both:
-                    _set(pair, pair.destination, [c for c in CAPABILITIES if c in both],
-                         "operator")
+        start = operator(pair, wishes)
     except QmpError as err:
         pair.migration.refuse(err.desc)
         return
-    if mode == "inband":
-        pair.source.migrate(handshake=_inband(pair, wishes),
-                            in_force=pair.qemu_in_force())
-    else:
-        pair.source.migrate()
+    pair.source.migrate(handshake=start.handshake, in_force=start.in_force)
+
+
+def _none(pair: Pair, wishes: list[str]) -> Start:
+    if wishes:
+        _set(pair, pair.source, wishes, "operator")
+    return Start()
+
+
+def _qemu(pair: Pair, wishes: list[str]) -> Start:
+    _none(pair, wishes)
+    both = {c for c in wishes if CAPABILITIES[c].needs_both_sides
+            and c in pair.destination.supports}
+    both |= {r for c in both for r in CAPABILITIES[c].requires}
+    if both:
+        _set(pair, pair.destination, [c for c in CAPABILITIES if c in both], "operator")
+    return Start()
+
+
+def _inband_mode(pair: Pair, wishes: list[str]) -> Start:
+    _none(pair, wishes)
+    return Start(handshake=_inband(pair, wishes), in_force=pair.qemu_in_force())
 
 
 def _event(pair: Pair, endpoint: str, command: str, detail: Any) -> None:
@@ -106,7 +129,7 @@ def _query(pair: Pair, ep: Endpoint) -> set[str]:
     return {r["capability"] for r in reply if r["state"]}
 
 
-def _management(pair: Pair, wishes: list[str]) -> None:
+def _management(pair: Pair, wishes: list[str]) -> Start:
     src, dst = pair.source, pair.destination
     _query(pair, src)
     _query(pair, dst)
@@ -122,6 +145,7 @@ def _management(pair: Pair, wishes: list[str]) -> None:
             _event(pair, "management", "dropped", f"{c}: not supported by the {where}")
     ordered = [c for c in CAPABILITIES if c in chosen]
     _set(pair, src, ordered, "management", off=sorted(src.enabled - chosen))
+    return Start()
 
 
 def _inband(pair: Pair, wishes: list[str]):
@@ -157,3 +181,11 @@ def _inband(pair: Pair, wishes: list[str]):
                        in_force.switchover_blocked)
 
     return handshake
+
+
+#: the negotiation modes: name -> (operator, one-line doc); names and docs are sim.choices'
+MODES: dict[str, tuple[Operator, str]] = {
+    name: (operator, NEGOTIATION_MODES[name]) for name, operator in (
+        ("none", _none), ("qemu", _qemu), ("management", _management), ("inband", _inband_mode))
+}
+assert tuple(MODES) == tuple(NEGOTIATION_MODES), "every negotiation mode needs its operator"

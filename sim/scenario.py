@@ -84,7 +84,6 @@ MAX_BYTES = units.MiB  # a scenario file (PyYAML composes about 200 KB/s of dens
 MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
 
-_WORKLOAD_KINDS = ("idle", "uniform", "hotspot", "zipf", "sequential", "phased", "trace")
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -298,10 +297,8 @@ SCENARIO_KEYS: tuple[str, ...] = tuple(key for key, _, _ in _walk_keys())
 
 
 def _workload_kinds() -> tuple[str, ...]:
-    try:
-        from sim.workloads import WORKLOADS  # lazily: the workloads import numpy and more
-    except ImportError:
-        return _WORKLOAD_KINDS
+    from sim.workloads import WORKLOADS  # lazily: the workloads import numpy and more
+
     return tuple(WORKLOADS)
 
 
@@ -954,6 +951,9 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
         raise fail("migration.xbzrle_cache_size",
                    "Option xbzrle_cache_size expects a power of two no less than the target page "
                    f"size, {_size(page)}", _size(cache))
+    if migration.max_cpu_throttle < migration.cpu_throttle_initial:  # QEMU's rule (sim.parameters)
+        raise fail("migration.max_cpu_throttle", "must be at least migration.cpu_throttle_initial, "
+                   f"{migration.cpu_throttle_initial}", str(migration.max_cpu_throttle))
     if not _VERSION.match(migration.qemu_version):
         raise fail("migration.qemu_version", "expected a QEMU version such as '10.2'",
                    repr(migration.qemu_version))

@@ -8,7 +8,8 @@ Field metadata drives the generic YAML conversion in ``sim.scenario`` (no key li
 ``unit`` (``size`` | ``rate`` | ``time``: the value takes units), bounds ``gt`` / ``ge`` / ``le`` (in SI
 units), ``pow2`` (a power of two), ``choices`` (the valid strings), ``registry`` (``workloads`` |
 ``capabilities``: names from that registry; ``check_set`` also validates the set as
-``migrate-set-capabilities`` does), ``inline`` (the nested section's keys sit in the parent mapping)
+``migrate-set-capabilities`` does), ``qmp`` (the QEMU parameter the field is, see
+:mod:`sim.parameters`), ``inline`` (the nested section's keys sit in the parent mapping)
 and ``yaml=False`` (not a YAML key).
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sim.choices import NEGOTIATION_MODES, WRITE_PATTERNS
+from sim.parameters import spec_metadata as qemu
 from sim.units import GiB, KiB, MiB
 
 
@@ -44,7 +47,7 @@ class WorkloadSpec:
     per write, laid out by ``write_pattern``; those decide how well XBZRLE does.
     """
 
-    # idle | uniform | hotspot | zipf | sequential | phased | trace (sim.workloads.WORKLOADS)
+    # a name of sim.workloads.WORKLOADS: idle, uniform, hotspot, ...
     kind: str = field(default="idle", metadata={"registry": "workloads"})
     writes_per_s: float = field(default=0.0, metadata={"ge": 0})
     # hotspot: bytes of the hot region (default: 1/16 of RAM)
@@ -55,10 +58,7 @@ class WorkloadSpec:
     zipf_exponent: float = field(default=1.1, metadata={"gt": 1})
     # bytes changed per write
     write_size: int = field(default=64, metadata={"unit": "size", "gt": 0})
-    write_pattern: str = field(
-        default="clustered",
-        metadata={"choices": ("clustered", "scattered", "counter", "full", "zero")},
-    )
+    write_pattern: str = field(default="clustered", metadata={"choices": WRITE_PATTERNS})
     region: RegionSpec | None = None
     # sequential: bytes between consecutive writes (default: a page)
     stride: int | None = field(default=None, metadata={"unit": "size", "gt": 0})
@@ -122,19 +122,24 @@ class LinkSpec:
 
 @dataclass(frozen=True, slots=True)
 class MigrationSpec:
-    """QEMU's migration parameters (snake_case of REF §6.2) plus the simulator's own policies."""
+    """QEMU's migration parameters (snake_case of REF §6.2) plus the simulator's own policies.
+
+    A QEMU parameter's bounds and choices come from :mod:`sim.parameters` (``qemu(name)``), the
+    one table of them, in SI units here; its default is QEMU's.
+    """
 
     # sim time at which `migrate` is issued
     start: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
     # QEMU: 0..2 000 000 ms
-    downtime_limit: float = field(default=0.3, metadata={"unit": "time", "ge": 0, "le": 2000.0})
+    downtime_limit: float = field(default=0.3, metadata=qemu("downtime-limit"))
     # 0 = unlimited
     # None: the default of qemu_version (128 MiB/s; 32 MiB/s before 5.2)
-    max_bandwidth: float | None = field(default=None, metadata={"unit": "rate", "ge": 0})
+    max_bandwidth: float | None = field(default=None, metadata=qemu("max-bandwidth"))
     # 0 = use the measured estimate
-    avail_switchover_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    avail_switchover_bandwidth: float = field(default=0.0,
+                                              metadata=qemu("avail-switchover-bandwidth"))
     # QEMU: a power of two no less than the page size (checked against vm.page_size)
-    xbzrle_cache_size: int = field(default=64 * MiB, metadata={"unit": "size", "gt": 0})
+    xbzrle_cache_size: int = field(default=64 * MiB, metadata=qemu("xbzrle-cache-size"))
     # what the operator enables on the source
     capabilities: tuple[str, ...] = field(
         default=(), metadata={"registry": "capabilities", "check_set": True}
@@ -148,32 +153,30 @@ class MigrationSpec:
     # rounds policy: stop-and-copy after this many live passes
     max_passes: int | None = field(default=None, metadata={"ge": 1})
     # none | legacy | multifd (= main thread without multifd)
-    zero_page_detection: str = field(
-        default="multifd", metadata={"choices": ("none", "legacy", "multifd")}
-    )
+    zero_page_detection: str = field(default="multifd", metadata=qemu("zero-page-detection"))
     # x-clear-bitmap-shift: dirty-log clear chunk = 2^shift pages (QEMU: 6..31)
     clear_bitmap_shift: int = field(default=18, metadata={"ge": 6, "le": 31})
     # auto-converge (REF §4): dirtied > this % of sent bytes in a period counts toward a step
-    throttle_trigger_threshold: int = field(default=50, metadata={"ge": 1, "le": 100})
-    cpu_throttle_initial: int = field(default=20, metadata={"ge": 1, "le": 99})  # %
-    cpu_throttle_increment: int = field(default=10, metadata={"ge": 1, "le": 99})  # %
-    cpu_throttle_tailslow: bool = False
-    max_cpu_throttle: int = field(default=99, metadata={"ge": 1, "le": 99})  # %
+    throttle_trigger_threshold: int = field(default=50, metadata=qemu("throttle-trigger-threshold"))
+    cpu_throttle_initial: int = field(default=20, metadata=qemu("cpu-throttle-initial"))  # %
+    cpu_throttle_increment: int = field(default=10, metadata=qemu("cpu-throttle-increment"))  # %
+    cpu_throttle_tailslow: bool = field(default=False, metadata=qemu("cpu-throttle-tailslow"))
+    # % (QEMU: at least cpu_throttle_initial)
+    max_cpu_throttle: int = field(default=99, metadata=qemu("max-cpu-throttle"))
     # post-copy (REF §5.1; needs postcopy-ram in force): management's migrate-start-postcopy this
     # long after the start, after this many passes, or once a pass leaves no less than the last
     postcopy_after: float | None = field(default=None, metadata={"unit": "time", "ge": 0})
     postcopy_after_passes: int | None = field(default=None, metadata={"ge": 1})
     postcopy_on_stall: bool = False
     # background push rate after the switch (0 = unlimited)
-    max_postcopy_bandwidth: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    max_postcopy_bandwidth: float = field(default=0.0, metadata=qemu("max-postcopy-bandwidth"))
     # multifd (REF §5.2; needs multifd in force): channels and compression of the page packets
-    multifd_channels: int = field(default=2, metadata={"ge": 1, "le": 255})
-    multifd_compression: str = field(default="none",
-                                     metadata={"choices": ("none", "zlib", "zstd")})
-    multifd_zlib_level: int = field(default=1, metadata={"ge": 0, "le": 9})
-    multifd_zstd_level: int = field(default=1, metadata={"ge": 0, "le": 20})
+    multifd_channels: int = field(default=2, metadata=qemu("multifd-channels"))
+    multifd_compression: str = field(default="none", metadata=qemu("multifd-compression"))
+    multifd_zlib_level: int = field(default=1, metadata=qemu("multifd-zlib-level"))
+    multifd_zstd_level: int = field(default=1, metadata=qemu("multifd-zstd-level"))
     # dirty-limit (REF §4.3): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
-    vcpu_dirty_limit: float = field(default=1 * MiB, metadata={"unit": "rate", "gt": 0})
+    vcpu_dirty_limit: float = field(default=1 * MiB, metadata=qemu("vcpu-dirty-limit"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +284,7 @@ class Scenario:
     wire: WireSpec = field(default_factory=WireSpec)
     source_cpu: SourceCpuSpec = field(default_factory=SourceCpuSpec)
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
-    negotiation: str = field(
-        default="qemu", metadata={"choices": ("none", "qemu", "management", "inband")}
-    )
+    negotiation: str = field(default="qemu", metadata={"choices": tuple(NEGOTIATION_MODES)})
     plugins: tuple[str, ...] = ()
     # several guests sharing the link (DESIGN §4); empty: the one guest of the top-level sections
     vms: tuple[GuestSpec, ...] = ()

@@ -9,6 +9,7 @@ ADVISE; management and in-band negotiation drop what the destination cannot take
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -220,7 +221,7 @@ def test_no_capability_change_while_migrating_but_parameters_change():
     assert tb.pairs[0].migration.spec.downtime_limit == pytest.approx(0.1)
     with pytest.raises(QmpError, match="power of two"):
         tb.source.migrate_set_parameters({"xbzrle-cache-size": 3 << 20})
-    with pytest.raises(QmpError, match="0 to 2000000 milliseconds"):
+    with pytest.raises(QmpError, match=re.escape("0 to (2000 * 1000) ms")):
         tb.source.migrate_set_parameters({"downtime-limit": 3000000})
     assert tb.source.query_migrate_parameters()["downtime-limit"] == 100
 

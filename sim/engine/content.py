@@ -22,12 +22,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from ..choices import WRITE_PATTERNS
 from ..spec import WorkloadSpec
 
 if TYPE_CHECKING:
     from ..encoders import Encoder
 
-PATTERNS: dict[str, int] = {"clustered": 0, "scattered": 1, "counter": 2, "full": 3, "zero": 4}
+#: pattern name -> the id apply_write branches on: its position in sim.choices.WRITE_PATTERNS
+PATTERNS: dict[str, int] = {name: i for i, name in enumerate(WRITE_PATTERNS)}
+assert PATTERNS == {"clustered": 0, "scattered": 1, "counter": 2, "full": 3, "zero": 4}, \
+    "apply_write's branches number the patterns so"
 
 # Modelled mode: sizes for k = 1..SIZE_TABLE_WRITES writes since the cached copy (more writes use
 # the last row), SIZE_TABLE_SAMPLES synthetic pages each.

@@ -22,10 +22,13 @@ with the ``zero`` pattern. Real guest RAM often compresses 2-4×; the README say
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from ..choices import MULTIFD_COMPRESSION
 from ..spec import MigrationSpec, SourceCpuSpec, WorkloadSpec
 from .content import PATTERNS, synthetic_pages, writer_spec
 
@@ -34,12 +37,33 @@ PACKET_HEADER = 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 256  # magic .. packet_num, ramb
 OFFSET = 8
 
 
-def _compressor(method: str, level: int):
-    if method == "zlib":
-        return lambda data: zlib.compress(data, level)
+@dataclass(frozen=True, slots=True)
+class Compressor:
+    """One multifd-compression method: its level parameter, its channel threads' speed, and the
+    real library call that measures its sizes."""
+
+    level: Callable[[MigrationSpec], int]
+    rate: Callable[[SourceCpuSpec], float]  # bytes of page input per second (0: free)
+    make: Callable[[int], Callable[[bytes], bytes]]  # level -> compress(data)
+
+
+def _zlib(level: int) -> Callable[[bytes], bytes]:
+    return lambda data: zlib.compress(data, level)
+
+
+def _zstd(level: int) -> Callable[[bytes], bytes]:
     import zstandard
 
-    return zstandard.ZstdCompressor(level=level).compress
+    compress: Callable[[bytes], bytes] = zstandard.ZstdCompressor(level=level).compress
+    return compress
+
+
+#: the compressors, by multifd-compression name ("none" sends pages as they are)
+COMPRESSORS: dict[str, Compressor] = {
+    "zlib": Compressor(lambda spec: spec.multifd_zlib_level, lambda cpu: cpu.zlib_rate, _zlib),
+    "zstd": Compressor(lambda spec: spec.multifd_zstd_level, lambda cpu: cpu.zstd_rate, _zstd),
+}
+assert set(COMPRESSORS) == set(MULTIFD_COMPRESSION) - {"none"}, "a method without a compressor"
 
 
 @lru_cache(maxsize=32)
@@ -50,7 +74,7 @@ def compressed_page_bytes(method: str, level: int, pattern: int, write_size: int
     rng = np.random.default_rng([pattern, write_size, word_size, page_size, 17])
     counts = rng.integers(1, 8, size=PACKET_PAGES * 2)
     _, pages = synthetic_pages(rng, counts, pattern, write_size, word_size, page_size)
-    compress = _compressor(method, level)
+    compress = COMPRESSORS[method].make(level)
     sizes = [len(compress(pages[i:i + PACKET_PAGES].tobytes()))
              for i in range(0, pages.shape[0], PACKET_PAGES)]
     return float(np.mean(sizes)) / PACKET_PAGES
@@ -66,10 +90,10 @@ def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec
         per_byte_rate = cpu.copy_rate
     else:
         w = writer_spec(workload)
-        level = spec.multifd_zlib_level if method == "zlib" else spec.multifd_zstd_level
-        data = compressed_page_bytes(method, level, PATTERNS[w.write_pattern], w.write_size,
-                                     w.word_size, page_size)
-        per_byte_rate = cpu.zlib_rate if method == "zlib" else cpu.zstd_rate
+        compressor = COMPRESSORS[method]
+        data = compressed_page_bytes(method, compressor.level(spec), PATTERNS[w.write_pattern],
+                                     w.write_size, w.word_size, page_size)
+        per_byte_rate = compressor.rate(cpu)
     channels = spec.multifd_channels
     scan = page_size / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
     work = page_size / per_byte_rate if per_byte_rate > 0 else 0.0
@@ -79,4 +103,4 @@ def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec
     return (int(round(data + OFFSET + header)), int(round(OFFSET + header)), costs)
 
 
-__all__ = ["PACKET_PAGES", "compressed_page_bytes", "wire_and_cpu"]
+__all__ = ["COMPRESSORS", "PACKET_PAGES", "Compressor", "compressed_page_bytes", "wire_and_cpu"]

@@ -15,6 +15,9 @@ and states are the endpoint's business. The texts are QEMU's, all GenericError:
 * ``Parameter 'capability' does not accept value 'foo'`` (own name, ``null`` in a list);
 * ``Invalid parameter type for 'tls-creds', expected: StrOrNull`` (alternates).
 
+The schema of ``migrate-set-parameters`` is built from :mod:`sim.parameters`, the one table of
+migration parameters, so the QMP check and the endpoint's can only agree on names and types.
+
 Members are visited in schema order, so the first offending member in schema order is the one
 reported; unexpected members are reported after all declared members have been visited.
 """
@@ -24,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+from sim.parameters import PARAMETERS, Parameter
 
 __all__ = [
     "Alternate", "ArgumentError", "Enum", "ListOf", "Member", "QType", "Scalar", "Struct",
@@ -232,9 +237,6 @@ STR_OR_NULL = Alternate("StrOrNull", ("str", "null"))
 
 QMP_CAPABILITY = Enum("QMPCapability", ("oob",))
 MIGRATION_CAPABILITY = Enum("MigrationCapability")  # values: the endpoint's (see check())
-MULTIFD_COMPRESSION = Enum("MultiFDCompression", ("none", "zlib", "zstd"))
-MIG_MODE = Enum("MigMode", ("normal", "cpr-reboot", "cpr-transfer", "cpr-exec"))
-ZERO_PAGE_DETECTION = Enum("ZeroPageDetection", ("none", "legacy", "multifd"))
 
 MIGRATION_CAPABILITY_STATUS = Struct("MigrationCapabilityStatus", (
     Member("capability", MIGRATION_CAPABILITY), Member("state", BOOL)))
@@ -246,22 +248,22 @@ BITMAP_ALIAS = Struct("BitmapMigrationBitmapAlias", (
 NODE_ALIAS = Struct("BitmapMigrationNodeAlias", (
     Member("node-name", STR), Member("alias", STR), Member("bitmaps", ListOf(BITMAP_ALIAS))))
 
-#: MigrateSetParameters, in schema order (REF §6.2)
-MIGRATE_SET_PARAMETERS = Struct("MigrateSetParameters", tuple(_opt(n, t) for n, t in (
-    ("announce-initial", SIZE), ("announce-max", SIZE), ("announce-rounds", SIZE),
-    ("announce-step", SIZE), ("throttle-trigger-threshold", UINT8),
-    ("cpu-throttle-initial", UINT8), ("cpu-throttle-increment", UINT8),
-    ("cpu-throttle-tailslow", BOOL), ("tls-creds", STR_OR_NULL), ("tls-hostname", STR_OR_NULL),
-    ("tls-authz", STR_OR_NULL), ("max-bandwidth", SIZE), ("avail-switchover-bandwidth", SIZE),
-    ("downtime-limit", UINT64), ("x-checkpoint-delay", UINT32), ("multifd-channels", UINT8),
-    ("xbzrle-cache-size", SIZE), ("max-postcopy-bandwidth", SIZE), ("max-cpu-throttle", UINT8),
-    ("multifd-compression", MULTIFD_COMPRESSION), ("multifd-zlib-level", UINT8),
-    ("multifd-qatzip-level", UINT8), ("multifd-zstd-level", UINT8),
-    ("block-bitmap-mapping", ListOf(NODE_ALIAS)), ("x-vcpu-dirty-limit-period", UINT64),
-    ("vcpu-dirty-limit", UINT64), ("mode", MIG_MODE),
-    ("zero-page-detection", ZERO_PAGE_DETECTION), ("direct-io", BOOL),
-    ("cpr-exec-command", ListOf(STR)),
-)))
+#: the QAPI types that sim.parameters names (an enum is named by its type, its values are the
+#: parameter's choices)
+_PARAMETER_TYPES: dict[str, QType] = {
+    "uint8": UINT8, "uint32": UINT32, "uint64": UINT64, "size": SIZE, "bool": BOOL,
+    "StrOrNull": STR_OR_NULL, "[str]": ListOf(STR),
+    "[BitmapMigrationNodeAlias]": ListOf(NODE_ALIAS),
+}
+
+
+def _parameter_type(p: Parameter) -> QType:
+    return Enum(p.qapi, p.choices) if p.choices else _PARAMETER_TYPES[p.qapi]
+
+
+#: MigrateSetParameters, in schema order (REF §6.2): every parameter of sim.parameters
+MIGRATE_SET_PARAMETERS = Struct("MigrateSetParameters", tuple(
+    _opt(p.name, _parameter_type(p)) for p in PARAMETERS.values()))
 
 INET_SOCKET_ADDRESS = Struct("InetSocketAddress", (
     Member("host", STR), Member("port", STR), _opt("numeric", BOOL), _opt("to", UINT16),
