@@ -97,6 +97,12 @@ class Endpoint:
             raise QmpError(str(err)) from None
         self.enabled = new
 
+    def adopt_agreement(self, enabled: Iterable[str], dropped: Iterable[str] = ()) -> None:
+        """The in-band handshake's outcome (a migsim extension, :mod:`sim.negotiation`): this
+        side runs the migration with ``enabled`` added and ``dropped`` removed. Unlike
+        ``migrate-set-capabilities`` this happens during setup, as part of the protocol."""
+        self.enabled = (self.enabled - set(dropped)) | set(enabled)
+
     # --- parameters ----------------------------------------------------------------------------
 
     def query_migrate_parameters(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Each mode is a SimPy process that waits for ``migration.start`` and then talks to the two
 :class:`~sim.endpoints.Endpoint` objects only through their QMP-shaped commands, recording every
-command and reply as an event (endpoint = who received it), before it calls ``migrate``.
+command and reply as an event (endpoint = who received it), before it calls ``migrate``. The
+in-band handshake is the one exception: it runs inside the migration's setup, and both sides
+take its outcome through :meth:`~sim.endpoints.Endpoint.adopt_agreement`.
 
 The operator's wish list ``W`` is ``migration.capabilities`` plus ``endpoints.source.enabled``.
 
@@ -173,9 +175,9 @@ def _inband(pair: Pair, wishes: list[str]):
         for c in sorted(dropped):
             mig.rec.event(mig.env.now, "source", "dropped", f"{c}: not agreed in-band")
         # Both endpoints now run with the agreement: their flags show it.
-        src.enabled = (src.enabled - dropped) | set(agreed_both)
-        dst.enabled = dst.enabled | {c for c in agreed_both if CAPABILITIES[c].needs_both_sides
-                                     or c == "return-path"}
+        src.adopt_agreement(agreed_both, dropped)
+        dst.adopt_agreement(c for c in agreed_both if CAPABILITIES[c].needs_both_sides
+                            or c == "return-path")
         in_force = pair.qemu_in_force()
         return InForce(frozenset(src.enabled), in_force.dest_decodes,
                        in_force.switchover_blocked)
