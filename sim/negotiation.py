@@ -171,7 +171,7 @@ def _inband(pair: Pair, wishes: list[str]):
                           ",".join(accepted))
             yield mig.env.timeout(2 * latency)
             dropped = set(offer) - set(accepted)
-            agreed_both = accepted + ["return-path"]
+            agreed_both = [*accepted, "return-path"]
         for c in sorted(dropped):
             mig.rec.event(mig.env.now, "source", "dropped", f"{c}: not agreed in-band")
         # Both endpoints now run with the agreement: their flags show it.

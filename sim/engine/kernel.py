@@ -142,7 +142,7 @@ def _next_pending(bitmap, cursor, n):
 
 @njit(inline="always")
 def _is_zero(row64):
-    for i in range(row64.shape[0]):
+    for i in range(row64.shape[0]):  # noqa: SIM110 - a compiled loop, no generator
         if row64[i] != 0:
             return False
     return True
@@ -248,9 +248,9 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     w_t = writes[0]
     w_next, cursor, n_pending, started = at
     t0, rate, byte_budget, t_limit = window
-    raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero = wire
-    address, age, cache_version, cache_data, cache64, xb_sizes = cache
-    xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact = mode
+    raw_bytes, zero_bytes, detect_zero = wire[0], wire[1], wire[4]
+    address, age, cache_version, cache_data = cache[0], cache[1], cache[2], cache[3]
+    xbzrle_on, cache_on, last_stage, generation, exact = mode[0], mode[1], mode[2], mode[3], mode[5]
     dest_mem, enc_out = dest
     n = version.shape[0]
     t = t0
@@ -291,7 +291,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
         slot = p & mask
         if cache_on and started:
             outcome = classify_page(address, age, p, zero_record, generation, last_stage, True)
-            if outcome == ZERO_INSERTED or outcome == MISS_INSERTED:
+            if outcome == ZERO_INSERTED or outcome == MISS_INSERTED:  # noqa: SIM109 - compiled
                 cache_version[slot] = version[p]
         if zero_record:
             size = zero_bytes
@@ -301,7 +301,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
                 dest_mem[p, :] = 0
                 if outcome == ZERO_INSERTED:
                     cache_data[slot, :] = 0  # a sent zero page refreshes the cache
-        elif outcome == MISS_INSERTED or outcome == MISS_NOT_INSERTED:
+        elif outcome == MISS_INSERTED or outcome == MISS_NOT_INSERTED:  # noqa: SIM109 - compiled
             if xbzrle_on:
                 counters[C_CACHE_MISS] += 1
             if exact and outcome == MISS_INSERTED:

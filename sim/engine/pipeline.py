@@ -201,10 +201,12 @@ class Pipeline:
             try:
                 rebuilt = enc.decode(payload, self.dest[p].tobytes() if enc.needs_previous
                                      else None)
-                if len(rebuilt) != self.page_size:
-                    raise ValueError(f"decoded {len(rebuilt)} bytes, not a page")
-                self.dest[p] = np.frombuffer(rebuilt, np.uint8)
             except Exception:  # noqa: BLE001 - a plug-in's bug shows as a decode error
+                rebuilt = b""
+            if isinstance(rebuilt, bytes | bytearray | memoryview) \
+                    and len(rebuilt) == self.page_size:
+                self.dest[p] = np.frombuffer(rebuilt, np.uint8)
+            else:  # it raised, or decoded something that is not a page
                 counters.add(decode_errors=1)
             return size, False
         counters.add(normal_pages=1, pages_sent=1)
