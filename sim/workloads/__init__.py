@@ -189,6 +189,8 @@ def check_trace_file(path: str | os.PathLike[str]) -> Path:
     trace = Path(path)
     try:
         st = os.stat(trace)
+    except FileNotFoundError:
+        raise  # as open() would: the runs table names it FileNotFoundError
     except OSError as err:
         raise ScenarioError(f"cannot read the trace: {err.strerror or err}", file=str(trace)) from None
     if not stat.S_ISREG(st.st_mode):
