@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # What Result.save writes, in the order they are reported.
 SAVED_FILES = ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet", "runs.csv",
-               "scenario.yaml")
+               "scenario.yaml", "provenance.json")
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -221,6 +221,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Validate every file before running any, so a typo in the last one costs nothing.
     scenarios = [_load(p, overrides) for p in args.scenarios]
     outdirs = _output_dirs([s.name for s in scenarios], args.output)
+    result_mod = _module("sim.result")
+    inputs = [*args.scenarios, *(t for s in scenarios for t in _input_files(s))]
+    for outdir in outdirs:
+        result_mod.refuse_inputs_inside(outdir, inputs)
     run = _module("sim.run").run
     for n, (scenario, outdir) in enumerate(zip(scenarios, outdirs, strict=True)):
         progress = Progress(scenario.name)
@@ -233,13 +237,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(scenarios) > 1:
             print(f"== {scenario.name} ({args.scenarios[n]})")
         print(format_summary(result.summary()))
-        result.save(outdir)
+        drawn: list[str] = []
+
+        def draw(tmp: Path, result: Result = result, outdir: Path = outdir,
+                 drawn: list[str] = drawn) -> None:
+            if not args.no_plots:
+                figures = _module("sim.figures")
+                drawn.extend(p.name for p in figures.draw_standard_figures(
+                    result, tmp, source=outdir.name))
+
+        # Tables, figures and report go into a temporary folder that then replaces outdir whole.
+        result.save(outdir, command=args.command_line, extra=draw)
         written = [name for name in SAVED_FILES if (outdir / name).is_file()]
-        if not args.no_plots:
-            figures = _module("sim.figures")
-            for path in figures.draw_standard_figures(result, outdir):
-                if path.name not in written:
-                    written.append(path.name)
+        written += [name for name in drawn if name not in written]
         print(f"wrote {outdir}/: {' '.join(written)}")
     return EXIT_OK
 
@@ -256,6 +266,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     scenario = _load(args.scenario, overrides)
     outdir = _output_dirs([scenario.name], args.output)[0]
+    _module("sim.result").refuse_inputs_inside(outdir, [args.scenario, *_input_files(scenario)])
     sweep_mod = _module("sim.sweep")
     bar = Progress(scenario.name, delay_s=0.0)
 
@@ -285,9 +296,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(format_summary(result.summary()))
     written = [name for name in SAVED_FILES if (outdir / name).is_file()]
     if not args.no_plots:
-        for path in _module("sim.figures").draw_standard_figures(result, outdir):
-            if path.name not in written:
-                written.append(path.name)
+        written += [n for n in _redraw(result, outdir) if n not in written]
     print(f"wrote {outdir}/: {' '.join(written)} members/")
     return EXIT_OK
 
@@ -383,9 +392,47 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     result = _module("sim.result").Result.load(results_dir, with_scenario=False)
-    for path in _module("sim.figures").draw_standard_figures(result, results_dir):
-        print(f"wrote {path}")
+    for name in _redraw(result, results_dir):
+        print(f"wrote {results_dir / name}")
     return EXIT_OK
+
+
+def _redraw(result: Result, outdir: Path) -> list[str]:
+    """Draw the standard figures and the report into a copy of ``outdir``, swapped in whole."""
+    figures = _module("sim.figures")
+    drawn: list[str] = []
+
+    def draw(tmp: Path) -> None:
+        for old in tmp.glob("*.png"):  # figures that no longer apply go
+            old.unlink()
+        drawn.extend(p.name for p in figures.draw_standard_figures(result, tmp,
+                                                                   source=outdir.name))
+
+    _module("sim.result").replace_folder(outdir, draw, keep_results=True)
+    return drawn
+
+
+def _input_files(scenario: Scenario) -> list[str]:
+    """Files a scenario reads besides itself (``trace:`` of any workload, phase or guest), which
+    an -o folder must not hold."""
+    import dataclasses
+
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                item = getattr(value, f.name)
+                if f.name == "trace" and isinstance(item, str | Path):
+                    found.append(str(item))
+                else:
+                    walk(item)
+        elif isinstance(value, tuple | list):
+            for item in value:
+                walk(item)
+
+    walk(scenario)
+    return found
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -448,7 +495,7 @@ def cmd_qmp(args: argparse.Namespace) -> int:
         raise UsageError(_one_line(str(err))) from None
     if args.output is not None:
         outdir = Path(args.output)
-        testbed.result().save(outdir)
+        testbed.result().save(outdir, command=args.command_line)
         written = [name for name in SAVED_FILES if (outdir / name).is_file()]
         print(f"wrote {outdir}/: {' '.join(written)}")
     return EXIT_OK
@@ -557,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False)
+    args.command_line = ["migsim", *(sys.argv[1:] if argv is None else argv)]
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

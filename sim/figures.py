@@ -9,6 +9,7 @@ figures are drawn on bare ``Figure`` objects, so pyplot's state is never touched
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from sim import plots
 from sim.labels import format_param
 from sim.report import write_report
+from sim.result import FILE_MODE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -245,7 +247,7 @@ FIGURES: tuple[StandardFigure, ...] = (
 
 
 def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
-                          report: bool = True) -> list[Path]:
+                          report: bool = True, source: str | None = None) -> list[Path]:
     """Write every standard figure that applies into ``outdir``, then ``report.html`` (which
     embeds them; ``report=False`` skips it). Returns the paths written, ``timeline.png`` first.
 
@@ -257,6 +259,9 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
     - ``xbzrle-cache.png``: miss rate and bytes saved against the cache size, when it is swept.
     - ``downtime-cdf.png``: when at least MIN_CDF_RUNS runs completed.
     - ``fleet.png``: per-run fleet panels, when the result holds several guests.
+
+    ``source`` names the results folder in the report (default ``outdir``'s name; ``migsim run``
+    draws into a temporary folder that is then renamed).
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,13 +269,25 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
              for figure in FIGURES if figure.applies(result)]
     written = [path for path, _ in drawn]
     if report:
-        written.append(write_report(result, out, figures=drawn))
+        written.append(write_report(result, out, figures=drawn, source=source))
     return written
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write atomically: a figure on disk is always whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
+    """Write atomically: a figure on disk is always whole. The temporary name is this process's
+    own, so two writers never clash on it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.chmod(tmp, FILE_MODE & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -1,16 +1,27 @@
 """What a run leaves behind: the four DESIGN §6 tables plus the Scenario that produced them.
 
-``Result.save(dir)`` writes ``runs/passes/samples/events.parquet``, ``runs.csv`` (for eyes) and
-``scenario.yaml``; ``Result.load(dir)`` reads them back. Saving the same tables twice gives the same
-bytes, so saved results can be diffed and checked into regression baselines.
+``Result.save(dir)`` writes ``runs/passes/samples/events.parquet``, ``runs.csv`` (for eyes),
+``scenario.yaml`` and ``provenance.json`` (version, scenario hash, command line), whole or not at
+all (a temporary sibling folder renamed over ``dir``); ``Result.load(dir)`` reads them back. Saving
+the same tables twice gives the same table bytes, so saved results can be diffed and checked into
+regression baselines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import math
 import os
+import secrets
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +43,12 @@ from sim.units import MiB
 
 SCENARIO_FILE = "scenario.yaml"
 RUNS_CSV = "runs.csv"
+PROVENANCE_FILE = "provenance.json"
+REPORT_FILE = "report.html"
+# The files a results folder is made of (plus the *.png figures): replaced together.
+RESULT_FILES = frozenset({"runs.parquet", "passes.parquet", "samples.parquet", "events.parquet",
+                          RUNS_CSV, SCENARIO_FILE, PROVENANCE_FILE, REPORT_FILE})
+FILE_MODE = 0o644
 
 
 class Result:
@@ -96,19 +113,37 @@ class Result:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the tables (Parquet each, plus ``runs.csv``) and ``scenario.yaml`` into ``directory``.
+    def save(self, directory: str | os.PathLike[str], *,
+             command: Sequence[str] | None = None,
+             extra: Callable[[Path], object] | None = None) -> Path:
+        """Write the tables (Parquet each, plus ``runs.csv``), ``scenario.yaml`` and
+        ``provenance.json`` into ``directory``, whole or not at all.
 
-        Each file is written to a temporary name and renamed, so a crash never leaves half a file.
-        Returns the directory.
+        Everything is written into a temporary sibling folder, then that folder replaces
+        ``directory`` by rename (see ``replace_folder``): a failure at any point leaves the
+        previous contents untouched. ``extra(tmp)`` may add files (figures, the report) to the
+        folder before it is swapped in. ``command`` is the command line recorded in
+        ``provenance.json`` (default ``sys.argv``). Returns the directory.
+
+        Raises:
+            ResultWriteError: the folder could not be written; the message names it.
         """
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, frame in self.tables().items():
-            write_atomic(out / f"{name}.parquet", _parquet_bytes(frame))
-        write_atomic(out / RUNS_CSV, self.runs.to_csv(index=False).encode())
-        if self.scenario is not None:
-            write_atomic(out / SCENARIO_FILE, scenario_yaml(self.scenario).encode())
+
+        def fill(tmp: Path) -> None:
+            prov = provenance(self.scenario, command)
+            meta = parquet_metadata(prov)
+            for name, frame in self.tables().items():
+                write_file(tmp / f"{name}.parquet", _parquet_bytes(frame, meta))
+            write_file(tmp / RUNS_CSV, self.runs.to_csv(index=False).encode())
+            if self.scenario is not None:
+                write_file(tmp / SCENARIO_FILE, scenario_yaml(self.scenario).encode())
+            write_file(tmp / PROVENANCE_FILE,
+                       (json.dumps(prov, indent=2, sort_keys=True) + "\n").encode())
+            if extra is not None:
+                extra(tmp)
+
+        replace_folder(out, fill)
         return out
 
     @classmethod
@@ -219,23 +254,205 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+def _parquet_bytes(frame: pd.DataFrame, metadata: dict[bytes, bytes] | None = None) -> bytes:
     table = pa.Table.from_pandas(_arrow_safe(frame), preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return bytes(sink.getvalue().to_pybytes())
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist) with mode 0644 less the umask, and write ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                 FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it: ``path`` is always whole."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to a temporary file next to ``path`` and rename it: ``path`` is always whole.
+
+    The file gets mode 0644 (less the umask), like any file a program creates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        write_file(tmp, data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+# -- whole folders --------------------------------------------------------------------------------
+
+
+class ResultWriteError(OSError):
+    """A results folder could not be written; ``str(err)`` is one line naming the folder."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"{folder}: cannot write results: {reason}")
+        self.folder = folder
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror[:1].lower()}{err.strerror[1:]}{where}"
+    return f"{type(err).__name__}: {err}"
+
+
+def is_result_file(name: str) -> bool:
+    """A file a results folder is made of (replaced as a whole); anything else in the folder
+    (``members/``, ``compare/``, files of the user's) is carried over untouched."""
+    return name in RESULT_FILES or name.endswith(".png")
+
+
+def replace_folder(target: Path, fill: Callable[[Path], object], *,
+                   keep_results: bool = False, lock_timeout_s: float = 600.0) -> None:
+    """Build a new ``target`` in a temporary sibling with ``fill(tmp)``, then swap it in by rename.
+
+    Entries of the old folder that are not result files (``is_result_file``) move into the new
+    one; with ``keep_results`` the old result files are linked (or copied) in first, so ``fill``
+    only adds or replaces some (``migsim plot``). Writers of one folder are serialised by an
+    ``flock`` on its parent directory. On any error the temporary folder is removed, the old
+    folder is left as it was, and ``ResultWriteError`` names ``target``.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            raise ResultWriteError(target, "exists and is not a folder")
+        with _folder_lock(target.parent, lock_timeout_s, target):
+            _replace_locked(target, fill, keep_results)
+    except ResultWriteError:
+        raise
+    except OSError as err:
+        raise ResultWriteError(target, _reason(err)) from err
+
+
+@contextlib.contextmanager
+def _folder_lock(parent: Path, timeout_s: float, target: Path) -> Iterator[None]:
+    fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ResultWriteError(target, "another migsim is writing there") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _replace_locked(target: Path, fill: Callable[[Path], object], keep_results: bool) -> None:
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = target.with_name(f".{target.name}.new-{token}")
+    old = target.with_name(f".{target.name}.old-{token}")
+    os.mkdir(tmp, 0o777)  # the umask applies, as for any folder
+    moved: list[str] = []
+    swapped = False
+    try:
+        existing = sorted(os.listdir(target)) if target.is_dir() else []
+        if keep_results:
+            for name in existing:
+                if is_result_file(name) and (target / name).is_file():
+                    _link_or_copy(target / name, tmp / name)
+        fill(tmp)
+        for name in existing:
+            if not is_result_file(name) and not (tmp / name).exists():
+                os.rename(target / name, tmp / name)
+                moved.append(name)
+        if target.is_dir():
+            os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if old.exists():
+                os.rename(old, target)
+            raise
+        swapped = True
+    except BaseException:
+        if not swapped:
+            for name in reversed(moved):  # give the old folder back what it had
+                with contextlib.suppress(OSError):
+                    os.rename(tmp / name, target / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def refuse_inputs_inside(folder: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Raise ResultWriteError when ``folder`` holds (at any depth) one of ``inputs``, or is the
+    current directory or one of its parents: replacing it would lose them."""
+    out = Path(folder).resolve()
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise ResultWriteError(Path(folder), "it is the current directory or holds it; "
+                                             "choose another -o folder")
+    for item in inputs:
+        path = Path(item).resolve()
+        if out == path or out in path.parents:
+            raise ResultWriteError(Path(folder), f"it holds the input {item}; "
+                                                 "choose another -o folder")
+
+
+# -- provenance -----------------------------------------------------------------------------------
+
+
+def migsim_version() -> str:
+    try:
+        return metadata.version("migsim")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance(scenario: Scenario | Sequence[Scenario] | None,
+               command: Sequence[str] | None = None) -> dict[str, Any]:
+    """What made a result: migsim's version, the sha256 of the saved ``scenario.yaml`` text (None
+    without a scenario) and the command line (default ``sys.argv``)."""
+    digest = None
+    if scenario is not None:
+        digest = hashlib.sha256(scenario_yaml(scenario).encode()).hexdigest()
+    return {
+        "migsim_version": migsim_version(),
+        "scenario_sha256": digest,
+        "command": [str(a) for a in (sys.argv if command is None else command)],
+    }
+
+
+def parquet_metadata(prov: dict[str, Any]) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata of every table: the version and the scenario's hash. The
+    command line stays out (it differs between two runs of one scenario; the tables must not)."""
+    meta = {b"migsim.version": str(prov["migsim_version"]).encode()}
+    if prov.get("scenario_sha256"):
+        meta[b"migsim.scenario_sha256"] = str(prov["scenario_sha256"]).encode()
+    return meta
+
+
+def read_provenance(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``provenance.json`` of a results folder, or None when it has none (or it does not parse)."""
+    try:
+        data = json.loads((Path(directory) / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _plain(value: Any) -> Any:

@@ -994,6 +994,11 @@ def _check_workload(s: Scenario | GuestSpec, w: Any, path: str, fail: _Fail) -> 
         raise fail(f"{path}.phases", "a phased workload needs at least one phase", "[]")
     if w.kind == "trace" and not w.trace:
         raise fail(f"{path}.trace", "a trace workload needs the path of its dirty log", "null")
+    # The trace file itself, before any run (a missing one still fails its run, as before).
+    if w.kind == "trace" and Path(w.trace).exists():
+        from sim.workloads import read_trace
+
+        read_trace(w.trace, memory // page)
 
 
 # ---------------------------------------------------------------- loading

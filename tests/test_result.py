@@ -89,7 +89,7 @@ def test_save_load_round_trip(tmp_path: Path, fake_scenario: types.ModuleType) -
     out = result.save(tmp_path / "res")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["runs.parquet", "passes.parquet", "samples.parquet", "events.parquet",
-                            "runs.csv", "scenario.yaml"])
+                            "runs.csv", "scenario.yaml", "provenance.json"])
     loaded = Result.load(out)
     assert_same_tables(result, loaded)
     assert isinstance(loaded.scenario, Scenario)

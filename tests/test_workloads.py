@@ -57,7 +57,8 @@ def test_phased_switches_workloads_and_repeats():
 
 
 def test_trace_replays_a_recorded_log(tmp_path):
-    log = pd.DataFrame({"t_s": [0.1, 0.05, 0.7, 1.5], "page": [3, 1, 2, 9]})
+    # sorted by time: an unsorted trace is refused (issue 20; tests/test_trace_files.py)
+    log = pd.DataFrame({"t_s": [0.05, 0.1, 0.7, 1.5], "page": [1, 3, 2, 9]})
     path = tmp_path / "log.csv"
     log.to_csv(path, index=False)
     t, p = writes(WorkloadSpec(kind="trace", trace=str(path)), t1=1.0, pieces=2)

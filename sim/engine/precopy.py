@@ -139,6 +139,12 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
             continue
         t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, mig.next_change(now))
         chunk = mig.send(t_limit, budget - mig.window.bytes, False, rate)
+        stop = min(cancel_at, deadline)
+        if chunk.t_end > stop:
+            # A page that would end past a deadline (a slow link): the run ends at the deadline.
+            yield from mig.idle_until(stop)
+            mig.cancel("max_time" if stop == cancel_at else "not converged")
+            return
         yield env.timeout(chunk.t_end - now)
         if chunk.broken_encoder is not None:
             yield from switchover.fail_at_destination(mig, chunk.broken_encoder)

@@ -120,6 +120,11 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
             yield env.timeout(until - now)  # the link is down: wait for it
             continue
         chunk = mig.send(until, math.inf, True, rate)
+        if chunk.t_end > min(cancel_at, deadline):
+            # The last page would end past a deadline: stop-and-copy is cut off there.
+            yield env.timeout(min(cancel_at, deadline) - now)
+            stopped = interrupted(mig, env.now, cancel_at, deadline)
+            break
         yield env.timeout(chunk.t_end - now)
         if chunk.broken_encoder is not None:
             yield from fail_at_destination(mig, chunk.broken_encoder)

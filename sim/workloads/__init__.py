@@ -12,12 +12,15 @@ write. ``WORKLOADS`` is the registry (name → class); an unknown name lists the
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import ScenarioError
 from ..spec import WorkloadSpec
 
 __all__ = ["WORKLOADS", "Workload", "WriteBatch", "make_workload"]
@@ -174,6 +177,99 @@ class Sequential(Workload):
         return self.first_page + offset // self.page_size
 
 
+#: A trace file larger than this, or with more rows, is refused (it would not fit in memory).
+MAX_TRACE_BYTES = 1 << 30
+MAX_TRACE_ROWS = 100_000_000
+TRACE_CHUNK_ROWS = 1_000_000
+
+
+def check_trace_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse a trace that is not a regular file (``/dev/zero``, a FIFO, a folder) or is larger
+    than MAX_TRACE_BYTES, without reading it. Raises ScenarioError naming the file."""
+    trace = Path(path)
+    try:
+        st = os.stat(trace)
+    except FileNotFoundError:
+        raise  # as open() would: the runs table names it FileNotFoundError
+    except OSError as err:
+        raise ScenarioError(f"cannot read the trace: {err.strerror or err}", file=str(trace)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ScenarioError("the trace is not a regular file (a device, FIFO or folder)",
+                            file=str(trace))
+    if st.st_size > MAX_TRACE_BYTES:
+        raise ScenarioError(f"the trace is {st.st_size} bytes; at most {MAX_TRACE_BYTES} "
+                            f"(1 GiB) are read", file=str(trace))
+    return trace
+
+
+def read_trace(path: str | os.PathLike[str], pages: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (times, pages) of a dirty-log trace, checked row by row, read in chunks.
+
+    Every ``t_s`` is a finite number >= 0 and not before the previous row's; every ``page`` an
+    integer in [0, pages). A bad row raises ScenarioError ``file:row: column: problem`` (the row
+    is the CSV file's line, or the Parquet row counted from 1).
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    trace = check_trace_file(path)
+    name = str(path)
+    times: list[np.ndarray] = []
+    page_parts: list[np.ndarray] = []
+    rows = 0
+    last = 0.0
+    try:
+        if trace.suffix == ".parquet":
+            reader = pq.ParquetFile(trace)
+            if reader.metadata.num_rows > MAX_TRACE_ROWS:
+                raise ScenarioError(f"the trace has {reader.metadata.num_rows} rows; at most "
+                                    f"{MAX_TRACE_ROWS} are read", file=name)
+            chunks: Any = (b.to_pandas() for b in reader.iter_batches(TRACE_CHUNK_ROWS))
+            first_row = 1
+        else:
+            chunks = pd.read_csv(trace, chunksize=TRACE_CHUNK_ROWS, dtype=str)
+            first_row = 2  # line 1 is the header
+        for frame in chunks:
+            for column in ("t_s", "page"):
+                if column not in frame.columns:
+                    raise ScenarioError(f"missing column (columns: {', '.join(map(str, frame.columns))})",
+                                        file=name, key=column)
+            start = first_row + rows
+            rows += len(frame)
+            if rows > MAX_TRACE_ROWS:
+                raise ScenarioError(f"more than {MAX_TRACE_ROWS} rows", file=name)
+            t = pd.to_numeric(frame["t_s"], errors="coerce").to_numpy(np.float64)
+            p = pd.to_numeric(frame["page"], errors="coerce").to_numpy(np.float64)
+
+            def bad(mask: np.ndarray, column: str, problem: str,
+                    frame: Any = frame, start: int = start) -> None:
+                if mask.any():
+                    i = int(np.argmax(mask))
+                    raise ScenarioError(f"{problem} (got {frame[column].iloc[i]!s})",
+                                        file=name, line=start + i, key=column)
+
+            bad(~np.isfinite(t), "t_s", "must be a finite number of seconds")
+            bad(t < 0, "t_s", "must be >= 0")
+            previous = np.concatenate([[last], t[:-1]])
+            bad(t < previous, "t_s", "times must not decrease (sort the trace by t_s)")
+            bad(~np.isfinite(p), "page", "must be a page number")
+            bad(p != np.floor(p), "page", "must be an integer page number")
+            bad(p < 0, "page", "must be >= 0")
+            bad(p >= pages, "page", f"must be below the guest's {pages} pages")
+            if t.size:
+                last = float(t[-1])
+            times.append(t)
+            page_parts.append(p.astype(np.int64))
+    except ScenarioError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ScenarioError(f"cannot read the trace: {' '.join(str(err).split())}",
+                            file=name) from None
+    if not times:
+        return np.empty(0, np.float64), np.empty(0, np.int64)
+    return np.concatenate(times), np.concatenate(page_parts)
+
+
 class Trace(Workload):
     """Replays a recorded dirty log (CSV or Parquet with columns ``t_s, page``)."""
 
@@ -181,13 +277,7 @@ class Trace(Workload):
 
     def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
         super().__init__(spec, pages, page_size)
-        import pandas as pd
-
-        path = Path(spec.trace or "")
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        order = np.argsort(frame["t_s"].to_numpy(np.float64), kind="stable")
-        self._times = frame["t_s"].to_numpy(np.float64)[order]
-        self._trace_pages = frame["page"].to_numpy(np.int64)[order] % pages
+        self._times, self._trace_pages = read_trace(spec.trace or "", pages)
 
     def writes(self, t0: float, t1: float, rng: np.random.Generator,
                rate_scale: float = 1.0) -> WriteBatch:
