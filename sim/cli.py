@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sim.errors import ScenarioError
 from sim.units import MiB
+from sim.version import version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="migsim", parents=[common],
         description="Discrete-event simulator of QEMU pre-copy live migration.",
     )
+    parser.add_argument("--version", action="version", version=f"migsim {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run scenarios; summary table, files, plots")

@@ -310,3 +310,28 @@ def test_subprocess_missing_file() -> None:
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr == "no-such.yaml: no such file\n"
+
+
+def test_version_from_pyproject() -> None:
+    """``migsim --version`` and ``python -m sim --version`` print pyproject.toml's version."""
+    import tomllib
+
+    import sim
+    from sim.version import version
+
+    root = Path(__file__).resolve().parent.parent
+    expected = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert expected == "0.4.0"
+    assert version() == sim.__version__ == expected
+    for module in ("sim", "sim.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                             text=True, timeout=60, cwd=root)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"migsim {expected}\n"
+
+
+def test_python_dash_m_sim_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "sim", "check", "/nonexistent.yaml"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr == "/nonexistent.yaml: no such file\n"
