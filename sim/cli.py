@@ -9,9 +9,11 @@ commands that need it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import re
+import signal
 import sys
 import time
 import traceback
@@ -46,6 +48,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class UsageError(Exception):
@@ -253,6 +256,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM during a sweep: the first raises KeyboardInterrupt (the sweep cancels its
+    members and keeps what finished); later ones are ignored, so the clean-up, which is bounded,
+    is never cut short by a traceback. ``first`` is the signal that stopped the sweep, if any."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self._armed = True
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._armed and self.first is None:
+            self.first = signum
+            self._armed = False
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        """From now on a signal is ignored (the sweep is over; what is left is bounded)."""
+        self._armed = False
+
+    def __enter__(self) -> _StopSignals:
+        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+            for signum in self.SIGNALS:
+                self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.first in self.SIGNALS:
+            # stopped by a signal: the process is on its way out, and a second Ctrl-C while the
+            # interpreter shuts down (the pool's thread is joined) would kill it with SIGINT;
+            # SIG_IGN is the one handler that finalisation does not reset
+            for signum in self._saved:
+                signal.signal(signum, signal.SIG_IGN)
+            return
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    @property
+    def status(self) -> int:
+        return EXIT_TERMINATED if self.first == signal.SIGTERM else EXIT_INTERRUPTED
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a sweep's members in worker processes or on a dask cluster (DESIGN §7, §8)."""
     import shlex
@@ -276,21 +323,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         bar.stream.flush()
         bar.drawn = True
 
-    try:
-        result: Result = sweep_mod.sweep(scenario, out_dir=outdir, workers=args.workers,
-                                         scheduler=args.scheduler, resume=args.resume,
-                                         progress=progress if bar.enabled else None)
-    except (sweep_mod.SweepInterrupted, sweep_mod.SweepBroken) as stop:
-        bar.close()
-        again = ["migsim", "sweep", args.scenario, "-o", str(outdir)]
-        again += [f"--set={item}" for item in args.set]
-        again += [] if args.seed is None else ["--seed", str(args.seed)]
-        again += [] if args.scheduler is None else ["--scheduler", args.scheduler]
-        print(f"migsim: {stop.reason}: {stop.done} of {stop.total} runs "
-              f"kept in {outdir}/; finish with: {shlex.join(again)} --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_INTERNAL
-    finally:
-        bar.close()
+    stops = _StopSignals()
+    with stops:  # until the resume line is out: one line, whatever else the user presses
+        try:
+            try:
+                result: Result = sweep_mod.sweep(scenario, out_dir=outdir, workers=args.workers,
+                                                 scheduler=args.scheduler, resume=args.resume,
+                                                 progress=progress if bar.enabled else None)
+            finally:
+                stops.disarm()
+        except (sweep_mod.SweepInterrupted, sweep_mod.SweepBroken) as stop:
+            bar.close()
+            again = ["migsim", "sweep", args.scenario, "-o", str(outdir)]
+            again += [f"--set={item}" for item in args.set]
+            again += [] if args.seed is None else ["--seed", str(args.seed)]
+            again += [] if args.scheduler is None else ["--scheduler", args.scheduler]
+            reason = "sweep terminated" if stops.first == signal.SIGTERM else stop.reason
+            print(f"migsim: {reason}: {stop.done} of {stop.total} runs "
+                  f"kept in {outdir}/; finish with: {shlex.join(again)} --resume", file=sys.stderr)
+            return stops.status if isinstance(stop, KeyboardInterrupt) else EXIT_INTERNAL
+        finally:
+            bar.close()
     print(format_summary(result.summary()))
     written = [name for name in SAVED_FILES if (outdir / name).is_file()]
     if not args.no_plots:
