@@ -351,6 +351,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if path.name not in written:
                 written.append(path.name)
     print(f"wrote {outdir}/: {' '.join(written)} members/")
+    status = result.runs["status"] if "status" in result.runs else None
+    if status is not None and len(status) and bool((status == "failed").all()):
+        first = str(result.runs["failure_reason"].iloc[0]) if "failure_reason" in result.runs else ""
+        print(f"migsim: every run of the sweep failed ({len(status)} of {len(status)}); first: "
+              f"{_one_line(first)}", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_OK
 
 

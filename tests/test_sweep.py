@@ -428,3 +428,24 @@ def _pdeathsig() -> int:
     value = ctypes.c_int(-1)
     assert libc.prctl(2, ctypes.byref(value), 0, 0, 0) == 0  # PR_GET_PDEATHSIG
     return value.value
+
+
+def test_a_sweep_whose_members_all_failed_exits_1(tmp_path, capsys):
+    """Every member raised: the tables and summary are still written, but the exit is not 0."""
+    path = write(tmp_path, "all-fail.yaml", f"""\
+name: all-fail
+vm: {{memory: 16MiB, content: exact}}
+workload: {{kind: trace, trace: {tmp_path / "a.csv"}}}
+sweep:
+  grid:
+    workload.trace: [{tmp_path / "a.csv"}, {tmp_path / "b.csv"}]
+""")
+    status = cli.main(["sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1",
+                       "--no-plots"])
+    captured = capsys.readouterr()
+    assert status == 1, captured.err
+    assert "all-fail" in captured.out  # the summary, as for any sweep
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith("migsim: every run of the sweep failed (2 of 2); first: "
+                                "FileNotFoundError: "), captured.err
+    assert list(Result.load(tmp_path / "out").runs.status) == ["failed", "failed"]
