@@ -157,6 +157,36 @@ class Progress:
             self.drawn = False
 
 
+class LogProgress:
+    """Progress for a log (stderr not a TTY): a plain line every ``every_s`` of wall time, the
+    first after ``every_s``, so a long run in CI or under ``nohup`` shows it is alive."""
+
+    enabled = True
+
+    def __init__(self, label: str, stream: IO[str] | None = None, *, every_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, sim_time_s: float, max_sim_time_s: float) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        frac = min(max(sim_time_s / max_sim_time_s, 0.0), 1.0) if max_sim_time_s > 0 else 0.0
+        self.stream.write(f"migsim: {self.label}: sim {sim_time_s:.1f} s of at most "
+                          f"{max_sim_time_s:g} s ({frac * 100:.1f}%), {now - self.started:.0f} s "
+                          "of wall time\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
 # -- the summary table ---------------------------------------------------------------------------
 
 
@@ -235,7 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     outdirs = _output_dirs([s.name for s in scenarios], args.output)
     run = _module("sim.run").run
     for n, (scenario, outdir) in enumerate(zip(scenarios, outdirs, strict=True)):
-        progress = Progress(scenario.name)
+        progress: Progress | LogProgress = Progress(scenario.name)
+        if not progress.enabled:  # a log, not a terminal: a line every few seconds instead
+            progress = LogProgress(scenario.name)
         try:
             result: Result = run(scenario, progress=progress) if progress.enabled else run(scenario)
         finally:
