@@ -12,9 +12,13 @@ from .errors import MigrationError, QmpError, ScenarioError, XbzrleDecodeError
 from .result import Result
 from .run import run
 from .scenario import load_scenario
+from .version import version
+
+__version__ = version()
 
 __all__ = [
     "Encoder",
+    "__version__",
     "MigrationError",
     "QmpError",
     "Result",

@@ -9,9 +9,11 @@ commands that need it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import re
+import signal
 import sys
 import time
 import traceback
@@ -22,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sim.errors import ScenarioError
 from sim.units import MiB
+from sim.version import version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +40,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class UsageError(Exception):
@@ -145,6 +149,36 @@ class Progress:
             self.drawn = False
 
 
+class LogProgress:
+    """Progress for a log (stderr not a TTY): a plain line every ``every_s`` of wall time, the
+    first after ``every_s``, so a long run in CI or under ``nohup`` shows it is alive."""
+
+    enabled = True
+
+    def __init__(self, label: str, stream: IO[str] | None = None, *, every_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, sim_time_s: float, max_sim_time_s: float) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        frac = min(max(sim_time_s / max_sim_time_s, 0.0), 1.0) if max_sim_time_s > 0 else 0.0
+        self.stream.write(f"migsim: {self.label}: sim {sim_time_s:.1f} s of at most "
+                          f"{max_sim_time_s:g} s ({frac * 100:.1f}%), {now - self.started:.0f} s "
+                          "of wall time\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
 # -- the summary table ---------------------------------------------------------------------------
 
 
@@ -227,7 +261,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         result_mod.refuse_inputs_inside(outdir, inputs)
     run = _module("sim.run").run
     for n, (scenario, outdir) in enumerate(zip(scenarios, outdirs, strict=True)):
-        progress = Progress(scenario.name)
+        progress: Progress | LogProgress = Progress(scenario.name)
+        if not progress.enabled:  # a log, not a terminal: a line every few seconds instead
+            progress = LogProgress(scenario.name)
         try:
             result: Result = run(scenario, progress=progress) if progress.enabled else run(scenario)
         finally:
@@ -254,6 +290,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM during a sweep: the first raises KeyboardInterrupt (the sweep cancels its
+    members and keeps what finished); later ones are ignored, so the clean-up, which is bounded,
+    is never cut short by a traceback. ``first`` is the signal that stopped the sweep, if any."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self._armed = True
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._armed and self.first is None:
+            self.first = signum
+            self._armed = False
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        """From now on a signal is ignored (the sweep is over; what is left is bounded)."""
+        self._armed = False
+
+    def __enter__(self) -> _StopSignals:
+        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+            for signum in self.SIGNALS:
+                self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.first in self.SIGNALS:
+            # stopped by a signal: the process is on its way out, and a second Ctrl-C while the
+            # interpreter shuts down (the pool's thread is joined) would kill it with SIGINT;
+            # SIG_IGN is the one handler that finalisation does not reset
+            for signum in self._saved:
+                signal.signal(signum, signal.SIG_IGN)
+            return
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    @property
+    def status(self) -> int:
+        return EXIT_TERMINATED if self.first == signal.SIGTERM else EXIT_INTERRUPTED
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a sweep's members in worker processes or on a dask cluster (DESIGN §7, §8)."""
     import shlex
@@ -278,26 +358,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         bar.stream.flush()
         bar.drawn = True
 
-    try:
-        result: Result = sweep_mod.sweep(scenario, out_dir=outdir, workers=args.workers,
-                                         scheduler=args.scheduler, resume=args.resume,
-                                         progress=progress if bar.enabled else None)
-    except (sweep_mod.SweepInterrupted, sweep_mod.SweepBroken) as stop:
-        bar.close()
-        again = ["migsim", "sweep", args.scenario, "-o", str(outdir)]
-        again += [f"--set={item}" for item in args.set]
-        again += [] if args.seed is None else ["--seed", str(args.seed)]
-        again += [] if args.scheduler is None else ["--scheduler", args.scheduler]
-        print(f"migsim: {stop.reason}: {stop.done} of {stop.total} runs "
-              f"kept in {outdir}/; finish with: {shlex.join(again)} --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_INTERNAL
-    finally:
-        bar.close()
+    stops = _StopSignals()
+    with stops:  # until the resume line is out: one line, whatever else the user presses
+        try:
+            try:
+                result: Result = sweep_mod.sweep(scenario, out_dir=outdir, workers=args.workers,
+                                                 scheduler=args.scheduler, resume=args.resume,
+                                                 progress=progress if bar.enabled else None)
+            finally:
+                stops.disarm()
+        except (sweep_mod.SweepInterrupted, sweep_mod.SweepBroken) as stop:
+            bar.close()
+            again = ["migsim", "sweep", args.scenario, "-o", str(outdir)]
+            again += [f"--set={item}" for item in args.set]
+            again += [] if args.seed is None else ["--seed", str(args.seed)]
+            again += [] if args.scheduler is None else ["--scheduler", args.scheduler]
+            reason = "sweep terminated" if stops.first == signal.SIGTERM else stop.reason
+            print(f"migsim: {reason}: {stop.done} of {stop.total} runs "
+                  f"kept in {outdir}/; finish with: {shlex.join(again)} --resume", file=sys.stderr)
+            return stops.status if isinstance(stop, KeyboardInterrupt) else EXIT_INTERNAL
+        finally:
+            bar.close()
     print(format_summary(result.summary()))
     written = [name for name in SAVED_FILES if (outdir / name).is_file()]
     if not args.no_plots:
         written += [n for n in _redraw(result, outdir) if n not in written]
     print(f"wrote {outdir}/: {' '.join(written)} members/")
+    status = result.runs["status"] if "status" in result.runs else None
+    if status is not None and len(status) and bool((status == "failed").all()):
+        first = str(result.runs["failure_reason"].iloc[0]) if "failure_reason" in result.runs else ""
+        print(f"migsim: every run of the sweep failed ({len(status)} of {len(status)}); first: "
+              f"{_one_line(first)}", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_OK
 
 
@@ -512,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="migsim", parents=[common],
         description="Discrete-event simulator of QEMU pre-copy live migration.",
     )
+    parser.add_argument("--version", action="version", version=f"migsim {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run scenarios; summary table, files, plots")

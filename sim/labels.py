@@ -120,6 +120,10 @@ def format_cell(value: Any, fmt: str) -> str:
     a whole number, else a float format); a value that does not fit the format is shown as text."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    ndim = getattr(value, "ndim", None)  # a numpy array (lists read back from Parquet)
+    if isinstance(value, list | tuple) or (isinstance(ndim, int) and ndim > 0):
+        items = [str(v) for v in (value if isinstance(value, list | tuple) else value.tolist())]
+        return ",".join(items) if items else "none"  # capabilities: xbzrle,multifd, not a tuple
     if fmt == "s":
         return str(value)
     try:

@@ -374,6 +374,9 @@ class _Document:
         self.file = file
         self.where: dict[str, Where] = {}
         self.raw: dict[str, str] = {}  # key path -> text of a plain YAML scalar
+        # key paths whose value is a Python number from the API (already in SI units, so a bare
+        # number is fine there; YAML text and --set must write the unit)
+        self.si: set[str] = set()
         self.nodes = 0
         self._origin: Where = (file, None)
         self._with_lines = True
@@ -509,6 +512,8 @@ class _Document:
             return out
         if isinstance(value, list | tuple):
             return [self.python(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.si.add(path)
         return value
 
     # -- overrides
@@ -551,6 +556,7 @@ class _Document:
         for stale in [p for p in self.where if p == path or p.startswith((path + ".", path + "["))]:
             self.where.pop(stale, None)
             self.raw.pop(stale, None)
+            self.si.discard(stale)
         if isinstance(value, str):
             try:
                 node = yaml.compose(value, Loader=yaml.SafeLoader)
@@ -604,6 +610,8 @@ class _Document:
             self.where[path] = self.where[top_path]
         if top_path in self.raw:
             self.raw[path] = self.raw[top_path]
+        if top_path in self.si:
+            self.si.add(path)
         if isinstance(value, dict):
             for key, item in value.items():
                 self._inherited(item, _join(top_path, key), _join(path, key))
@@ -753,7 +761,7 @@ class _Builder:
                                     or not isinstance(value, int | float | str | None)):
                 source = doc.raw[path]  # YAML made a date or a bool of it: show it as written
             try:
-                result = _PARSERS[unit](source, signed=True)
+                result = _PARSERS[unit](source, signed=True, bare=path in doc.si)
             except ValueError as e:
                 raise doc.error(path, str(e)) from e
             if tp is int:
@@ -1059,13 +1067,19 @@ def _loads(text: str, file: str, overrides: Mapping[str, object] | None) -> Scen
 
 
 def from_dict(data: Mapping[str, object], *, file: str = "<dict>",
-              overrides: Mapping[str, object] | None = None) -> Scenario:
-    """Build a scenario from ``to_dict``-shaped data (values may carry units, as in YAML)."""
+              overrides: Mapping[str, object] | None = None,
+              bare_numbers: bool = True) -> Scenario:
+    """Build a scenario from ``to_dict``-shaped data (values may carry units, as in YAML).
+
+    A bare number of a size, rate or time is in SI units (bytes, B/s, s); ``bare_numbers=False``
+    refuses one other than 0, as for YAML text (for data that a person wrote in YAML)."""
     doc = _Document(file)
     doc.where[""] = (file, None)
     try:
         tree = doc.python(dict(data), "")
         assert isinstance(tree, dict)
+        if not bare_numbers:
+            doc.si.clear()
         return _finish(doc, tree, overrides)
     except ScenarioError as e:
         raise _one_line(e) from e.__cause__

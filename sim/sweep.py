@@ -10,15 +10,23 @@ With ``out_dir``, every finished member is saved at once under ``out_dir/members
 the combined tables are written at the end; ``resume=True`` reuses the members already on disk
 (when their scenario is unchanged) and runs the rest. Ctrl-C keeps what finished and raises
 :class:`SweepInterrupted`.
+
+Local workers never outlive the sweep: on Ctrl-C they are terminated (killed if they linger), and
+on Linux each worker, and the forkserver that forks them, asks the kernel for SIGKILL when its
+parent dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed sweep leaves no process behind.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import signal
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -241,14 +249,67 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _ignore_sigint() -> None:
+#: set (to the sweep's pid) while the forkserver starts: it then dies with that process
+GUARD_ENV = "MIGSIM_SWEEP_PARENT"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(expected_parent: int | None = None) -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; whether that is armed.
+
+    With ``expected_parent``: if the parent is already another process (it died before the
+    request), exit at once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os._exit(1)
+    return True
+
+
+def _guard_forkserver() -> None:
+    # The forkserver preloads this module: if the sweep process that started it asked, die with it
+    # (its workers, the forkserver's children, then die with the forkserver).
+    parent = os.environ.get(GUARD_ENV)
+    if parent is not None and parent == str(os.getppid()):
+        die_with_parent(int(parent))
+
+
+_guard_forkserver()
+
+
+def _start_forkserver(context: multiprocessing.context.BaseContext) -> None:
+    """Start the forkserver now (from this thread, which it will die with) with the guard armed."""
+    if context.get_start_method() != "forkserver" or threading.current_thread() \
+            is not threading.main_thread():
+        return
+    previous = os.environ.get(GUARD_ENV)
+    os.environ[GUARD_ENV] = str(os.getpid())
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if previous is None:
+            os.environ.pop(GUARD_ENV, None)
+        else:
+            os.environ[GUARD_ENV] = previous
+
+
+def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; the parent alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 def _run_local(workers: int, members: Sequence[Scenario], todo: Sequence[int], name: str,
                finished: Finished) -> None:
-    pool = ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_ignore_sigint)
+    context = _mp_context()
+    _start_forkserver(context)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
     try:
         pending: dict[Future[tuple[Result, str | None]], int] = {
             pool.submit(run_member, members[i], name): i for i in todo}
@@ -271,15 +332,21 @@ def _run_local(workers: int, members: Sequence[Scenario], todo: Sequence[int], n
 
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and end the workers now, rather than wait for their runs."""
-    pool.shutdown(wait=False, cancel_futures=True)
+    # the workers first: shutdown() forgets them (``_processes = None``) and, at exit, the pool's
+    # thread would then wait for the runs in progress
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
     if terminate is not None:
         terminate()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.terminate()
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.join(timeout=5)
+    for process in processes:
+        process.join(timeout=1)
+    for process in processes:  # a worker stuck in C code past SIGTERM
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_dask(scheduler: str, members: Sequence[Scenario], todo: Sequence[int], name: str,

@@ -1,7 +1,9 @@
 """Quantities as people write them ("4GiB", "10Gbit/s", "300ms") turned into SI numbers and back.
 
 Sizes are ``int`` bytes, rates ``float`` bytes per second, times ``float`` seconds. A bare number is
-already in those units. Unit names are case-sensitive where case carries meaning (``b`` is a bit,
+already in those units (``bare=False`` refuses one other than 0, as the scenario loader does). A size
+suffix without ``B`` (``4G``, ``512M``, ``64k``) is binary, as in QEMU's ``-m 4G``: ``4G`` is
+``4GiB``; with ``B`` the prefix is decimal (``4GB`` is 4 * 10**9 bytes). Unit names are case-sensitive where case carries meaning (``b`` is a bit,
 ``B`` a byte; ``m`` would be milli, so mega is ``M``). Arithmetic goes through ``Fraction``, so
 ``"1.5GB"`` is exactly 1 500 000 000 bytes and ``parse(format(x, exact=True)) == x`` holds.
 """
@@ -18,10 +20,12 @@ __all__ = [
     "KiB",
     "MiB",
     "PAGE_BYTES",
+    "QEMU_SIZE_SUFFIXES",
     "RATE_UNITS",
     "SIZE_UNITS",
     "TIME_UNITS",
     "TiB",
+    "bare_number_hint",
     "format_rate",
     "format_size",
     "format_time",
@@ -53,6 +57,10 @@ for _prefix, _factor in {"": 1, **_DECIMAL, **_BINARY}.items():
     for _suffix in ("bit/s", "b/s", "bps"):
         RATE_UNITS[_prefix + _suffix] = Fraction(_factor, 8)
 
+#: QEMU's size suffixes (``-m 4G``, ``qemu_strtosz``): binary, sizes only (not rates)
+QEMU_SIZE_SUFFIXES: dict[str, int] = {"k": KiB, "K": KiB, "M": MiB, "G": GiB, "T": TiB}
+SIZE_UNITS.update(QEMU_SIZE_SUFFIXES)
+
 #: time unit -> seconds
 TIME_UNITS: dict[str, Fraction] = {
     "ns": Fraction(1, 10**9),
@@ -66,11 +74,22 @@ TIME_UNITS: dict[str, Fraction] = {
 
 # The units listed in messages (aliases such as "kB", "Mbps" or "µs" are accepted but not listed).
 _SHOWN = {
-    "size": "B, KiB, MiB, GiB, TiB, KB, MB, GB, TB",
+    "size": "B, KiB, MiB, GiB, TiB, K, M, G, T, KB, MB, GB, TB",
     "rate": "bit/s, kbit/s, Mbit/s, Gbit/s, Tbit/s, B/s, KiB/s, MiB/s, GiB/s, KB/s, MB/s, GB/s",
     "time": "ns, us, ms, s, min, h",
 }
 _EXAMPLE = {"size": "4GiB", "rate": "10Gbit/s", "time": "300ms"}
+
+
+def bare_number_hint(kind: str, number: str) -> str:
+    """How to write ``number`` of ``kind`` with a unit, QEMU-style, for a message."""
+    if kind == "size":
+        return (f"write {number}GiB or {number}G, {number}MiB or {number}M, or {number}B "
+                "(G alone is binary as in QEMU's -m 4G; GB is decimal)")
+    if kind == "rate":
+        return (f"write {number}Gbit/s, {number}MiB/s or {number}MB/s "
+                "(1Gbit/s is 125MB/s)")
+    return f"write {number}ms or {number}s"
 
 _LIMIT = 2**64  # QEMU's sizes and rates are uint64; beyond that floats lose meaning anyway
 _QUANTITY = re.compile(
@@ -98,10 +117,17 @@ def _quoted(text: str, limit: int = 30) -> str:
 
 
 def _parse(
-    value: object, kind: str, units: dict[str, int] | dict[str, Fraction], signed: bool
+    value: object, kind: str, units: dict[str, int] | dict[str, Fraction], signed: bool,
+    bare: bool = True,
 ) -> Fraction:
-    """Parse ``value`` as a quantity of ``kind`` into an exact Fraction of SI units."""
+    """Parse ``value`` as a quantity of ``kind`` into an exact Fraction of SI units.
+
+    ``bare=False``: a number without a unit is refused unless it is 0."""
     got = f"(got {_show(value)})"
+    unit = ""
+    number = _show(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        number = str(int(value))  # 125e6 -> "125000000", not "125000000.0"
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"expected a {kind} such as {_EXAMPLE[kind]} or a number {got}")
     if isinstance(value, float):
@@ -132,33 +158,37 @@ def _parse(
         raise ValueError(f"must not be negative {got}")
     if abs(amount) > _LIMIT:
         raise ValueError(f"is too large {got}")
+    if not bare and not unit and amount != 0:
+        raise ValueError(f"a bare number has no unit; {bare_number_hint(kind, number)} {got}")
     return amount
 
 
-def parse_size(value: object, *, signed: bool = False) -> int:
-    """Bytes in ``value``: ``"4GiB"``, ``"1.5GB"``, ``"512B"`` or a bare number of bytes.
+def parse_size(value: object, *, signed: bool = False, bare: bool = True) -> int:
+    """Bytes in ``value``: ``"4GiB"``, ``"4G"`` (= 4GiB), ``"1.5GB"``, ``"512B"`` or a bare number
+    of bytes.
 
-    ``signed=True`` lets negative values through (for callers that check ranges themselves).
+    ``signed=True`` lets negative values through (for callers that check ranges themselves);
+    ``bare=False`` refuses a bare number other than 0.
 
     Raises:
         ValueError: unknown unit, negative, not finite, not a whole number of bytes, beyond
             2**64, written with more than 100 digits or a 4-digit exponent, or not a number or
             string at all (``bool`` included).
     """
-    amount = _parse(value, "size", SIZE_UNITS, signed)
+    amount = _parse(value, "size", SIZE_UNITS, signed, bare)
     if amount.denominator != 1:
         raise ValueError(f"must be a whole number of bytes (got {_show(value)})")
     return int(amount)
 
 
-def parse_rate(value: object, *, signed: bool = False) -> float:
+def parse_rate(value: object, *, signed: bool = False, bare: bool = True) -> float:
     """Bytes per second in ``value``: ``"10Gbit/s"``, ``"1Gbps"``, ``"128MiB/s"`` or a bare number."""
-    return float(_parse(value, "rate", RATE_UNITS, signed))
+    return float(_parse(value, "rate", RATE_UNITS, signed, bare))
 
 
-def parse_time(value: object, *, signed: bool = False) -> float:
+def parse_time(value: object, *, signed: bool = False, bare: bool = True) -> float:
     """Seconds in ``value``: ``"300ms"``, ``"2s"``, ``"100us"``, ``"1.5min"`` or a bare number."""
-    return float(_parse(value, "time", TIME_UNITS, signed))
+    return float(_parse(value, "time", TIME_UNITS, signed, bare))
 
 
 def _number(value: float) -> str:
@@ -232,7 +262,8 @@ def _whole_decimal(value: int, factor: int) -> str | None:
     return None
 
 
-_EXACT_SIZE = {u: Fraction(f) for u, f in SIZE_UNITS.items() if u not in ("kB",)}
+_EXACT_SIZE = {u: Fraction(f) for u, f in SIZE_UNITS.items()
+               if u != "kB" and u not in QEMU_SIZE_SUFFIXES}
 _EXACT_RATE = {
     u: RATE_UNITS[u]
     for u in ("B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s", "KB/s", "MB/s", "GB/s", "TB/s",

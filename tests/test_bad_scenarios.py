@@ -312,6 +312,11 @@ BAD_SETS = [
     ("migration.downtime_limit=1h",
      r"<--set>: migration\.downtime_limit: must be between 0 and 2000s \(got 1h\)$"),
     ('vm.content="exa\\nct"', r"<--set>: vm\.content: 'exa\\nct' is not one of modelled, exact"),
+    ("migration.downtime_limit=300", r"<--set>: migration\.downtime_limit: a bare number has no "
+                                     r"unit; write 300ms or 300s \(got 300\)$"),
+    ("vm.memory=4096", r"<--set>: vm\.memory: a bare number has no unit; write 4096GiB or 4096G"),
+    ("sweep.grid.link.latency=[1ms, 2]", r"<--set>: sweep\.grid\.link\.latency\[1\]: a bare number "
+                                         r"has no unit; write 2ms or 2s \(got 2\)$"),
     ("=1", r"--set =1: expected key\.path=value$"),
     ("novalue", r"--set novalue: expected key\.path=value$"),
 ]

@@ -309,3 +309,74 @@ def test_subprocess_missing_file() -> None:
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr == "no-such.yaml: no such file\n"
+
+
+def test_version_from_pyproject() -> None:
+    """``migsim --version`` and ``python -m sim --version`` print pyproject.toml's version."""
+    import tomllib
+
+    import sim
+    from sim.version import version
+
+    root = Path(__file__).resolve().parent.parent
+    expected = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert expected == "0.4.0"
+    assert version() == sim.__version__ == expected
+    for module in ("sim", "sim.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                             text=True, timeout=60, cwd=root)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"migsim {expected}\n"
+
+
+def test_python_dash_m_sim_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "sim", "check", "/nonexistent.yaml"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr == "/nonexistent.yaml: no such file\n"
+
+
+def test_list_values_print_as_comma_lists() -> None:
+    """Capabilities in the summary table: ``xbzrle``, not ``('xbzrle',)``."""
+    import numpy as np
+
+    from sim.labels import format_cell
+
+    assert format_cell(("xbzrle",), "s") == "xbzrle"
+    assert format_cell(["xbzrle", "auto-converge"], "s") == "xbzrle,auto-converge"
+    assert format_cell(np.array(["multifd"], dtype=object), "s") == "multifd"
+    assert format_cell((), "s") == "none"
+    assert format_cell("xbzrle", "s") == "xbzrle"
+    assert format_cell(np.float64(1.5), ".1f") == "1.5"
+
+
+def test_log_progress_prints_a_line_every_few_seconds() -> None:
+    stream = io.StringIO()
+    now = [100.0]
+    log = cli.LogProgress("quick", stream, every_s=5.0, clock=lambda: now[0])
+    log(1.0, 3600.0)
+    assert stream.getvalue() == ""  # not before every_s
+    now[0] = 105.5
+    log(12.5, 3600.0)
+    now[0] = 107.0
+    log(13.0, 3600.0)  # too soon after the last line
+    assert stream.getvalue() == "migsim: quick: sim 12.5 s of at most 3600 s (0.3%), 6 s of wall time\n"
+    log.close()
+
+
+def test_run_outside_a_tty_logs_progress(tmp_path: Path) -> None:
+    """``migsim run`` with stderr a file: progress lines, plain (no ``\\r``)."""
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nvm: {memory: 1GiB}\n"
+                    "workload: {kind: hotspot, writes_per_s: 200000, hot_set: 256MiB}\n"
+                    "link: {bandwidth: 1Gbit/s}\nmigration: {max_time: 60s}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys; from sim import cli; cli.LogProgress.__init__.__kwdefaults__['every_s'] = 0.2; "
+            "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(path), "-o",
+                           str(tmp_path / "out"), "--no-plots"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("migsim: long: sim ") for line in lines), proc.stderr
+    assert "\r" not in proc.stderr

@@ -173,8 +173,8 @@ def test_override_item_out_of_range() -> None:
 
 
 def test_override_item_value_error_names_the_item() -> None:
-    assert error_of(FLEET, overrides={"vms.0.migration.start": "-1"}) == (
-        "<--set>: vms[0].migration.start: must be >= 0 (got -1)")
+    assert error_of(FLEET, overrides={"vms.0.migration.start": "-1s"}) == (
+        "<--set>: vms[0].migration.start: must be >= 0 (got -1s)")
 
 
 def test_top_level_override_reaches_inheriting_guests() -> None:

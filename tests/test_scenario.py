@@ -231,13 +231,26 @@ ERRORS = [
     # sizes, rates and bounds
     ("vm:\n  memory: -4GiB\n", "s.yaml:2: vm.memory: must be > 0 (got -4GiB)"),
     ("vm:\n  memory: 0\n", "s.yaml:2: vm.memory: must be > 0 (got 0)"),
+    # bare numbers: refused for sizes, rates and times (0 excepted), QEMU spellings named
+    ("vm:\n  memory: 4096\n",
+     "s.yaml:2: vm.memory: a bare number has no unit; write 4096GiB or 4096G, 4096MiB or 4096M, "
+     "or 4096B (G alone is binary as in QEMU's -m 4G; GB is decimal) (got 4096)"),
+    ("migration:\n  downtime_limit: 300\n",
+     "s.yaml:2: migration.downtime_limit: a bare number has no unit; write 300ms or 300s (got 300)"),
+    ("link:\n  latency: 20\n", "s.yaml:2: link.latency: a bare number has no unit; write 20ms "
+                               "or 20s (got 20)"),
+    ("link:\n  bandwidth: '125000000'\n",
+     "s.yaml:2: link.bandwidth: a bare number has no unit; write 125000000Gbit/s, 125000000MiB/s "
+     "or 125000000MB/s (1Gbit/s is 125MB/s) (got 125000000)"),
+    ("sweep:\n  grid:\n    link.latency: [0s, 5]\n",
+     "s.yaml:3: sweep.grid.link.latency[1]: a bare number has no unit; write 5ms or 5s (got 5)"),
     ("vm:\n  page_size: 0B\n", "s.yaml:2: vm.page_size: must be > 0 (got 0B)"),
     ("link:\n  bandwidth: -5 B/s\n", "s.yaml:2: link.bandwidth: must be > 0 (got -5 B/s)"),
     ("link:\n  bandwidth: 0Gbit/s\n", "s.yaml:2: link.bandwidth: must be > 0 (got 0Gbit/s)"),
     ("link:\n  latency: -1ms\n", "s.yaml:2: link.latency: must be >= 0 (got -1ms)"),
-    ("vm:\n  page_size: 3000\n", "s.yaml:2: vm.page_size: must be a power of two (got 3000)"),
-    ("vm:\n  memory: 6000\n",
-     "s.yaml:2: vm.memory: must be a multiple of vm.page_size, 4KiB (got 6000)"),
+    ("vm:\n  page_size: 3000B\n", "s.yaml:2: vm.page_size: must be a power of two (got 3000B)"),
+    ("vm:\n  memory: 6000B\n",
+     "s.yaml:2: vm.memory: must be a multiple of vm.page_size, 4KiB (got 6000B)"),
     ("vm:\n  memory: 1KiB\n", "s.yaml:2: vm.memory: must be at least one page of 4KiB (got 1KiB)"),
     ("vm:\n  vcpus: 0\n", "s.yaml:2: vm.vcpus: must be >= 1 (got 0)"),
     ("migration:\n  xbzrle_cache_size: 3MiB\n",
@@ -318,8 +331,8 @@ ERRORS = [
      "s.yaml:3: sweep.grid.name: 'name' is not a scenario key that can vary"),
     ("sweep:\n  grid:\n    vm.memory: 4GiB\n",
      "s.yaml:3: sweep.grid.vm.memory: expected a non-empty list of values (got 4GiB)"),
-    ("sweep:\n  grid:\n    vm.memory: [4GiB, -1]\n",
-     "s.yaml:3: sweep.grid.vm.memory[1]: must be > 0 (got -1)"),
+    ("sweep:\n  grid:\n    vm.memory: [4GiB, -1B]\n",
+     "s.yaml:3: sweep.grid.vm.memory[1]: must be > 0 (got -1B)"),
     ("sweep:\n  zip:\n    vm.memory: [4GiB, 8GiB]\n    seed: [1]\n",
      "s.yaml:2: sweep.zip: the lists must have the same length (got vm.memory: 2, seed: 1)"),
     ("sweep:\n  grid: {seed: [1, 2]}\n  zip: {seed: [3, 4]}\n",
@@ -328,7 +341,7 @@ ERRORS = [
     ("vm:\n  memory: 12KiB\nsweep:\n  grid:\n    vm.page_size: [4KiB, 8KiB]\n",
      "s.yaml:2: vm.memory: in sweep member 's-page_size=8KiB': must be a multiple of "
      "vm.page_size, 8KiB (got 12KiB)"),
-    ("sweep:\n  grid:\n    vm.memory: [4GiB, 6000]\n",
+    ("sweep:\n  grid:\n    vm.memory: [4GiB, 6000B]\n",
      "s.yaml:3: vm.memory: in sweep member 's-memory=6KB': must be a multiple of vm.page_size, "
      "4KiB (got 6KB)"),
     # YAML itself
@@ -473,6 +486,22 @@ def test_overrides_parse_yaml_values() -> None:
     assert s.sweep.grid[0] == ("migration.xbzrle_cache_size", (1 * MiB,))
 
 
+def test_memory_4g_is_4gib_and_4gb_decimal() -> None:
+    """``4G`` is QEMU's ``-m 4G``, 4 GiB; ``4GB`` stays decimal."""
+    assert loads_scenario("vm: {memory: 4G}").vm.memory == 4 * 1024**3
+    assert loads_scenario("vm: {memory: 4GB, page_size: 512B}").vm.memory == 4 * 10**9
+    assert loads_scenario("vm: {memory: 64MiB}", overrides={"vm.memory": "512M"}).vm.memory \
+        == 512 * MiB
+    assert loads_scenario("link: {latency: 0, bandwidth: 1Gbit/s}").link.latency == 0
+
+
+def test_bare_number_in_set_is_refused() -> None:
+    """``--set`` text goes through the same check as the file."""
+    with pytest.raises(ScenarioError, match=r"^<--set>: migration\.downtime_limit: a bare number "
+                                            r"has no unit; write 300ms or 300s"):
+        loads_scenario("{}", overrides={"migration.downtime_limit": "300"})
+
+
 def test_overrides_take_python_values() -> None:
     """The Python API may pass numbers, lists or whole sections."""
     s = loads_scenario("{}", overrides={"vm.memory": 8 * MiB, "migration.capabilities": ["xbzrle"],
@@ -487,7 +516,7 @@ def test_overrides_take_python_values() -> None:
     ("overrides", "message"),
     [
         ({"vm.memroy": "1GiB"}, "<--set>: vm.memroy: unknown key; did you mean 'memory'?"),
-        ({"link.bandwidth": "-1"}, "<--set>: link.bandwidth: must be > 0 (got -1)"),
+        ({"link.bandwidth": "-1B/s"}, "<--set>: link.bandwidth: must be > 0 (got -1B/s)"),
         ({"migration.capabilities": "[multifd, xbzrle]"},
          "<--set>: migration.capabilities: Multifd is not compatible with xbzrle "
          "(got [multifd, xbzrle])"),
@@ -890,3 +919,13 @@ def test_incompatible_is_symmetric(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not incompatible("xbzrle", "auto-converge")
     with pytest.raises(ValueError, match="'x-fast' is not compatible with 'xbzrle'"):
         check_set(["xbzrle", "x-fast"])
+
+
+def test_from_dict_bare_numbers() -> None:
+    """Python data is in SI units by default; ``bare_numbers=False`` (YAML-written data, such as
+    the validation cases) refuses a bare number as the loader does."""
+    assert from_dict({"link": {"latency": 0.02}}).link.latency == 0.02
+    with pytest.raises(ScenarioError, match=r"link\.latency: a bare number has no unit; write "
+                                            r"0\.02ms or 0\.02s"):
+        from_dict({"link": {"latency": 0.02}}, bare_numbers=False)
+    assert from_dict({"link": {"latency": "20ms"}}, bare_numbers=False).link.latency == 0.02

@@ -286,3 +286,166 @@ def test_the_same_scenario_twice_gives_byte_identical_files(tiny, tmp_path):
         sim.run(scenario).save(tmp_path / out)
     for name in ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# -- signals: Ctrl-C, SIGTERM, SIGKILL of a local sweep ----------------------------------------------
+
+# Six members of ~2-3 s each: with two workers, two are running whenever the signal comes.
+LONG = """\
+name: long-sweep
+seed: 1
+vm: {memory: 1GiB}
+workload: {kind: hotspot, writes_per_s: 200000, hot_set: 256MiB}
+link: {bandwidth: 1Gbit/s}
+migration: {max_time: 10s}
+sweep:
+  grid:
+    seed: [1, 2, 3, 4, 5, 6]
+"""
+MARK = "MIGSIM_TEST_SWEEP_MARK"
+
+
+def _marked(token: str) -> list[tuple[int, str]]:
+    """The processes (pid, command line) whose environment carries ``MARK=token``: the sweep's
+    process and everything it started (forkserver, workers, resource tracker) inherit it."""
+    needle = f"{MARK}={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            if needle in environ.split(b"\0"):
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                found.append((int(entry), cmdline.decode(errors="replace")[:100]))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def _none_left(token: str, within_s: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + within_s
+    while (left := _marked(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _start_long_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[Path], str]:
+    """``python -m sim.cli sweep`` of LONG with two workers, once its first member is saved."""
+    path = write(tmp_path, "long.yaml", LONG)
+    out = tmp_path / "out"
+    members = member_dirs(out, expand(load_scenario(path)))
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, MARK: token, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "sweep", str(path), "-o", str(out),
+                             "--workers", "2", "--no-plots"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any((d / "scenario.yaml").exists() for d in members):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.3)  # the next members are running
+    assert len(_marked(token)) >= 4, _marked(token)  # sweep, forkserver, 2 workers (+ tracker)
+    return proc, path, members, token
+
+
+def _stop_and_check(proc: subprocess.Popen[str], members: list[Path], token: str, signum: int,
+                    status: int, *, twice: bool = False) -> list[Path]:
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    if twice:
+        time.sleep(0.2)
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode == status, stderr
+    assert elapsed < 3.0, f"{elapsed:.1f} s to exit"
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("migsim: sweep "), stderr
+    assert lines[0].endswith("--resume"), stderr
+    assert not _none_left(token, 2.0)
+    finished = [d for d in members if (d / "scenario.yaml").exists()]
+    assert 1 <= len(finished) < len(members)
+    assert len(Result.load(members[0].parent.parent).runs) == len(finished)
+    return finished
+
+
+@pytest.mark.slow  # ~40 s: a partial sweep, its resume and the whole sweep again
+def test_sigint_cancels_running_members_and_resume_is_byte_identical(tmp_path):
+    proc, path, members, token = _start_long_sweep(tmp_path)
+    finished = _stop_and_check(proc, members, token, signal.SIGINT, 130)
+    stamps = {d: (d / "runs.parquet").stat().st_mtime_ns for d in finished}
+    out = members[0].parent.parent
+    resumed = subprocess.run([sys.executable, "-m", "sim.cli", "sweep", str(path), "-o", str(out),
+                              "--workers", "2", "--no-plots", "--resume"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert all((d / "runs.parquet").stat().st_mtime_ns == t for d, t in stamps.items())
+    whole = tmp_path / "whole"
+    sweep(load_scenario(path), out_dir=whole, workers=2)
+    assert file_bytes(out) == file_bytes(whole)
+
+
+def test_second_sigint_is_quiet(tmp_path):
+    proc, _, members, token = _start_long_sweep(tmp_path)
+    _stop_and_check(proc, members, token, signal.SIGINT, 130, twice=True)
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    proc, _, members, token = _start_long_sweep(tmp_path)
+    _stop_and_check(proc, members, token, signal.SIGTERM, 143)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_the_sweep_leaves_no_process(tmp_path):
+    """The workers and the forkserver die with the sweep even when it cannot clean up."""
+    proc, _, _, token = _start_long_sweep(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert not _none_left(token, 1.0)  # a member in progress would have ~2 s left
+
+
+def test_die_with_parent_is_armed_in_workers(tmp_path):
+    """The worker initializer asks for PR_SET_PDEATHSIG (read back from /proc: no signal number
+    there, so through prctl(PR_GET_PDEATHSIG) in the worker)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sim import sweep as sweep_mod
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    context = sweep_mod._mp_context()
+    with ProcessPoolExecutor(1, mp_context=context, initializer=sweep_mod._init_worker) as pool:
+        assert pool.submit(_pdeathsig).result(timeout=60) == signal.SIGKILL
+    assert _pdeathsig() == 0  # this process: untouched
+
+
+def _pdeathsig() -> int:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = ctypes.c_int(-1)
+    assert libc.prctl(2, ctypes.byref(value), 0, 0, 0) == 0  # PR_GET_PDEATHSIG
+    return value.value
+
+
+def test_a_sweep_whose_members_all_failed_exits_1(tmp_path, capsys):
+    """Every member raised: the tables and summary are still written, but the exit is not 0."""
+    path = write(tmp_path, "all-fail.yaml", f"""\
+name: all-fail
+vm: {{memory: 16MiB, content: exact}}
+workload: {{kind: trace, trace: {tmp_path / "a.csv"}}}
+sweep:
+  grid:
+    workload.trace: [{tmp_path / "a.csv"}, {tmp_path / "b.csv"}]
+""")
+    status = cli.main(["sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1",
+                       "--no-plots"])
+    captured = capsys.readouterr()
+    assert status == 1, captured.err
+    assert "all-fail" in captured.out  # the summary, as for any sweep
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith("migsim: every run of the sweep failed (2 of 2); first: "
+                                "FileNotFoundError: "), captured.err
+    assert list(Result.load(tmp_path / "out").runs.status) == ["failed", "failed"]

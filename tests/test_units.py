@@ -36,6 +36,12 @@ from sim.units import (
         ("3TB", 3 * 10**12),
         ("1TiB", 1024 * GiB),
         ("1.5KiB", 1536),
+        ("4G", 4 * GiB),  # QEMU's -m 4G: a suffix alone is binary
+        ("4GB", 4 * 10**9),  # with B it is decimal
+        ("512M", 512 * MiB),
+        ("64k", 64 * KiB),
+        ("64K", 64 * KiB),
+        ("1T", 1024 * GiB),
         ("4096", 4096),
         ("1e9", 10**9),
         (4096, 4096),
@@ -128,6 +134,46 @@ def test_parse_errors(parse: object, value: object, message: str) -> None:
     assert callable(parse)
     with pytest.raises(ValueError, match=message):
         parse(value)
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "message"),
+    [
+        (parse_size, 4096, r"^a bare number has no unit; write 4096GiB or 4096G, 4096MiB or 4096M, "
+                           r"or 4096B \(G alone is binary as in QEMU's -m 4G; GB is decimal\) "
+                           r"\(got 4096\)$"),
+        (parse_size, "4096", r"^a bare number has no unit; write 4096GiB or 4096G"),
+        (parse_size, 1.5e3, r"^a bare number has no unit"),
+        (parse_rate, 125e6, r"^a bare number has no unit; write 125000000Gbit/s, "),
+        (parse_rate, 1, r"write 1Gbit/s, 1MiB/s or 1MB/s \(1Gbit/s is 125MB/s\) \(got 1\)$"),
+        (parse_time, 300, r"^a bare number has no unit; write 300ms or 300s \(got 300\)$"),
+        (parse_time, "0.5", r"write 0.5ms or 0.5s"),
+        (parse_time, -1, r"write -1ms or -1s"),
+    ],
+)
+def test_bare_numbers_refused(parse: object, value: object, message: str) -> None:
+    """``bare=False`` (the scenario loader's) refuses a number without a unit, naming spellings."""
+    assert callable(parse)
+    parse(value, signed=True)  # the default takes it, in SI units
+    with pytest.raises(ValueError, match=message):
+        parse(value, bare=False, signed=True)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, "0", -0.0, "0GiB", "4G", "300ms", "1Gbit/s"])
+def test_bare_zero_and_units_pass(value: object) -> None:
+    for parse in (parse_size, parse_rate, parse_time):
+        try:
+            parse(value, bare=False)
+        except ValueError as e:
+            assert "bare" not in str(e)
+
+
+def test_bare_suffix_is_not_a_rate_and_is_never_written() -> None:
+    """``G`` alone is a size suffix only, and the exact formatter keeps writing ``GiB``."""
+    with pytest.raises(ValueError, match="unknown rate unit 'G/s'"):
+        parse_rate("1G/s")
+    assert format_size(4 * GiB, exact=True) == "4GiB"
+    assert format_size(64 * KiB, exact=True) == "64KiB"
 
 
 def test_signed_lets_negatives_through() -> None:

@@ -213,3 +213,30 @@ def test_real_qemu_is_skipped_with_a_message_when_qemu_is_missing(tmp_path, monk
     assert command._real_rows([], tmp_path, lines.append) == []
     assert lines == ["real QEMU: skipped: qemu-system-x86_64 not found "
                      "(apt-get install --no-install-recommends qemu-system-x86)"]
+
+
+def test_validate_with_no_case_files_exits_2(tmp_path, monkeypatch, capsys):
+    """An installation without the case files validates nothing: that is a failure, not a pass."""
+    monkeypatch.setattr(command, "load_cases", lambda: load_cases(tmp_path))
+    assert command.main(output=tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("migsim validate: no validation case in ")
+    assert len(captured.err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("real_qemu", [False, True])
+def test_cli_validate_case_matching_nothing_exits_2(tmp_path, capsys, real_qemu):
+    from sim.cli import main
+
+    args = ["validate", "--case", "no-such-*", "-o", str(tmp_path / "out")]
+    assert main(args + (["--real-qemu"] if real_qemu else [])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("migsim validate: --case no-such-*: matches none of the cases (")
+    assert "v2-geometric-300ms" in lines[0]
+    assert ("qemu-converging-default" in lines[0]) == real_qemu
+    assert not (tmp_path / "out").exists()

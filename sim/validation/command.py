@@ -10,14 +10,16 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .cases import Case, load_cases
+from .cases import CASES_DIR, Case, load_cases
 from .report import draw, format_table, write_csv
 from .suite import Row, failures, judge, run_cases
 
+EXIT_NO_CASE = 2  # nothing to validate is a usage error, never a pass
 DEFAULT_OUTPUT = Path("results") / "validation"
 CSV_NAME = "validation.csv"
 FIGURE_NAME = "validation.png"
@@ -67,19 +69,38 @@ def _real_rows(patterns: Sequence[str], outdir: Path,
     return run_cases(cases, runner=runner, on_case=_progress(out))
 
 
+def _load_real_cases() -> list[Case]:
+    from .real import load_real_cases
+
+    return load_real_cases()
+
+
+def _no_case(message: str) -> int:
+    print(f"migsim validate: {message}", file=sys.stderr)
+    return EXIT_NO_CASE
+
+
 def main(real_qemu: bool = False, output: str | Path | None = None,
          patterns: Sequence[str] = (), out: Callable[[str], None] = print) -> int:
     """Run the suite; returns the exit status."""
     outdir = Path(output) if output is not None else DEFAULT_OUTPUT
     started = time.monotonic()
-    cases = _selected(load_cases(), patterns)
+    every = load_cases()
+    if not every:  # the package data is missing: an installation that would validate nothing
+        return _no_case(f"no validation case in {CASES_DIR}; is migsim installed with its "
+                        "package data (sim/validation/cases/*.yaml)?")
+    cases = _selected(every, patterns)
+    if patterns and not cases:
+        real = _load_real_cases() if real_qemu else []
+        if not _selected(real, patterns):
+            ids = ", ".join(c.id for c in every + real)
+            return _no_case(f"--case {' '.join(patterns)}: matches none of the cases ({ids})")
     out(f"closed forms and published results ({len(cases)} cases):")
     rows = run_cases(cases, on_case=_progress(out))
     if real_qemu:
         rows += _real_rows(patterns, outdir, out)
     if not rows:
-        out("no case matched")
-        return 1 if patterns else 0
+        return _no_case("no case was run (the real-QEMU cases were skipped)")
     out("")
     out(format_table(rows))
     csv_path = write_csv(rows, outdir / CSV_NAME)

@@ -52,7 +52,8 @@ def scenarios(case: Case, seed: int) -> dict[str, Scenario]:
     """The case's runs as scenarios, for one seed."""
     from sim.scenario import from_dict
 
-    return {name: from_dict(deep_merge(data, {"seed": seed}), file=str(case.path))
+    return {name: from_dict(deep_merge(data, {"seed": seed}), file=str(case.path),
+                            bare_numbers=False)  # a case is YAML text: sizes need their units
             for name, data in case.runs.items()}
 
 
