@@ -304,19 +304,44 @@ class Recorder:
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The four tables (``runs``, ``passes``, ``samples``, ``events``); needs ``finish()`` first."""
+        return self.frames_of([self])
+
+    def _rows(self) -> dict[str, list[tuple[Any, ...]]]:
         if self._run is None:
             raise RuntimeError(f"run {self.run_id!r}: frames() before finish()")
         order = [c for c in runs_column_order(self._run) if c != "vm"]
         # Some events are stamped ahead of the engine's clock (a message's arrival one latency
         # later): the table is in time order, ties in the order they were recorded.
-        events = sorted(self._events, key=lambda row: row[1])
-        frames = {
-            "runs": build_frame(order, [tuple(self._run[c] for c in order)]),
-            "passes": build_frame(PASSES_COLUMNS, self._passes),
-            "samples": build_frame(SAMPLES_COLUMNS, self._samples),
-            "events": build_frame(EVENTS_COLUMNS, events),
-        }
-        if self.vm is not None:
-            for frame in frames.values():
-                frame.insert(1, "vm", pd.Series([self.vm] * len(frame), dtype=STRING_DTYPE))
+        return {"runs": [tuple(self._run[c] for c in order)], "passes": self._passes,
+                "samples": self._samples, "events": sorted(self._events, key=lambda row: row[1])}
+
+    @staticmethod
+    def frames_of(recorders: Sequence[Recorder]) -> dict[str, pd.DataFrame]:
+        """The four tables of several runs with the same runs columns (a fleet's guests), their
+        rows in ``recorders`` order: each table is built once, not once per guest and then
+        concatenated (a fleet of a thousand would spend seconds in pandas)."""
+        first = recorders[0]
+        if first._run is None:
+            raise RuntimeError(f"run {first.run_id!r}: frames() before finish()")
+        order = [c for c in runs_column_order(first._run) if c != "vm"]
+        if any(r._run is None or list(r._run) != list(first._run) for r in recorders[1:]):
+            raise ValueError("frames_of: the runs do not have the same runs columns")
+        columns = {"runs": order, "passes": list(PASSES_COLUMNS),
+                   "samples": list(SAMPLES_COLUMNS), "events": list(EVENTS_COLUMNS)}
+        rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in columns}
+        vms: dict[str, list[str]] = {name: [] for name in columns}
+        for rec in recorders:
+            for name, mine in rec._rows().items():
+                rows[name].extend(mine)
+                if rec.vm is not None:
+                    vms[name].extend([rec.vm] * len(mine))
+        frames = {name: build_frame(columns[name], rows[name]) for name in columns}
+        if first.vm is not None:
+            for name, frame in frames.items():
+                frame.insert(1, "vm", pd.Series(vms[name], dtype=STRING_DTYPE))
         return frames
+
+    def same_columns(self, other: Recorder) -> bool:
+        """Whether ``other``'s runs row has the same columns (so their tables build as one)."""
+        return (self._run is not None and other._run is not None
+                and list(self._run) == list(other._run) and (self.vm is None) == (other.vm is None))

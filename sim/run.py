@@ -130,11 +130,20 @@ class Testbed:
 
     def result(self) -> Result:
         """The tables so far: a run that has not ended shows its current status."""
-        results = []
         for pair in self.pairs:
             if not pair.recorder.finished:
                 pair.recorder.finish(params=dict(self.scenario.params), **_summary(pair, self))
-            frames = pair.recorder.frames()
+        # Guests whose runs rows have the same columns (all of a fleet, as a rule) build their
+        # tables together; a guest with other columns (exact mode's memory_match) starts a group.
+        groups: list[list[Recorder]] = []
+        for pair in self.pairs:
+            if groups and groups[-1][0].same_columns(pair.recorder):
+                groups[-1].append(pair.recorder)
+            else:
+                groups.append([pair.recorder])
+        results = []
+        for group in groups:
+            frames = Recorder.frames_of(group)
             results.append(Result(frames["runs"], frames["passes"], frames["samples"],
                                   frames["events"], self.scenario))
         result = Result.concat(results)
