@@ -210,8 +210,11 @@ class Migration:
 
     def next_change(self, now: float) -> float:
         """The next time the link's rate changes or a fault is due: chunks and waits end there."""
-        pending = [f.at for f in self.faults if f.at > now and f not in self._fired]
-        return min([self.link.next_change_after(now), *pending])
+        change = self.link.next_change_after(now)
+        for f in self.faults:
+            if now < f.at < change and f not in self._fired:
+                change = f.at
+        return change
 
     def due_fault(self, now: float) -> str | None:
         """Fire the faults that are due (each once): a cancel is management's migrate_cancel; a

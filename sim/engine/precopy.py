@@ -119,7 +119,8 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
             return
         rate_cap = max_bandwidth(mig.spec)
         budget = rate_cap * WINDOW_S if rate_cap > 0 else math.inf
-        idle_to = min(mig.window.start + WINDOW_S, cancel_at, deadline, mig.next_change(now))
+        change = mig.next_change(now)
+        idle_to = min(mig.window.start + WINDOW_S, cancel_at, deadline, change)
         if mig.window.bytes >= budget:
             yield from mig.idle_until(idle_to)
             continue
@@ -137,7 +138,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
             # The link is down: nothing moves until it is back (or a deadline).
             yield from mig.idle_until(idle_to)
             continue
-        t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, mig.next_change(now))
+        t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, change)
         chunk = mig.send(t_limit, budget - mig.window.bytes, False, rate)
         stop = min(cancel_at, deadline)
         if chunk.t_end > stop:

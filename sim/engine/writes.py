@@ -59,12 +59,16 @@ class WriteBuffer:
             return
         batch = self.workload.writes(self.until, t_end, self.rng, self.scale())
         self.until = t_end
-        keep = slice(self.next, None)
-        self.batch = WriteBatch(np.concatenate([self.batch.t_s[keep], batch.t_s]),
-                                np.concatenate([self.batch.page[keep], batch.page]))
-        seeds = (self.content_rng.integers(0, 2**63, size=len(batch), dtype=np.int64)
-                 .astype(np.uint64) if self.guest.exact else np.zeros(len(batch), np.uint64))
-        self.seed = np.concatenate([self.seed[keep], seeds])
+        n = len(batch)
+        seeds = (self.content_rng.integers(0, 2**63, size=n, dtype=np.int64)
+                 .astype(np.uint64) if self.guest.exact else np.zeros(n, np.uint64))
+        if self.next >= len(self.batch.t_s):  # all applied (the common case): no copies
+            self.batch, self.seed = batch, seeds
+        else:
+            keep = slice(self.next, None)
+            self.batch = WriteBatch(np.concatenate([self.batch.t_s[keep], batch.t_s]),
+                                    np.concatenate([self.batch.page[keep], batch.page]))
+            self.seed = np.concatenate([self.seed[keep], seeds])
         self.next = 0
         self._args = self._kernel_args()
         self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page

@@ -12,6 +12,7 @@ write. ``WORKLOADS`` is the registry (name → class); an unknown name lists the
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -72,8 +73,8 @@ class Workload:
         c0 = self._count
         c1 = c0 + rate * (t1 - t0)
         self._t, self._count = t1, c1
-        k0 = int(np.ceil(c0))
-        k1 = int(np.ceil(c1))
+        k0 = math.ceil(c0)
+        k1 = math.ceil(c1)
         if k1 <= k0 or rate <= 0.0:
             return WriteBatch.empty()
         k = np.arange(k0, k1, dtype=np.int64)
