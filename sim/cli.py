@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
-from sim.errors import ScenarioError
+from sim.errors import PluginError, ResultsError, ScenarioError
 from sim.units import MiB
 from sim.version import version
 
@@ -77,7 +77,7 @@ def _one_line(text: str) -> str:
 
 def _error_line(err: BaseException) -> str:
     """The one line printed for a user-facing error."""
-    if isinstance(err, ScenarioError | UsageError):
+    if isinstance(err, ScenarioError | UsageError | ResultsError | PluginError):
         return _one_line(str(err))
     if isinstance(err, OSError) and err.filename is not None:
         reason = err.strerror or type(err).__name__
@@ -90,7 +90,7 @@ def _error_line(err: BaseException) -> str:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    if isinstance(err, ScenarioError | UsageError | OSError):
+    if isinstance(err, ScenarioError | UsageError | ResultsError | PluginError | OSError):
         return True
     try:
         import yaml

@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sim import figures, plots
+from sim.errors import ResultsError
 from sim.result import Result, write_atomic
 
 DRIFT_FILE = "drift.csv"
@@ -93,7 +94,7 @@ def load_result(directory: str | os.PathLike[str], role: str) -> Result:
         raise CompareInputError(f"{path}: no such {role} results directory")
     try:
         return Result.load(path, with_scenario=False)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ResultsError) as err:
         raise CompareInputError(str(err)) from None
     except Exception as err:  # an unreadable Parquet file
         raise CompareInputError(f"{path}: cannot read {role} results: {type(err).__name__}: "

@@ -121,11 +121,18 @@ class Endpoint:
                                           self.pair.scenario.vm.page_size)
         if problem is not None:
             raise QmpError(problem)
-        self.parameters = qemu_parameters.apply(self.parameters, given)
-        self.extras = {**self.extras, **qemu_parameters.unmodelled(given)}
+        new = qemu_parameters.apply(self.parameters, given)
         mig = self.pair.migration
         if self.role == "source" and mig.state.running:
-            mig.set_parameters(self.migration_spec())
+            # The running migration takes them first; if it cannot (a cache it cannot
+            # allocate), nothing changes, as QEMU's xbzrle_cache_resize keeps the old cache.
+            try:
+                mig.set_parameters(new)
+            except MemoryError:
+                raise QmpError("Parameter 'cache size' expects Failed to allocate page cache"
+                               ) from None
+        self.parameters = new
+        self.extras = {**self.extras, **qemu_parameters.unmodelled(given)}
 
     def migration_spec(self) -> MigrationSpec:
         """The scenario's migration section with what ``migrate-set-parameters`` changed; the

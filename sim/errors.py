@@ -22,6 +22,16 @@ class ScenarioError(ValueError):
         super().__init__(f"{where}{prefix}{message}")
 
 
+class ResultsError(ValueError):
+    """A results folder cannot be read back: a table is not Parquet, is damaged, or is not a
+    migsim table (its columns are missing). ``str(err)`` names the file."""
+
+
+class PluginError(RuntimeError):
+    """A plug-in's code misbehaved (raised, called ``sys.exit``, returned the wrong type).
+    ``str(err)`` is one line naming the plug-in and what it did."""
+
+
 class XbzrleDecodeError(ValueError):
     """An XBZRLE record breaks one of QEMU's decoder rules (REF §2.3); the reason says which."""
 

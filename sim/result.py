@@ -31,7 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from sim.errors import ResultsError
 from sim.recorder import (
+    COLUMNS,
     RUNS_COLUMNS,
     RUNS_OPTIONAL_COLUMNS,
     TABLES,
@@ -152,6 +154,7 @@ class Result:
 
         Raises:
             FileNotFoundError: a table's Parquet file is missing.
+            sim.errors.ResultsError: a table is damaged or not a migsim table.
             sim.errors.ScenarioError: ``scenario.yaml`` does not load.
         """
         src = Path(directory)
@@ -162,7 +165,7 @@ class Result:
             path = src / f"{name}.parquet"
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing (is {src} a migsim results directory?)")
-            tables[name] = pd.read_parquet(path)
+            tables[name] = _read_table(path, name)
         scenario = None
         if with_scenario and (src / SCENARIO_FILE).exists():
             scenario = _load_scenarios(src / SCENARIO_FILE)
@@ -230,6 +233,20 @@ class Result:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path, name: str) -> pd.DataFrame:
+    """One table of a results folder; a damaged or foreign file is a ResultsError naming it."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, TypeError, pa.ArrowException) as err:
+        raise ResultsError(f"{path}: not a readable Parquet table ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:200]})") from None
+    missing = [c for c in COLUMNS[name] if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ResultsError(f"{path}: not a migsim {name} table (missing columns: {shown})")
+    return frame
 
 
 def _copy_tables(result: Result) -> dict[str, pd.DataFrame]:

@@ -80,6 +80,7 @@ __all__ = [
 
 MAX_NODES = 100_000  # YAML nodes after alias expansion
 MAX_DEPTH = 50  # nesting of mappings and lists
+MAX_SEED = 2**63 - 1  # the runs table's seed column is int64
 MAX_BYTES = units.MiB  # a scenario file (PyYAML composes about 200 KB/s of dense YAML)
 MAX_RUNS = 10_000  # runs of one sweep (every member is validated on loading)
 OVERRIDE_FILE = "<--set>"
@@ -559,10 +560,14 @@ class _Document:
             self.si.discard(stale)
         if isinstance(value, str):
             try:
-                node = yaml.compose(value, Loader=yaml.SafeLoader)
+                node = yaml.compose(value, Loader=_Loader)  # refuses deep nesting, too
+            except RecursionError as e:
+                raise ScenarioError(f"not a valid YAML value: nested more than {MAX_DEPTH} "
+                                    "levels deep", file=OVERRIDE_FILE, key=key) from e
             except yaml.YAMLError as e:
                 problem = getattr(e, "problem", None) or str(e)
-                raise ScenarioError(f"not a valid YAML value: {problem} (got {value!r})",
+                raise ScenarioError(f"not a valid YAML value: {problem} "
+                                    f"(got {_clip(repr(value), 80)})",
                                     file=OVERRIDE_FILE, key=key) from e
             self.where[path] = self._origin
             cursor[index] = None if node is None else self.tree(node, path)
@@ -911,6 +916,9 @@ def _size(value: int) -> str:
 def _check(s: Scenario, fail: _Fail) -> None:
     """Rules that tie several fields together (one field's own rules are in its metadata)."""
     _check_guest(s, fail)
+    if s.seed > MAX_SEED:  # numpy takes any seed, but the tables hold it as int64
+        raise fail("seed", f"must be <= {MAX_SEED} (2^63 - 1), with a sweep's repeats added "
+                           f"(this run's seed would be {s.seed})", str(s.seed))
     names: dict[str, int] = {}
     for i, guest in enumerate(s.vms):
         prefix = f"vms[{i}]"
@@ -1101,7 +1109,7 @@ def _finish(doc: _Document, data: dict[str, Any],
                                                  data["plugins"], "plugins")):
             try:
                 plugins.import_plugin(module, doc.file)
-            except Exception as e:  # any error in a plug-in is an error of this scenario
+            except (Exception, SystemExit) as e:  # any error in a plug-in is the scenario's
                 raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
                                                  f"{type(e).__name__}: {_clip(str(e), 200)}") from e
     if "name" not in data and not doc.file.startswith("<"):

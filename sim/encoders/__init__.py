@@ -20,10 +20,33 @@ from typing import ClassVar
 import numpy as np
 
 from .. import capabilities
+from ..errors import PluginError
 from . import xbzrle as _xbzrle
 
 #: entry-point group through which installed packages register encoders (read by sim.plugins)
 ENTRY_POINT_GROUP = "migsim.encoders"
+
+
+def call_plugin(encoder: Encoder, method: str, *args: object) -> object:
+    """``encoder.method(*args)``, with whatever the plug-in's code does wrong (an exception, a
+    ``sys.exit``) turned into one :class:`~sim.errors.PluginError` line that names it. Ctrl-C
+    still interrupts."""
+    try:
+        return getattr(encoder, method)(*args)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure of foreign code
+        what = (f"called sys.exit({err.code!r})" if isinstance(err, SystemExit)
+                else f"raised {type(err).__name__}: {' '.join(str(err).split())[:200]}")
+        raise PluginError(f"plug-in encoder {encoder.name!r}: {method}() {what}") from None
+
+
+def check_payload(encoder: Encoder, payload: object) -> bytes | None:
+    """A plug-in's ``encode`` result: bytes-like or None, else a PluginError naming it."""
+    if payload is None or isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    raise PluginError(f"plug-in encoder {encoder.name!r}: encode() returned "
+                      f"{type(payload).__name__}; it must return bytes or None")
 
 
 class Encoder:

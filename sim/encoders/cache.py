@@ -165,10 +165,17 @@ class XbzrleCache:
     """
 
     def __init__(self, cache_size: int, page_size: int = 4096, *, store_content: bool = False,
-                 zero_insert_in_last_stage: bool = True) -> None:
+                 zero_insert_in_last_stage: bool = True, guest_pages: int | None = None) -> None:
         if not _power_of_two(int(page_size)):
             raise ValueError(f"page size must be a power of two (got {page_size})")
         self.page_size = int(page_size)
+        # A cache with more slots than the guest has pages (rounded up to a power of two)
+        # behaves exactly as that smaller one: page p sits in slot p either way (the slot is
+        # p & (slots - 1)). So only that many slots are allocated; ``cache_size`` and the stats
+        # keep the size asked for. QEMU allocates the whole cache (g_try_malloc in
+        # migration/page_cache.c) and fails the migration when it cannot.
+        self.max_slots = (1 << max(0, int(guest_pages) - 1).bit_length()
+                          if guest_pages is not None else None)
         self.store_content = bool(store_content)
         self.zero_insert_in_last_stage = bool(zero_insert_in_last_stage)
         self._stamp = 0
@@ -181,6 +188,8 @@ class XbzrleCache:
                              f"({self.page_size} bytes) (got {cache_size})")
         self.cache_size = cache_size
         self.slots = cache_size // self.page_size
+        if self.max_slots is not None:
+            self.slots = min(self.slots, self.max_slots)
         self.address = np.full(self.slots, -1, dtype=np.int64)
         self.age = np.zeros(self.slots, dtype=np.int64)
         self.version = np.zeros(self.slots, dtype=np.uint32)

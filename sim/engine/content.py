@@ -157,8 +157,18 @@ def _plugin_table(encoder: type[Encoder], pattern: int, write_size: int, word_si
     rng = np.random.default_rng([pattern, write_size, word_size, page_size, 9])
     k = np.repeat(np.arange(0, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
     old, new = synthetic_pages(rng, k, pattern, write_size, word_size, page_size)
-    payloads = encoder().encode_batch(new, old if encoder.needs_previous else None)
-    sizes = np.array([-1 if pl is None else len(pl) for pl in payloads], np.int32)
+    from collections.abc import Sequence
+
+    from ..encoders import call_plugin, check_payload  # at call time: encoders imports this module
+    from ..errors import PluginError
+
+    enc = encoder()
+    payloads = call_plugin(enc, "encode_batch", new, old if encoder.needs_previous else None)
+    if not isinstance(payloads, Sequence) or len(payloads) != len(new):
+        raise PluginError(f"plug-in encoder {enc.name!r}: encode_batch() must return a list of "
+                          f"{len(new)} payloads (got {type(payloads).__name__})")
+    sizes = np.array([-1 if pl is None else len(pl)
+                      for pl in (check_payload(enc, pl) for pl in payloads)], np.int32)
     table = sizes.reshape(SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES)
     table.setflags(write=False)
     _PLUGIN_TABLES[key] = table

@@ -41,7 +41,7 @@ from ..workloads import make_workload
 from .bitmap import MigrationBitmap
 from .pipeline import Chunk, Pipeline
 from .profiles import max_bandwidth
-from .state import MigrationState
+from .state import RUNNING, MigrationState
 from .throttle import NoThrottle, Throttle
 from .writes import WriteBuffer
 
@@ -138,14 +138,17 @@ class Migration:
         """New parameters during a migration (REF §6.2): ``max-bandwidth`` applies at the next
         chunk, ``downtime-limit`` at the next window, a new cache size flushes the cache."""
         resized = spec.xbzrle_cache_size != self.spec.xbzrle_cache_size
+        if resized and self.pipeline.xbzrle_on:
+            self.pipeline.configure(spec, self.in_force)  # a MemoryError leaves all as it was
         self.spec = spec
         self.link.set_cap(self, max_bandwidth(spec))
-        if resized and self.pipeline.xbzrle_on:
-            self.pipeline.configure(spec, self.in_force)
 
     def request_cancel(self) -> None:
-        """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends."""
-        if self.state.status in ("setup", "active") and not self.cancel_requested:
+        """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends.
+        As in QEMU's migrate_fd_cancel, any running state can be cancelled, stop-and-copy
+        (``device``) too: the source's guest then runs again."""
+        if (self.state.status in RUNNING and self.state.status != "cancelling"
+                and not self.cancel_requested):
             self.cancel_requested = True
             self.state.set_status("cancelling", self.env.now)
 

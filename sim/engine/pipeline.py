@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..capabilities import InForce
-from ..encoders import Encoder, plugins_in_force
+from ..encoders import Encoder, call_plugin, check_payload, plugins_in_force
 from ..encoders.cache import XbzrleCache
 from ..guest import Guest
 from ..spec import MigrationSpec, Scenario
@@ -72,7 +72,8 @@ class Pipeline:
         self.cache_on = self.xbzrle_on or any(e.needs_previous for e in self.plugins)
         exact = self.guest.exact
         self.cache = XbzrleCache(spec.xbzrle_cache_size if self.cache_on else self.page_size,
-                                 self.page_size, store_content=exact and self.cache_on)
+                                 self.page_size, store_content=exact and self.cache_on,
+                                 guest_pages=self.guest.pages)
         self.xb_sizes = np.full((1, 1), -1, np.int32)
         if self.xbzrle_on and not exact:
             self.xb_sizes = xbzrle_size_table(self.scenario.workload, self.page_size)
@@ -184,7 +185,7 @@ class Pipeline:
                 if slot < 0 or content is None:
                     continue
                 previous = content[slot].tobytes()
-            payload = enc.encode(page.tobytes(), previous)
+            payload = check_payload(enc, call_plugin(enc, "encode", page.tobytes(), previous))
             if payload is None:
                 continue
             if len(payload) == 0:
@@ -201,7 +202,7 @@ class Pipeline:
             try:
                 rebuilt = enc.decode(payload, self.dest[p].tobytes() if enc.needs_previous
                                      else None)
-            except Exception:  # noqa: BLE001 - a plug-in's bug shows as a decode error
+            except (Exception, SystemExit):  # noqa: BLE001 - a plug-in's bug: a decode error
                 rebuilt = b""
             if isinstance(rebuilt, bytes | bytearray | memoryview) \
                     and len(rebuilt) == self.page_size:

@@ -69,7 +69,13 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
             mig.fail(agreed, agreed)
             return False
         mig.in_force = agreed
-    mig.pipeline.configure(mig.spec, mig.in_force)
+    try:
+        mig.pipeline.configure(mig.spec, mig.in_force)
+    except MemoryError:
+        # ram_save_setup cannot allocate the page cache: the migration fails, the source runs.
+        mig.fail("cannot allocate the XBZRLE cache",
+                 "Parameter 'cache size' expects Failed to allocate page cache")
+        return False
     mig.throttle = throttle.choose(mig.in_force)(mig.state, mig.scenario.vm, mig.workload,
                                                  lambda: mig.spec, mig.rec)
     mig.bitmap.set_all()

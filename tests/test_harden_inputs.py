@@ -1,0 +1,127 @@
+"""Valid-looking but absurd inputs end with one line and exit 2, never an internal error: seeds
+beyond int64, ``--set`` values nested without end, damaged or foreign result folders, and plug-in
+encoders that raise, call ``sys.exit`` or return the wrong type."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCENARIO = textwrap.dedent("""\
+    name: small
+    vm:
+      memory: 16MiB
+    workload:
+      kind: hotspot
+      writes_per_s: 3000
+      hot_set: 2MiB
+    link:
+      bandwidth: 1Gbit/s
+    """)
+
+
+def migsim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd,
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def test_a_seed_beyond_int64_is_refused_at_check(scenario):
+    line = one_line(migsim("check", str(scenario), "--set", f"seed={2**63}"))
+    assert line.startswith("<--set>: seed: must be <= 9223372036854775807"), line
+    assert migsim("check", str(scenario), "--set", f"seed={2**63 - 1}").returncode == 0
+
+
+def test_a_sweeps_repeats_may_not_carry_the_seed_past_int64(tmp_path):
+    path = tmp_path / "rep.yaml"
+    path.write_text(SCENARIO + f"seed: {2**63 - 2}\nsweep:\n  repeats: 3\n")
+    line = one_line(migsim("check", str(path)))
+    assert "rep.yaml:" in line and "seed" in line and str(2**63) in line, line
+
+
+def test_a_set_value_nested_20000_deep_is_one_line(scenario):
+    line = one_line(migsim("check", str(scenario), "--set", "name=" + "[" * 20000))
+    assert line.startswith("<--set>: name: not a valid YAML value: nested too deeply"), line
+    assert len(line) < 300
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "truncated"])
+@pytest.mark.parametrize("command", ["plot", "compare"])
+def test_a_damaged_results_folder_is_one_line(tmp_path, scenario, damage, command):
+    out = tmp_path / "out"
+    assert migsim("run", str(scenario), "-o", str(out), "--no-plots").returncode == 0
+    target = out / "samples.parquet"
+    if damage == "garbage":
+        target.write_bytes(b"not parquet at all")
+    elif damage == "foreign":
+        pd.DataFrame({"x": [1, 2]}).to_parquet(target)
+    else:
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    args = [command, str(out)] + ([str(out)] if command == "compare" else [])
+    line = one_line(migsim(*args))
+    assert "samples.parquet" in line, line
+
+
+BAD_PLUGIN = textwrap.dedent('''
+    import sys
+    import sim
+
+    @sim.register_encoder
+    class Misbehaves(sim.Encoder):
+        name = "misbehaves"
+        capability = "x-misbehaves"
+        needs_previous = False
+        header = 2
+
+        def encode(self, page, previous):
+            {body}
+
+        def decode(self, payload, previous):
+            return payload
+    ''')
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ("sys.exit(0)", "called sys.exit(0)"),
+    ("raise RuntimeError('boom')", "raised RuntimeError: boom"),
+    ("return 42", "returned int"),
+])
+@pytest.mark.parametrize("content", ["modelled", "exact"])
+def test_a_misbehaving_plugin_is_one_line_naming_it(tmp_path, body, said, content):
+    name = f"misbehaves_{abs(hash((body, content)))}"
+    (tmp_path / f"{name}.py").write_text(BAD_PLUGIN.format(body=body))
+    path = tmp_path / "pl.yaml"
+    path.write_text(SCENARIO.replace("memory: 16MiB", f"memory: 16MiB\n  content: {content}")
+                    + f"plugins: [{name}]\nmigration:\n  capabilities: [x-misbehaves]\n")
+    line = one_line(migsim("run", str(path), "-o", str(tmp_path / "out"), "--no-plots"))
+    assert line.startswith("plug-in encoder 'misbehaves':") and said in line, line
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_plugin_that_exits_at_import_is_one_line(tmp_path):
+    (tmp_path / "exits_at_import.py").write_text("import sys\nsys.exit(3)\n")
+    path = tmp_path / "ex.yaml"
+    path.write_text(SCENARIO + "plugins: [exits_at_import]\n")
+    line = one_line(migsim("check", str(path)))
+    assert "ex.yaml:" in line and "plugins[0]" in line and "SystemExit" in line, line
