@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import math
+import os
 import re
 import signal
 import sys
@@ -400,9 +401,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             _check_files([p])
             scenario = _load(p, overrides)
-            expand = getattr(_module("sim.scenario"), "expand", None)
-            if expand is not None and scenario.sweep is not None:
-                expand(scenario)
+            members = _module("sim.scenario").expand(scenario)
+            _check_traces(p, members)
         except Exception as err:
             if not _is_user_error(err):
                 raise
@@ -413,6 +413,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             print(f"ok {p}")
     return status
+
+
+def _check_traces(path: str, members: Sequence[Any]) -> None:
+    """``check`` also wants every trace file a run will read to exist (``run`` records a missing
+    one as that run's failure, so a sweep's other members still run)."""
+    for member in members:
+        guests = [("", member.workload)] + [(f"vms[{i}].", g.workload)
+                                              for i, g in enumerate(member.vms)]
+        for prefix, workload in guests:
+            if workload.kind == "trace" and workload.trace and not Path(workload.trace).exists():
+                raise ScenarioError(f"no such file: {workload.trace}", file=path,
+                                    key=f"{prefix}workload.trace")
 
 
 def _doc_line(obj: Any) -> str:
@@ -564,6 +576,14 @@ def cmd_qmp(args: argparse.Namespace) -> int:
             addresses[role] = server_mod.parse_address(getattr(args, role))
         except server_mod.AddressError as err:
             raise UsageError(f"--{role}: {err}") from None
+    src, dst = addresses["source"], addresses["destination"]
+    same_unix = src.kind == dst.kind == "unix" and (
+        os.path.realpath(src.path) == os.path.realpath(dst.path))
+    same_tcp = src.kind == dst.kind == "tcp" and src.port == dst.port != 0 and (
+        src.host == dst.host or {src.host, dst.host} <= {"localhost", "127.0.0.1"})
+    if same_unix or same_tcp:
+        raise UsageError(f"--source and --destination are both {src}: each endpoint needs its "
+                         "own socket")
     if not (args.speed > 0 and math.isfinite(args.speed)):
         raise UsageError(f"--speed {args.speed:g}: expected a positive number")
     if not logging.getLogger().handlers:

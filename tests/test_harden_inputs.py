@@ -125,3 +125,21 @@ def test_a_plugin_that_exits_at_import_is_one_line(tmp_path):
     path.write_text(SCENARIO + "plugins: [exits_at_import]\n")
     line = one_line(migsim("check", str(path)))
     assert "ex.yaml:" in line and "plugins[0]" in line and "SystemExit" in line, line
+
+
+def test_check_names_a_missing_trace_file(tmp_path):
+    path = tmp_path / "tr.yaml"
+    path.write_text("name: tr\nvm:\n  memory: 16MiB\nworkload:\n  kind: trace\n"
+                    f"  trace: {tmp_path / 'nothere.csv'}\n")
+    line = one_line(migsim("check", str(path)))
+    assert line.startswith(f"{path}: workload.trace: no such file"), line
+
+
+@pytest.mark.parametrize(("source", "destination"), [
+    ("{d}/one.sock", "{d}/./one.sock"),
+    ("localhost:4444", "127.0.0.1:4444"),
+])
+def test_qmp_refuses_one_socket_for_both_monitors(tmp_path, scenario, source, destination):
+    line = one_line(migsim("qmp", str(scenario), "--source", source.format(d=tmp_path),
+                           "--destination", destination.format(d=tmp_path)))
+    assert "each endpoint needs its own socket" in line, line
