@@ -57,7 +57,7 @@ from typing import Any
 
 import yaml
 
-from sim import capabilities, plugins, units
+from sim import budget, capabilities, plugins, units
 from sim.errors import ScenarioError
 from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
@@ -916,6 +916,9 @@ def _size(value: int) -> str:
 def _check(s: Scenario, fail: _Fail) -> None:
     """Rules that tie several fields together (one field's own rules are in its metadata)."""
     _check_guest(s, fail)
+    refused = budget.refusal(s)
+    if refused is not None:
+        raise fail(*refused)
     if s.seed > MAX_SEED:  # numpy takes any seed, but the tables hold it as int64
         raise fail("seed", f"must be <= {MAX_SEED} (2^63 - 1), with a sweep's repeats added "
                            f"(this run's seed would be {s.seed})", str(s.seed))

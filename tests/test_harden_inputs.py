@@ -143,3 +143,52 @@ def test_qmp_refuses_one_socket_for_both_monitors(tmp_path, scenario, source, de
     line = one_line(migsim("qmp", str(scenario), "--source", source.format(d=tmp_path),
                            "--destination", destination.format(d=tmp_path)))
     assert "each endpoint needs its own socket" in line, line
+
+
+MEASURE = textwrap.dedent("""\
+    import sys
+    from sim import budget
+    from sim.run import run_one
+    from sim.spec import LinkSpec, MigrationSpec, Scenario, VmSpec, WorkloadSpec
+    from sim.units import GiB, MiB
+
+    def status(field):  # kB in /proc/self/status
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    run_one(Scenario(name="warm", vm=VmSpec(memory=64 * MiB)))  # kernels compiled or loaded
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to what is resident now
+    before = status("VmRSS")
+    sc = Scenario(name="m", vm=VmSpec(memory=int(sys.argv[1]) * MiB, content=sys.argv[2]),
+                  workload=WorkloadSpec(kind="uniform", writes_per_s=1000),
+                  link=LinkSpec(bandwidth=10e9),
+                  migration=MigrationSpec(max_bandwidth=0, capabilities=("xbzrle",)))
+    run_one(sc)
+    grew = status("VmHWM") - before
+    print(grew / sum(n.bytes for n in budget.needs(sc)))
+    """)
+
+
+@pytest.mark.parametrize(("mib", "content"), [(64 * 1024, "modelled"), (256, "exact")])
+def test_the_memory_estimate_matches_what_a_run_takes(mib, content):
+    """The estimate against the peak RSS a real run adds (measured, not modelled)."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(mib), content], capture_output=True,
+                         text=True, timeout=300, check=True)
+    ratio = float(out.stdout.strip().splitlines()[-1])
+    assert 0.6 <= ratio <= 1.5, ratio
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("vm.memory=1024TiB", "vm.memory"),
+    ("workload.writes_per_s=1000000000000000", "workload.writes_per_s"),
+    ("vm.content=exact", "vm.content"),
+])
+def test_a_scenario_this_machine_cannot_hold_is_refused_at_check(scenario, setting, key):
+    env_limit = {"MIGSIM_MEMORY_LIMIT": "16MiB"} if key == "vm.content" else {}
+    out = subprocess.run([sys.executable, "-m", "sim.cli", "check", str(scenario), "--set",
+                          setting], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **env_limit})
+    line = one_line(out)
+    assert line.startswith(f"<--set>: {key}: this scenario needs about"), line
