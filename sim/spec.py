@@ -32,9 +32,12 @@ class RegionSpec:
 
 @dataclass(frozen=True, slots=True)
 class PhaseSpec:
-    """One phase of a ``phased`` workload: another workload for ``duration`` seconds."""
+    """One phase of a ``phased`` workload: another workload for ``duration`` seconds.
 
-    duration: float = field(metadata={"unit": "time", "gt": 0})
+    At least 1 ms: the engine draws writes per chunk of up to 50 ms, one slice per phase
+    boundary in it, so nanosecond phases made a chunk loop millions of times."""
+
+    duration: float = field(metadata={"unit": "time", "ge": 1e-3})
     # YAML writes a phase flat, {duration, <workload keys>}: "inline" merges its keys into the item
     workload: WorkloadSpec = field(metadata={"inline": True})
 

@@ -192,3 +192,14 @@ def test_a_scenario_this_machine_cannot_hold_is_refused_at_check(scenario, setti
                          env={**__import__("os").environ, **env_limit})
     line = one_line(out)
     assert line.startswith(f"<--set>: {key}: this scenario needs about"), line
+
+
+def test_nanosecond_phases_are_refused(tmp_path):
+    """Each phase boundary in a 50 ms chunk is a slice of work: 1 ns phases made one chunk loop
+    fifty million times."""
+    path = tmp_path / "ph.yaml"
+    path.write_text("name: ph\nvm:\n  memory: 16MiB\nworkload:\n  kind: phased\n  phases:\n"
+                    "    - {duration: 1ns, kind: uniform, writes_per_s: 1000}\n"
+                    "    - {duration: 1ns, kind: idle}\n")
+    line = one_line(migsim("check", str(path)))
+    assert line == f"{path}:7: workload.phases[0].duration: must be >= 1ms (got 1ns)", line
