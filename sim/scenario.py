@@ -1163,12 +1163,12 @@ def _merge_host(doc: _Document, data: dict[str, Any], from_cwd: bool) -> None:
             data[section] = {**body, **own}
         elif own is None:
             data[section] = body
-        for path, at in where.items():  # errors in the profile's values point into its file
-            if path.startswith(section) and path not in doc.where:
-                doc.where[path] = at
-        for path, text in raw.items():
-            if path.startswith(section) and path not in doc.raw:
-                doc.raw[path] = text
+        for key, at in where.items():  # errors in the profile's values point into its file
+            if key.startswith(section) and key not in doc.where:
+                doc.where[key] = at
+        for key, shown in raw.items():
+            if key.startswith(section) and key not in doc.raw:
+                doc.raw[key] = shown
 
 
 def _check_sweep(s: Scenario, doc: _Document) -> None:
