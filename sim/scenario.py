@@ -1100,6 +1100,8 @@ def _finish(doc: _Document, data: dict[str, Any],
             overrides: Mapping[str, object] | None) -> Scenario:
     for key, value in (overrides or {}).items():
         doc.override(data, key, value)
+    if "host" in data:  # --set host=FILE is relative to the working folder, host: to the file
+        _merge_host(doc, data, from_cwd="host" in (overrides or {}))
     doc.merge_guests(data)
     builder = _Builder(doc)
     try:
@@ -1128,6 +1130,56 @@ def _finish(doc: _Document, data: dict[str, Any],
     if scenario.sweep is not None:
         _check_sweep(scenario, doc)
     return scenario
+
+
+#: the sections a host profile may set (docs/host-profiles.md)
+HOST_SECTIONS = ("source_cpu",)
+
+
+def _merge_host(doc: _Document, data: dict[str, Any], from_cwd: bool) -> None:
+    """``host:`` (a file, relative to the scenario's folder, or an inline mapping): its sections
+    go under the scenario's own, key by key; a key the scenario sets itself wins."""
+    value = data.pop("host")
+    if isinstance(value, str):
+        base = Path.cwd() if from_cwd or doc.file.startswith("<") else Path(doc.file).parent
+        path = base / value
+        file = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise doc.error("host", f"no such host profile {_show(value)}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise doc.error("host", f"cannot read host profile {_show(value)}: {e}") from e
+        node = _compose(text, file)
+        host_doc = _Document(file)
+        host_doc.where[""] = (file, 1)
+        host = host_doc.tree(node, "") if node is not None else None
+        where, raw = host_doc.where, host_doc.raw
+    elif isinstance(value, dict):
+        host, where, raw = value, {}, {}
+        file = doc.file
+    else:
+        raise doc.error("host", f"a host profile file name or mapping (got {_show(value)})")
+    if not isinstance(host, dict):
+        raise ScenarioError(f"a host profile is a mapping of {_names(HOST_SECTIONS)} "
+                            f"(got {_show(host)})", file=file, line=1)
+    for section, body in host.items():
+        if section not in HOST_SECTIONS:
+            file_, line = where.get(section, doc.locate("host"))
+            raise ScenarioError(f"not a host profile section{_suggest(str(section), HOST_SECTIONS)}",
+                                file=file_,
+                                line=line, key=str(section))
+        own = data.get(section)
+        if isinstance(body, dict) and isinstance(own, dict):
+            data[section] = {**body, **own}
+        elif own is None:
+            data[section] = body
+        for key, at in where.items():  # errors in the profile's values point into its file
+            if key.startswith(section) and key not in doc.where:
+                doc.where[key] = at
+        for key, shown in raw.items():
+            if key.startswith(section) and key not in doc.raw:
+                doc.raw[key] = shown
 
 
 def _check_sweep(s: Scenario, doc: _Document) -> None:
