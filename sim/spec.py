@@ -276,7 +276,8 @@ class Scenario:
     """Everything one run needs. ``params`` holds the swept values of a sweep member."""
 
     name: str = "scenario"
-    seed: int = field(default=0, metadata={"ge": 0})
+    # the tables hold seeds as int64, and a sweep adds up to 10 000 repeats to it
+    seed: int = field(default=0, metadata={"ge": 0, "le": 2**63 - 1 - 10_000})
     vm: VmSpec = field(default_factory=VmSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     link: LinkSpec = field(default_factory=LinkSpec)
