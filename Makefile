@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench clean baseline regress fuzz validate
+.PHONY: run test test-slow lint bench clean baseline regress fuzz validate docs
 
 # The regression suite: small scenarios (file stem = scenario name) and their saved results.
 REGRESSION  := $(sort $(wildcard scenarios/regression/*.yaml))
@@ -67,5 +67,11 @@ regress: $(STAMP)
 	if [ $$status -ne 0 ]; then echo "regress: drift (figures in $(REGRESS_OUT)/compare/)"; fi; \
 	exit $$status
 
+# The docs site (site/): the reference pages are generated from the code's tables first; --strict
+# makes a warning (a broken link or anchor, a page left out of the nav) fail the build.
+docs: $(STAMP)
+	$(BIN)/python -m sim.reference docs/reference
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -101,7 +101,7 @@ SUMMARY_COLUMNS: dict[str, SummaryColumn] = {
     "total_s": SummaryColumn(".2f", "total s", "total time (s)"),
     "downtime_ms": SummaryColumn(".1f", "downtime ms", "downtime (ms)"),
     "transferred_MiB": SummaryColumn(".1f", "transferred MiB", "transferred (MiB)"),
-    "passes": SummaryColumn("d", "passes", "bitmap syncs"),
+    "syncs": SummaryColumn("d", "syncs", "dirty-bitmap syncs"),
     "mbps": SummaryColumn(".1f", "mbps", "throughput (Mbit/s)"),
     "xbzrle_pages": SummaryColumn("d", "xbzrle pages", "XBZRLE pages"),
     "throttle_pct": SummaryColumn(".0f", "throttle %", "max throttle (%)"),

@@ -41,7 +41,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "xbzrle_cache_miss_rate",
     "xbzrle_encoding_rate",
     "xbzrle_overflow",
-    "plugin_pages",  # records of plug-in encoders (DESIGN §9), all of them together
+    "plugin_pages",  # records of plug-in encoders (sim.plugins), all of them together
     "plugin_bytes",  # their wire bytes
     "dirty_sync_count",
     "mbps",

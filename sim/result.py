@@ -196,7 +196,7 @@ class Result:
         take("total_time_s", "total_s")
         take("downtime_s", "downtime_ms", 1e3)
         take("transferred_bytes", "transferred_MiB", 1.0 / MiB)
-        take("dirty_sync_count", "passes")
+        take("dirty_sync_count", "syncs")
         take("mbps", "mbps")
         take("xbzrle_pages", "xbzrle_pages")
         take("max_throttle_pct", "throttle_pct")

