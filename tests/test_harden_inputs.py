@@ -1,5 +1,6 @@
-"""Valid-looking but absurd inputs end with one line and exit 2, never an internal error: ``--set`` values nested without end, damaged or foreign result folders, and plug-in
-encoders that raise, call ``sys.exit`` or return the wrong type."""
+"""Valid-looking but absurd inputs end with one line and exit 2, never an internal error:
+``--set`` values nested without end, damaged or foreign result folders, plug-in encoders that
+raise, call ``sys.exit`` or return the wrong type, and scenarios too large for the machine."""
 
 from __future__ import annotations
 
