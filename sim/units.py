@@ -22,6 +22,7 @@ __all__ = [
     "PAGE_BYTES",
     "QEMU_SIZE_SUFFIXES",
     "RATE_UNITS",
+    "SHOWN_UNITS",
     "SIZE_UNITS",
     "TIME_UNITS",
     "TiB",
@@ -73,7 +74,7 @@ TIME_UNITS: dict[str, Fraction] = {
 }
 
 # The units listed in messages (aliases such as "kB", "Mbps" or "µs" are accepted but not listed).
-_SHOWN = {
+SHOWN_UNITS = {
     "size": "B, KiB, MiB, GiB, TiB, K, M, G, T, KB, MB, GB, TB",
     "rate": "bit/s, kbit/s, Mbit/s, Gbit/s, Tbit/s, B/s, KiB/s, MiB/s, GiB/s, KB/s, MB/s, GB/s",
     "time": "ns, us, ms, s, min, h",
@@ -142,10 +143,10 @@ def _parse(
             raise ValueError(f"expected a {kind} such as {_EXAMPLE[kind]} or a number {got}")
         unit = match.group("unit") or ""
         if unit and unit not in units:
-            shown = _SHOWN[kind].split(", ")
+            shown = SHOWN_UNITS[kind].split(", ")
             close = [u for u in shown if u.lower() == unit.lower()]
             close = close or difflib.get_close_matches(unit, shown, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else f"use one of {_SHOWN[kind]}"
+            hint = f"did you mean '{close[0]}'?" if close else f"use one of {SHOWN_UNITS[kind]}"
             raise ValueError(f"unknown {kind} unit {_quoted(unit)}; {hint} {got}")
         number = match.group("number")
         mantissa, _, exponent = number.lower().partition("e")
