@@ -297,7 +297,7 @@ BAD_SETS = [
     ("vm.memory=!!python/object:os.system x", r"<--set>: vm\.memory: invalid YAML value: "),
     ("vm=[1]", r"<--set>: vm: expected a mapping of VmSpec keys \(got \[1\]\)$"),
     ("link=fast", r"<--set>: link: expected a mapping of LinkSpec keys \(got fast\)$"),
-    ("seed=-1", r"<--set>: seed: must be >= 0 \(got -1\)$"),
+    ("seed=-1", r"<--set>: seed: must be between 0 and 9223372036854765807 \(got -1\)$"),
     ("seed.x=1", r"<--set>: seed: "),
     ("vms=[]", r"<--set>: vms: needs at least one guest \(got \[\]\)$"),
     ("vms.3.vm.memory=1GiB", r"<--set>: vms: "),
