@@ -698,7 +698,7 @@ def workloads(draw: st.DrawFn, memory: int, page: int, phases: bool = True) -> W
     phase_list: tuple[PhaseSpec, ...] = ()
     if kind == "phased":
         phase_list = tuple(draw(st.lists(
-            st.builds(PhaseSpec, _POSITIVE_TIME, workloads(memory, page, phases=False)),
+            st.builds(PhaseSpec, st.floats(1e-3, 1e5), workloads(memory, page, phases=False)),
             min_size=1, max_size=2)))
     return WorkloadSpec(
         kind=kind,
