@@ -120,3 +120,55 @@ def test_migrate_start_postcopy_by_command():
         src.migrate_cancel()
     tb.run()
     assert src.query_migrate()["status"] == "completed"
+
+
+def _statuses(run, endpoint: str = "source") -> list[str]:
+    ev = run.events
+    return list(ev[(ev.endpoint == endpoint) & (ev.event == "MIGRATION")].detail)
+
+
+def test_an_outage_after_the_switch_pauses_and_recovers():
+    """QEMU's postcopy_pause: a link outage after the switch pauses both sides; when the link is
+    back (management recovers at once in the model) the push resumes and the run completes, the
+    outage added to the total time."""
+    base = run_one(busy(8000)).runs.iloc[0]
+    down = busy(8000, link=dataclasses.replace(BASE.link, faults=(
+        FaultSpec(kind="link_down", at=0.5, duration=3.0),)))
+    run = run_one(down)
+    row = run.runs.iloc[0]
+    assert row.status == "completed" and row.pages_lost == 0
+    seq = _statuses(run)
+    i = seq.index("postcopy-paused")
+    assert seq[i - 1:i + 3] == ["postcopy-active", "postcopy-paused", "postcopy-recover",
+                                "postcopy-active"]
+    assert _statuses(run, "destination").count("postcopy-paused") == 1
+    # the pause lasts the outage; the push then goes on where it stopped
+    assert row.total_time_s == pytest.approx(base.total_time_s + 3.0, abs=0.3)
+
+
+def test_max_sim_time_bounds_post_copy():
+    """An outage longer than max_sim_time after the switch: the run ends at the cap (one wait,
+    not a loop over the outage, and no writes generated for it), failed, naming the pages the
+    source still holds; nothing is lost."""
+    sc = busy(20000, link=dataclasses.replace(BASE.link, faults=(
+        FaultSpec(kind="link_down", at=0.5, duration=1e9),)),
+        migration=dataclasses.replace(BASE.migration, max_sim_time=30.0))
+    run = run_one(sc)
+    row = run.runs.iloc[0]
+    assert row.status == "failed"
+    assert row.total_time_s == pytest.approx(30.0)
+    assert "did not finish within max_sim_time" in row.failure_reason
+    left = int(row.failure_reason.split(": ")[1].split()[0])
+    assert 0 < left < 256 * MiB // 4096
+    assert row.pages_lost == 0
+    assert "postcopy-paused" in _statuses(run)
+
+
+def test_an_outage_at_the_switch_is_bounded_too():
+    """The link goes down while the device state is being sent: the cap still ends the run."""
+    sc = dataclasses.replace(BASE, link=dataclasses.replace(BASE.link, faults=(
+        FaultSpec(kind="link_down", at=0.01, duration=1e9),)),
+        migration=dataclasses.replace(BASE.migration, max_sim_time=20.0))
+    row = run_one(sc).runs.iloc[0]
+    assert row.status in ("failed", "cancelled")
+    assert row.total_time_s <= 20.0 + 1e-9

@@ -100,6 +100,7 @@ class Migration:
         #: the destination's RAM (exact mode; in modelled mode the source's, never compared)
         self.dest = np.zeros_like(self.guest.memory) if self.guest.exact else self.guest.memory
         self.dest_written: np.ndarray | None = None  # pages the guest wrote after a switch
+        self.guest_lost = False  # the destination died after a post-copy switch
         self.in_force = InForce(frozenset())
         self.pipeline = Pipeline(scenario, self.guest, self.bitmap, self.writes, self.dest,
                                  self.state)
@@ -310,7 +311,7 @@ class Migration:
         After a completed exact-mode run, the destination's RAM is compared with the source's
         byte for byte and every differing page counts.
         """
-        if self.dest_written is not None and self.state.status == "failed":
+        if self.guest_lost and self.dest_written is not None:
             return int(np.count_nonzero(self.dest_written))  # their only copy died
         if self.state.status != "completed" or not self.guest.exact:
             return 0

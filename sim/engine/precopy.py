@@ -121,7 +121,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
                        else "max_time" if now >= cancel_at else "not converged")
             return
         if trigger.wants(mig, now):
-            yield from postcopy.run(mig)
+            yield from postcopy.run(mig, deadline)
             return
         rate_cap = max_bandwidth(mig.spec)
         budget = rate_cap * WINDOW_S if rate_cap > 0 else math.inf
