@@ -17,6 +17,15 @@ The estimate follows the engine's data structures (:mod:`sim.engine`), per guest
 
 It leaves out what does not grow with the scenario (Python, numpy, the compiled kernels: about
 0.3 GiB) and the result tables (they grow with simulated time, one row per 100 ms window).
+
+Time is bounded the same way (:func:`time_refusal`). A migration that does not converge runs
+until ``migration.max_sim_time`` (or ``max_time``) after its start, and until then the engine
+must draw and apply every guest write and step every chunk of at most 50 ms: that is the work, and
+a page-level model cannot do less. The worst case, ``writes_per_s × (start + horizon)`` writes at
+:data:`NS_PER_WRITE` and ``horizon / 50 ms`` chunks at :data:`US_PER_CHUNK` (both measured on a
+2-core machine: 6·10⁸ writes in 45 s; fleets' chunks 60-90 µs), is refused above
+:data:`TIME_LIMIT_S` of wall time (``MIGSIM_TIME_LIMIT`` sets another limit), naming the key that
+drives it. A scenario that converges early takes far less: this bounds only the absurd.
 """
 
 from __future__ import annotations
@@ -31,6 +40,13 @@ from .units import GiB, format_size
 SHARE_OF_RAM = 0.8
 #: ``MIGSIM_MEMORY_LIMIT`` (bytes, or a size such as ``4GiB``) replaces the machine's RAM.
 LIMIT_ENV = "MIGSIM_MEMORY_LIMIT"
+
+#: Scenarios whose worst case would take longer than this (seconds of wall time) are refused.
+TIME_LIMIT_S = 900.0
+#: ``MIGSIM_TIME_LIMIT`` (a time such as ``2h``) replaces it.
+TIME_LIMIT_ENV = "MIGSIM_TIME_LIMIT"
+NS_PER_WRITE = 75.0  # draw, apply and (often) send one guest write
+US_PER_CHUNK = 90.0  # one turn of the live loop, a kernel call included
 
 _CHUNK_S = 0.05  # the engine's longest chunk (MAX_WAIT_S): the write buffer holds that much
 _WRITE_BYTES = 24  # time (float64), page (int64), content seed (uint64)
@@ -128,4 +144,81 @@ def refusal(scenario: Scenario) -> tuple[str, str, str] | None:
              else f"{SHARE_OF_RAM:.0%} of this machine's {format_size(int(allowed / SHARE_OF_RAM))}")
     problem = (f"this scenario needs about {format_size(int(total))} of memory to simulate ({shown}); "
                f"at most {where} is allowed")
+    return top.key, problem, top.value
+
+
+@dataclass(frozen=True)
+class Work:
+    """The worst-case wall time of one guest's migration, and what drives it."""
+
+    key: str
+    seconds: float
+    value: str
+    detail: str
+
+
+def work(scenario: Scenario) -> list[Work]:
+    """Per guest: the worst-case simulation work (see the module notes), largest first."""
+    if scenario.vms:
+        guests = [(f"vms[{i}].", g.workload, g.migration) for i, g in enumerate(scenario.vms)]
+    else:
+        guests = [("", scenario.workload, scenario.migration)]
+    out = []
+    for prefix, workload, migration in guests:
+        horizon = float(migration.max_sim_time)
+        if migration.max_time is not None:
+            horizon = min(horizon, float(migration.max_time))
+        span = float(migration.start) + horizon
+        rate = _peak_rate(workload)
+        writes_s = rate * span * NS_PER_WRITE * 1e-9
+        chunks_s = horizon / _CHUNK_S * US_PER_CHUNK * 1e-6
+        if writes_s >= chunks_s:
+            key, value = f"{prefix}workload.writes_per_s", f"{rate:g}"
+            detail = f"{rate:g} writes/s for up to {_duration(span)}"
+        else:
+            key = f"{prefix}migration.max_sim_time"
+            value = _duration(float(migration.max_sim_time))
+            detail = f"{horizon / _CHUNK_S:.3g} chunks of 50 ms in up to {_duration(horizon)}"
+        out.append(Work(key, writes_s + chunks_s, value, detail))
+    return sorted(out, key=lambda w: -w.seconds)
+
+
+def _peak_rate(workload: WorkloadSpec) -> float:
+    """The highest write rate the workload runs at (a phased one: its busiest phase)."""
+    return max([float(workload.writes_per_s)]
+               + [_peak_rate(phase.workload) for phase in workload.phases])
+
+
+def _duration(seconds: float) -> str:
+    unit, size = next(((u, n) for u, n in (("h", 3600.0), ("min", 60.0)) if seconds >= n),
+                      ("s", 1.0))
+    value = seconds / size
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+
+
+def time_limit() -> float:
+    """Seconds of wall time a scenario may need at worst: ``MIGSIM_TIME_LIMIT``, else
+    :data:`TIME_LIMIT_S`."""
+    text = os.environ.get(TIME_LIMIT_ENV)
+    if text:
+        from .units import parse_time
+
+        return float(parse_time(text))
+    return TIME_LIMIT_S
+
+
+def time_refusal(scenario: Scenario) -> tuple[str, str, str] | None:
+    """(key, problem, the key's value) when the worst case would take longer than
+    :func:`time_limit`, else None. Guests of a fleet run in one process: their work adds up."""
+    parts = work(scenario)
+    total = sum(w.seconds for w in parts)
+    allowed = time_limit()
+    if total <= allowed or not parts:
+        return None
+    top = parts[0]
+    where = (f"{TIME_LIMIT_ENV}={_duration(allowed)}" if os.environ.get(TIME_LIMIT_ENV)
+             else f"{_duration(allowed)}")
+    problem = (f"a migration that does not converge would take about {_duration(total)} of wall "
+               f"time to simulate ({top.detail}); at most {where} is allowed: lower "
+               "migration.max_sim_time, the write rate or the start")
     return top.key, problem, top.value

@@ -916,7 +916,7 @@ def _size(value: int) -> str:
 def _check(s: Scenario, fail: _Fail) -> None:
     """Rules that tie several fields together (one field's own rules are in its metadata)."""
     _check_guest(s, fail)
-    refused = budget.refusal(s)
+    refused = budget.refusal(s) or budget.time_refusal(s)
     if refused is not None:
         raise fail(*refused)
     if s.seed > MAX_SEED:  # numpy takes any seed, but the tables hold it as int64
