@@ -22,7 +22,8 @@ Time is bounded the same way (:func:`time_refusal`). A migration that does not c
 until ``migration.max_sim_time`` (or ``max_time``) after its start, and until then the engine
 must draw and apply every guest write and step every chunk of at most 50 ms: that is the work, and
 a page-level model cannot do less. The worst case, ``writes_per_s × (start + horizon)`` writes at
-:data:`NS_PER_WRITE` and ``horizon / 50 ms`` chunks at :data:`US_PER_CHUNK` (both measured on a
+:data:`NS_PER_WRITE`, ``horizon / 50 ms`` chunks at :data:`US_PER_CHUNK` and the pages a saturated
+link (or ``max-bandwidth``) carries in ``horizon`` at :data:`NS_PER_PAGE` (all measured on a
 2-core machine: 6·10⁸ writes in 45 s; fleets' chunks 60-90 µs), is refused above
 :data:`TIME_LIMIT_S` of wall time (``MIGSIM_TIME_LIMIT`` sets another limit), naming the key that
 drives it. A scenario that converges early takes far less: this bounds only the absurd.
@@ -34,7 +35,8 @@ import os
 from dataclasses import dataclass
 
 from .spec import MigrationSpec, Scenario, VmSpec, WorkloadSpec
-from .units import GiB, format_size
+from .engine.profiles import max_bandwidth
+from .units import GiB, format_rate, format_size
 
 #: Scenarios whose estimate is above this share of the machine's RAM are refused.
 SHARE_OF_RAM = 0.8
@@ -46,6 +48,7 @@ TIME_LIMIT_S = 900.0
 #: ``MIGSIM_TIME_LIMIT`` (a time such as ``2h``) replaces it.
 TIME_LIMIT_ENV = "MIGSIM_TIME_LIMIT"
 NS_PER_WRITE = 75.0  # draw, apply and (often) send one guest write
+NS_PER_PAGE = 200.0  # scan, encode and send one page (make bench: 158-181 ns, 16 GiB to 4 TiB)
 US_PER_CHUNK = 90.0  # one turn of the live loop, a kernel call included
 
 _CHUNK_S = 0.05  # the engine's longest chunk (MAX_WAIT_S): the write buffer holds that much
@@ -158,13 +161,18 @@ class Work:
 
 
 def work(scenario: Scenario) -> list[Work]:
-    """Per guest: the worst-case simulation work (see the module notes), largest first."""
+    """The worst-case simulation work (see the module notes), largest part first: per guest its
+    writes and chunks, and for the link the pages it can carry (guests share it)."""
     if scenario.vms:
-        guests = [(f"vms[{i}].", g.workload, g.migration) for i, g in enumerate(scenario.vms)]
+        guests = [(f"vms[{i}].", g.vm, g.workload, g.migration)
+                  for i, g in enumerate(scenario.vms)]
     else:
-        guests = [("", scenario.workload, scenario.migration)]
+        guests = [("", scenario.vm, scenario.workload, scenario.migration)]
     out = []
-    for prefix, workload, migration in guests:
+    link = max([float(scenario.link.bandwidth)]
+               + [float(c.bandwidth) for c in scenario.link.schedule])
+    wire, page_bytes, longest = 0.0, 1 << 62, 0.0
+    for prefix, vm, workload, migration in guests:
         horizon = float(migration.max_sim_time)
         if migration.max_time is not None:
             horizon = min(horizon, float(migration.max_time))
@@ -180,6 +188,14 @@ def work(scenario: Scenario) -> list[Work]:
             value = _duration(float(migration.max_sim_time))
             detail = f"{horizon / _CHUNK_S:.3g} chunks of 50 ms in up to {_duration(horizon)}"
         out.append(Work(key, writes_s + chunks_s, value, detail))
+        cap = max_bandwidth(migration)
+        wire += cap if cap > 0 else link
+        page_bytes = min(page_bytes, int(vm.page_size))
+        longest = max(longest, horizon)
+    pages = min(wire, link) * longest / page_bytes
+    out.append(Work("link.bandwidth", pages * NS_PER_PAGE * 1e-9,
+                    format_rate(link, bits=True),
+                    f"{pages:.3g} pages sent in up to {_duration(longest)}"))
     return sorted(out, key=lambda w: -w.seconds)
 
 
