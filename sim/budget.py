@@ -34,8 +34,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .spec import MigrationSpec, Scenario, VmSpec, WorkloadSpec
 from .engine.profiles import max_bandwidth
+from .spec import MigrationSpec, Scenario, VmSpec, WorkloadSpec
 from .units import GiB, format_rate, format_size
 
 #: Scenarios whose estimate is above this share of the machine's RAM are refused.
