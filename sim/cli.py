@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from sim.errors import PluginError, ResultsError, ScenarioError
 from sim.units import MiB
@@ -618,11 +618,19 @@ def cmd_qmp(args: argparse.Namespace) -> int:
 # -- parser and entry point ----------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line misuse is one line and exit 2, like every other bad input (argparse prints
+    the whole usage block first); ``-h`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="migsim", parents=[common],
         description="Discrete-event simulator of QEMU pre-copy live migration.",
     )

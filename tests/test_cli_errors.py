@@ -57,3 +57,18 @@ def test_a_bad_fault_names_its_key(tmp_path):
     assert out.returncode == 2
     assert "link.faults[0].bandwidth: a bandwidth_drop fault needs a bandwidth > 0" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["check"], ["run", "x.yaml", "--bogus"], ["nosuch"], [], ["sweep", "x.yaml", "--workers", "abc"],
+    ["compare", "a", "b", "--rtol", "x"], ["qmp", "x.yaml"],
+])
+def test_command_line_misuse_is_one_line(argv, capsys):
+    """argparse's own errors too: one line naming the command, exit 2, no usage block."""
+    from sim.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("migsim") and "-h)" in err[0], err
