@@ -216,6 +216,46 @@ class SourceCpuSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationCpuSpec:
+    """The destination's receive and load path (QEMU's ``ram_load_precopy``): the stream moves
+    no faster than the slower end, so each record's load time is accounted beside the source's
+    and the link's, and a chunk ends at the latest of the three.
+
+    The defaults are 0: on a server the destination keeps up (its work per page, a copy into
+    guest RAM, is less than the source's scan and copy), so the source or the link sets the pace.
+    A host profile measured on a slower or shared host sets them. ``shares_source_cpu``: both
+    ends run on one core (loopback on a small host), so their times add instead of overlapping.
+    """
+
+    # fixed cost per record received (header, block lookup), every kind
+    per_page: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    # placing a raw page into guest RAM (0: free)
+    copy_rate: float = field(default=0.0, metadata={"unit": "rate", "ge": 0})
+    # a zero-page record (QEMU's ram_handle_zero: clear the page unless it is zero already)
+    zero_page: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    # decoding an XBZRLE record into its page (xbzrle_decode_buffer), per record
+    xbzrle_page: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    # both ends on one core: source and destination times add
+    shares_source_cpu: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchoverCostSpec:
+    """The switchover's fixed costs, which QEMU's threshold test does not know, so downtime can
+    exceed the limit (REF: migration_completion_precopy, qemu_loadvm_state).
+
+    ``stop``: from the decision to the last sync (stopping the vCPUs, ``finish-migrate``,
+    inactivating block devices); it is downtime. ``start``: after the last byte, the destination
+    loads the device state and starts the guest; with a return path the source waits for its
+    reply, so it counts in the source's downtime. Defaults 0 (not measured on a KVM server here);
+    a host profile sets them.
+    """
+
+    stop: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    start: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+
+
+@dataclass(frozen=True, slots=True)
 class WireSpec:
     """Record sizes on the wire (REF §2.7); overridable for oracle scenarios."""
 
@@ -287,6 +327,10 @@ class Scenario:
     migration: MigrationSpec = field(default_factory=MigrationSpec)
     wire: WireSpec = field(default_factory=WireSpec)
     source_cpu: SourceCpuSpec = field(default_factory=SourceCpuSpec)
+    destination_cpu: DestinationCpuSpec = field(default_factory=DestinationCpuSpec)
+    switchover_cost: SwitchoverCostSpec = field(default_factory=SwitchoverCostSpec)
+    # how the source's vCPUs run: under TCG a dirty-bitmap sync waits for throttled vCPUs
+    accelerator: str = field(default="kvm", metadata={"choices": ("kvm", "tcg")})
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     negotiation: str = field(default="qemu", metadata={"choices": tuple(NEGOTIATION_MODES)})
     plugins: tuple[str, ...] = ()

@@ -24,6 +24,21 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
 * ``plugins = (flags, sizes, counts)``: plug-in encoders in force;
 * ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out)`` for exact mode.
 
+Plug-in encoders (DESIGN §9) in force are rows of ``plugins[0]`` (needs_previous, record header
+bytes, destination cannot decode) in their order. They get the pages that the zero test and
+XBZRLE leave for raw; a delta plug-in (needs_previous) only cache hits that XBZRLE did not take.
+In modelled mode their sizes come from ``plugins[1]`` (like ``xb_sizes``) and ``plugins[2][j]``
+counts (records, bytes). In exact mode a plug-in is Python code: the chunk stops *before*
+accounting such a page and returns it as ``plugin_page`` (with the cache slot of a hit as
+``plugin_slot``, else -1); the caller encodes it and calls again.
+
+``cpu_costs`` is the source thread's time (seconds): per page scanned, per raw page copied, per
+XBZRLE comparison, per XBZRLE output byte; then the destination's load time per raw, zero and
+XBZRLE record, and 1.0 when both ends share one core. The threads and the link overlap (the
+socket buffers), so a page's send completes at ``max(wire time, source time, destination
+time)`` accumulated over the chunk (source + destination when they share a core): the slowest
+of the three sets the pace.
+
 Counters are named in :data:`COUNTERS`; outside this module they are read and added by name
 (:class:`sim.engine.state.PassCounters`).
 
@@ -227,18 +242,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     cached copy and the destination applies every record (XBZRLE through the real decoder);
     otherwise sizes come from ``xb_sizes``.
 
-    Plug-in encoders (DESIGN §9) in force are rows of ``plugins[0]`` (needs_previous, record
-    header bytes, destination cannot decode) in their order. They get the pages that the zero
-    test and XBZRLE leave for raw; a delta plug-in (needs_previous) only cache hits that XBZRLE
-    did not take. In modelled mode their sizes come from ``plugins[1]`` (like ``xb_sizes``) and
-    ``plugins[2][j]`` counts (records, bytes). In exact mode a plug-in is Python code: the chunk
-    stops *before* accounting such a page and returns it as ``plugin_page`` (with the cache slot
-    of a hit as ``plugin_slot``, else -1); the caller encodes it and calls again.
-
-    ``cpu_costs`` is the source thread's time (seconds): per page scanned, per raw page copied,
-    per XBZRLE comparison, per XBZRLE output byte. The thread and the link overlap (the socket
-    buffers), so a page's send completes at ``max(wire time, CPU time)`` accumulated over the
-    chunk: a fast link leaves the pace to the CPU.
+    Plug-ins and CPU costs: see the module notes.
 
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends after
     the first one (the caller fails the migration there); so does an undecodable plug-in's.
@@ -260,7 +264,9 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     n_w = w_t.shape[0]
     n_pl = plugins[0].shape[0]
     cpu = 0.0
+    dcpu = 0.0  # the destination's load time for the chunk's records
     cpu_page, cpu_copy = cpu_costs[0], cpu_costs[1]
+    d_raw, d_zero, d_xbzrle, shared = cpu_costs[4], cpu_costs[5], cpu_costs[6], cpu_costs[7]
     plugin_page = -1
     plugin_slot = -1
     while True:
@@ -295,6 +301,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
                 cache_version[slot] = version[p]
         if zero_record:
             size = zero_bytes
+            dcpu += d_zero
             counters[C_ZERO] += 1
             counters[C_PAGES_SENT] += 1
             if exact:
@@ -315,6 +322,8 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
                                                      cpu_costs, counters, dest_mem, enc_out,
                                                      masks)
             cpu += cost
+            if size > 0:
+                dcpu += d_xbzrle
         else:
             leftover = True
         if leftover and n_pl > 0:
@@ -325,11 +334,15 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
             size, taken, stop = _plugin_modelled(p, hit, version, cache_version, plugins,
                                                  counters, last_stage)
             leftover = not taken
+            if taken and size > 0:
+                dcpu += d_raw  # a plug-in's record loads like a raw page (an assumption)
         if leftover:
             size = _send_raw(p, raw_bytes, counters, exact, mem, dest_mem)
             cpu += cpu_copy
+            dcpu += d_raw
         sent += size
-        t = t0 + max(sent / rate, cpu)
+        ends = cpu + dcpu if shared > 0 else max(cpu, dcpu)
+        t = t0 + max(sent / rate, ends)
         if stop:
             break
     counters[C_BYTES] += np.int64(sent)

@@ -46,6 +46,7 @@ from .throttle import NoThrottle, Throttle
 from .writes import WriteBuffer
 
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
+THROTTLE_TIMESLICE_S = 0.01  # CPU_THROTTLE_TIMESLICE_NS (softmmu/cpu-throttle.c)
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
 
 #: in-band negotiation at setup: yields SimPy events, returns what was agreed or an error text
@@ -170,7 +171,7 @@ class Migration:
         state, period = self.state, self.period
         before = self.bitmap.n_pending
         newly = self.bitmap.sync(self.guest)
-        self.stall += self.guest.pages * self.scenario.source_cpu.sync_per_page
+        self.stall += self.guest.pages * self.scenario.source_cpu.sync_per_page + self.vcpu_wait()
         now = self.env.now
         period.newly += newly
         if now - period.start >= DIRTY_RATE_PERIOD_S:
@@ -232,6 +233,21 @@ class Migration:
                 else:
                     crash = f.kind
         return crash
+
+    def vcpu_wait(self) -> float:
+        """Under TCG a sync runs a hook on every vCPU (``run_on_cpu``) and waits for it; a vCPU
+        that auto-converge put to sleep answers only when it wakes. A throttle of ``pct`` sleeps
+        ``pct / (1 - pct)`` timeslices of 10 ms (``cpu_throttle_thread``), asleep a share
+        ``pct`` of the time; the hook arrives at a random point of the cycle, so it waits
+        ``pct × sleep / 2`` on average, per vCPU, one after another (an expectation, not a
+        draw). Under KVM, and once the guest is stopped, the hook does not wait."""
+        if self.scenario.accelerator != "tcg" or not self.guest.running:
+            return 0.0
+        pct = self.state.throttle_pct / 100.0
+        if pct <= 0.0 or pct >= 1.0:
+            return 0.0
+        sleep = pct / (1.0 - pct) * THROTTLE_TIMESLICE_S
+        return self.scenario.vm.vcpus * pct * sleep / 2.0
 
     def push(self, nbytes: float, horizon: float = math.inf,
              check: Callable[[float], str | None] | None = None,

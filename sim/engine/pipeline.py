@@ -103,21 +103,30 @@ class Pipeline:
 
     def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
         """Record sizes and the source thread's costs: one stream, or multifd's packets over
-        channels (:mod:`sim.engine.multifd`). Costs are seconds per page scanned, raw page
-        copied, XBZRLE comparison and XBZRLE output byte (the zero test is in the scan when it
-        runs)."""
+        channels (:mod:`sim.engine.multifd`). Costs are the source's seconds per page scanned,
+        raw page copied, XBZRLE comparison and XBZRLE output byte (the zero test is in the scan
+        when it runs), then the destination's per raw, zero and XBZRLE record loaded, and
+        whether the two ends share one core (1.0)."""
         cpu, page = self.scenario.source_cpu, self.page_size
         if in_force.is_enabled("multifd"):
-            self.raw_bytes, self.zero_bytes, self.cpu_costs = multifd.wire_and_cpu(
+            self.raw_bytes, self.zero_bytes, source = multifd.wire_and_cpu(
                 spec, cpu, self.scenario.workload, page)
-            return
-        self.raw_bytes, self.zero_bytes = self.wire.page_header + page, self.wire.zero_page
-        scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
-        self.cpu_costs = np.array([
-            cpu.per_page + (scan if spec.zero_page_detection != "none" else 0.0),
-            page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
-            page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
-            cpu.xbzrle_per_byte], np.float64)
+            channels = spec.multifd_channels  # as many receive threads on the destination
+        else:
+            self.raw_bytes, self.zero_bytes = self.wire.page_header + page, self.wire.zero_page
+            scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
+            source = np.array([
+                cpu.per_page + (scan if spec.zero_page_detection != "none" else 0.0),
+                page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
+                page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
+                cpu.xbzrle_per_byte], np.float64)
+            channels = 1
+        dest = self.scenario.destination_cpu
+        self.cpu_costs = np.concatenate([source, np.array([
+            (dest.per_page + (page / dest.copy_rate if dest.copy_rate > 0 else 0.0)) / channels,
+            (dest.per_page + dest.zero_page) / channels,
+            (dest.per_page + dest.xbzrle_page) / channels,
+            1.0 if dest.shares_source_cpu else 0.0], np.float64)])
 
     @property
     def xbzrle_undecodable(self) -> bool:

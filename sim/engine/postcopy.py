@@ -92,8 +92,9 @@ def run(mig: Migration, deadline: float = math.inf) -> Generator[simpy.Event, No
         return
     state.transferred += sent_at_switch
     state.downtime_bytes += sent_at_switch
-    t_run = env.now + mig.link.latency_s
-    yield env.timeout(mig.link.latency_s)
+    start = mig.scenario.switchover_cost.start  # the destination loads the devices, starts
+    t_run = env.now + mig.link.latency_s + start
+    yield env.timeout(mig.link.latency_s + start)
     state.downtime = t_run - t_stop
     state.set_status("postcopy-active", env.now)
     state.set_dest_status("postcopy-active", env.now)

@@ -85,6 +85,9 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str,
     mig.rec.event(t_stop, "source", "switchover", detail)
     if profile(mig.spec.qemu_version).device_state:
         mig.state.set_status("device", t_stop)
+    stop_cost = mig.scenario.switchover_cost.stop  # vCPUs stopped, block devices inactivated
+    if stop_cost > 0:
+        yield mig.env.timeout(stop_cost)
     mig.sync(sync_reason)
     yield from mig.pay_stall()
     return t_stop
@@ -144,11 +147,14 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
     state.transferred += device
     state.downtime_bytes += device
     state.passes[-1].counters.add(wire_bytes=device)
-    t_loaded = env.now + mig.link.latency_s  # the destination has the last byte
+    # The destination has the last byte one latency from now, then loads the device state and
+    # starts the guest; with a return path the source waits for its reply (REF §1.6 step 6).
+    start = mig.scenario.switchover_cost.start
+    t_running = env.now + mig.link.latency_s + start
     if mig.return_path:
-        yield env.timeout(2 * mig.link.latency_s)
+        yield env.timeout(2 * mig.link.latency_s + start)
     state.downtime = env.now - t_stop
-    mig.complete(t_loaded)
+    mig.complete(t_running)
 
 
 def destination_crashed(mig: Migration) -> Generator[simpy.Event, None, None]:
