@@ -23,7 +23,8 @@ until ``migration.max_sim_time`` (or ``max_time``) after its start, and until th
 must draw and apply every guest write and step every chunk of at most 50 ms: that is the work, and
 a page-level model cannot do less. The worst case, ``writes_per_s × (start + horizon)`` writes at
 :data:`NS_PER_WRITE`, ``horizon / 50 ms`` chunks at :data:`US_PER_CHUNK` and the pages a saturated
-link (or ``max-bandwidth``) carries in ``horizon`` at :data:`NS_PER_PAGE` (all measured on a
+link (or ``max-bandwidth``) carries in ``horizon``, at most the guest's pages plus one per write (a
+page is sent again only after a write), at :data:`NS_PER_PAGE` (all measured on a
 2-core machine: 6·10⁸ writes in 45 s; fleets' chunks 60-90 µs), is refused above
 :data:`TIME_LIMIT_S` of wall time (``MIGSIM_TIME_LIMIT`` sets another limit), naming the key that
 drives it. A scenario that converges early takes far less: this bounds only the absurd.
@@ -171,7 +172,7 @@ def work(scenario: Scenario) -> list[Work]:
     out = []
     link = max([float(scenario.link.bandwidth)]
                + [float(c.bandwidth) for c in scenario.link.schedule])
-    wire, page_bytes, longest = 0.0, 1 << 62, 0.0
+    wire, page_bytes, longest, resends = 0.0, 1 << 62, 0.0, 0.0
     for prefix, vm, workload, migration in guests:
         horizon = float(migration.max_sim_time)
         if migration.max_time is not None:
@@ -192,7 +193,9 @@ def work(scenario: Scenario) -> list[Work]:
         wire += cap if cap > 0 else link
         page_bytes = min(page_bytes, int(vm.page_size))
         longest = max(longest, horizon)
-    pages = min(wire, link) * longest / page_bytes
+        # A page goes out once, and again only after a write dirtied it.
+        resends += int(vm.memory) // int(vm.page_size) + rate * span
+    pages = min(min(wire, link) * longest / page_bytes, resends)
     out.append(Work("link.bandwidth", pages * NS_PER_PAGE * 1e-9,
                     format_rate(link, bits=True),
                     f"{pages:.3g} pages sent in up to {_duration(longest)}"))

@@ -560,8 +560,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Closed forms, published results and (``--real-qemu``) real QEMU against the model;
     exit 1 if any quantity is out of tolerance (sim/validation)."""
+    if args.host is not None:
+        _check_files([args.host])
     return int(_module("sim.validation.command").main(
-        real_qemu=args.real_qemu, output=args.output, patterns=args.case))
+        real_qemu=args.real_qemu, output=args.output, patterns=args.case, host=args.host))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure this host with short real migrations (or refit recorded ones) and write a host
+    profile (sim/validation/calibrate.py)."""
+    cal = _module("sim.validation.calibrate")
+    qemu = _module("sim.validation.qemu")
+    if args.real_qemu == (args.from_dir is not None):
+        raise UsageError("calibrate: give --real-qemu (measure this host) or --from DIR "
+                         "(refit recorded runs), one of them")
+    recorded = None
+    if args.from_dir is not None:
+        recorded = Path(args.from_dir)
+        if not recorded.is_dir():
+            raise UsageError(f"--from {args.from_dir}: no such folder")
+    elif qemu.find_qemu() is None:
+        raise UsageError("calibrate --real-qemu: qemu-system-x86_64 not found "
+                         "(apt-get install --no-install-recommends qemu-system-x86)")
+    out = Path(args.output)
+    print(f"migsim calibrate: {'refitting ' + str(recorded) if recorded else 'measuring this host'}"
+          f" -> {out}", file=sys.stderr)
+    try:
+        cal.calibrate(out, recorded is None, recorded,
+                      log=lambda line: print(line, file=sys.stderr))
+    except (cal.CalibrationError, qemu.QemuError) as err:
+        print(f"migsim calibrate: {err}", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 def cmd_qmp(args: argparse.Namespace) -> int:
@@ -718,7 +749,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default results/validation)")
     val.add_argument("--case", action="append", default=[], metavar="GLOB",
                      help="only the cases whose id matches (repeatable)")
+    val.add_argument("--host", metavar="FILE",
+                     help="with --real-qemu: predict the real cases with this host profile "
+                          "(default: calibrate this host first, into DIR/host.yaml)")
     val.set_defaults(func=cmd_validate)
+
+    cal = sub.add_parser("calibrate", parents=[common],
+                         help="measure this host with short real migrations; write a host profile")
+    cal.add_argument("--real-qemu", action="store_true",
+                     help="run the calibration migrations between two real QEMUs on loopback")
+    cal.add_argument("--from", dest="from_dir", metavar="DIR",
+                     help="refit from runs recorded by an earlier --real-qemu (HOST-runs/)")
+    cal.add_argument("-o", "--output", metavar="FILE", default="host.yaml",
+                     help="the host profile to write (default host.yaml); the runs are kept in "
+                          "FILE's stem + '-runs/'")
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -1133,7 +1133,7 @@ def _finish(doc: _Document, data: dict[str, Any],
 
 
 #: the sections a host profile may set (docs/host-profiles.md)
-HOST_SECTIONS = ("source_cpu", "destination_cpu", "switchover_cost", "accelerator")
+HOST_SECTIONS = ("source_cpu", "destination_cpu", "switchover_cost", "accelerator", "link")
 
 
 def _merge_host(doc: _Document, data: dict[str, Any], from_cwd: bool) -> None:

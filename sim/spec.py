@@ -235,6 +235,9 @@ class DestinationCpuSpec:
     zero_page: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
     # decoding an XBZRLE record into its page (xbzrle_decode_buffer), per record
     xbzrle_page: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    # the first raw page into a page of the destination's RAM: a page fault and a fresh page
+    # from the kernel (later records of that page land in memory already mapped)
+    first_touch: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
     # both ends on one core: source and destination times add
     shares_source_cpu: bool = False
 

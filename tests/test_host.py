@@ -49,7 +49,7 @@ def test_no_host_is_unchanged() -> None:
 @pytest.mark.parametrize(("host", "where", "problem"), [
     (None, "s.yaml:1: host:", "no such host profile 'missing.yaml'"),
     ("source_cpu:\n  per_page: fast\n", "h.yaml:2: source_cpu.per_page:", "expected a time"),
-    ("link: {bandwidth: 1GB/s}\n", "h.yaml:1: link:", "not a host profile section"),
+    ("workload: {kind: idle}\n", "h.yaml:1: workload:", "not a host profile section"),
     ("- 1\n", "h.yaml:1:", "a host profile is a mapping"),
 ])
 def test_bad_profile_is_one_line(tmp_path: Path, host: str | None, where: str,

@@ -177,7 +177,8 @@ def test_real_scenario_comes_from_the_case_and_the_measured_guest():
     assert w["region"] == {"offset": 16 * MiB, "size": 8 * MiB}
     assert data["migration"]["capabilities"] == ["xbzrle"]
     assert data["migration"]["max_bandwidth"] == 8 * MiB
-    assert data["link"] == {"bandwidth": "400MB/s"}
+    # no hand-set loopback link: the host's pace comes from a calibrated profile (with_host)
+    assert "link" not in data
     assert "variants" not in data
 
 
@@ -240,3 +241,19 @@ def test_cli_validate_case_matching_nothing_exits_2(tmp_path, capsys, real_qemu)
     assert "v2-geometric-300ms" in lines[0]
     assert ("qemu-converging-default" in lines[0]) == real_qemu
     assert not (tmp_path / "out").exists()
+
+
+def test_a_host_profile_goes_under_the_case_model_keys(tmp_path):
+    """run_real_case's host: the profile's sections replace the defaults, the case's own model
+    keys (a variant's source_cpu) win, as host: FILE does in a scenario."""
+    from sim.spec import Scenario
+    from sim.validation.real import with_host
+
+    host = tmp_path / "host.yaml"
+    host.write_text("accelerator: tcg\nsource_cpu: {per_page: 3us}\nlink: {bandwidth: 100Gbit/s}\n")
+    plain = with_host(Scenario(), host, {})
+    assert plain.accelerator == "tcg" and plain.source_cpu.per_page == pytest.approx(3e-6)
+    assert plain.link.bandwidth == pytest.approx(100e9 / 8)
+    own = with_host(Scenario(), host, {"source_cpu": {"per_page": 0}})
+    assert own.source_cpu == Scenario().source_cpu
+    assert with_host(Scenario(), None, {}) == Scenario()

@@ -22,7 +22,8 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
   arrays (:class:`sim.encoders.cache.XbzrleCache`) and the modelled size table;
 * ``mode = (xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact)``;
 * ``plugins = (flags, sizes, counts)``: plug-in encoders in force;
-* ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out)`` for exact mode.
+* ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out, received)``: exact mode's
+  destination RAM and encoder output, and the pages the destination has received.
 
 Plug-in encoders (DESIGN §9) in force are rows of ``plugins[0]`` (needs_previous, record header
 bytes, destination cannot decode) in their order. They get the pages that the zero test and
@@ -34,7 +35,8 @@ accounting such a page and returns it as ``plugin_page`` (with the cache slot of
 
 ``cpu_costs`` is the source thread's time (seconds): per page scanned, per raw page copied, per
 XBZRLE comparison, per XBZRLE output byte; then the destination's load time per raw, zero and
-XBZRLE record, and 1.0 when both ends share one core. The threads and the link overlap (the
+XBZRLE record, 1.0 when both ends share one core, and the destination's first touch of a page
+(``dest[2]`` marks the pages it received). The threads and the link overlap (the
 socket buffers), so a page's send completes at ``max(wire time, source time, destination
 time)`` accumulated over the chunk (source + destination when they share a core): the slowest
 of the three sets the pace.
@@ -134,6 +136,16 @@ def _send_raw(p, raw_bytes, counters, exact, mem, dest):
     if exact:
         dest[p, :] = mem[p]
     return raw_bytes
+
+
+@njit(inline="always")
+def _first_touch(received, p, cost):
+    """The destination's first write to page ``p`` of its RAM (a page fault, a fresh page):
+    ``cost`` once per page, when it is modelled (else ``received`` is a 1-bit stand-in)."""
+    if cost <= 0.0 or bits.test(received, p):
+        return 0.0
+    bits.put(received, p)
+    return cost
 
 
 @njit(inline="always")
@@ -255,7 +267,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     raw_bytes, zero_bytes, detect_zero = wire[0], wire[1], wire[4]
     address, age, cache_version, cache_data = cache[0], cache[1], cache[2], cache[3]
     xbzrle_on, cache_on, last_stage, generation, exact = mode[0], mode[1], mode[2], mode[3], mode[5]
-    dest_mem, enc_out = dest
+    dest_mem, enc_out, received = dest
     n = version.shape[0]
     t = t0
     sent = 0.0
@@ -267,6 +279,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     dcpu = 0.0  # the destination's load time for the chunk's records
     cpu_page, cpu_copy = cpu_costs[0], cpu_costs[1]
     d_raw, d_zero, d_xbzrle, shared = cpu_costs[4], cpu_costs[5], cpu_costs[6], cpu_costs[7]
+    d_first = cpu_costs[8]
     plugin_page = -1
     plugin_slot = -1
     while True:
@@ -339,7 +352,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
         if leftover:
             size = _send_raw(p, raw_bytes, counters, exact, mem, dest_mem)
             cpu += cpu_copy
-            dcpu += d_raw
+            dcpu += d_raw + _first_touch(received, p, d_first)
         sent += size
         ends = cpu + dcpu if shared > 0 else max(cpu, dcpu)
         t = t0 + max(sent / rate, ends)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import bits
 from ..capabilities import InForce
 from ..encoders import Encoder, call_plugin, check_payload, plugins_in_force
 from ..encoders.cache import XbzrleCache
@@ -57,6 +58,10 @@ class Pipeline:
         self.dest = dest  # the destination's RAM (exact mode; else the source's, never read)
         self.state = state
         self.enc_out = np.zeros(self.page_size if guest.exact else 8, np.uint8)
+        # Pages the destination has received (its RAM touched): kept only when a first touch
+        # costs something (destination_cpu.first_touch), 1 bit a page.
+        first = scenario.destination_cpu.first_touch > 0
+        self.received = bits.empty(guest.pages if first else 1)
 
     def configure(self, spec: MigrationSpec, in_force: InForce) -> None:
         """(Re)build the stream, the source's page cache (REF §2.5) and the plug-ins in force.
@@ -98,7 +103,7 @@ class Pipeline:
         self._wire_args = (self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header,
                            self.page_size, self.detect_zero)
         self._bitmap_args = self.bitmap.kernel_args()
-        self._dest_args = (self.dest, self.enc_out)
+        self._dest_args = (self.dest, self.enc_out, self.received)
         self._undecodable = self.xbzrle_undecodable
 
     def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
@@ -126,7 +131,8 @@ class Pipeline:
             (dest.per_page + (page / dest.copy_rate if dest.copy_rate > 0 else 0.0)) / channels,
             (dest.per_page + dest.zero_page) / channels,
             (dest.per_page + dest.xbzrle_page) / channels,
-            1.0 if dest.shares_source_cpu else 0.0], np.float64)])
+            1.0 if dest.shares_source_cpu else 0.0,
+            dest.first_touch / channels], np.float64)])
 
     @property
     def xbzrle_undecodable(self) -> bool:

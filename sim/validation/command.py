@@ -39,8 +39,8 @@ def _progress(out: Callable[[str], None]) -> Callable[[Case, list[Row], float], 
     return report
 
 
-def _real_rows(patterns: Sequence[str], outdir: Path,
-               out: Callable[[str], None]) -> list[Row]:
+def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None],
+               host: Path | None = None) -> list[Row]:
     from sim.errors import ScenarioError
 
     from .qemu import QemuError, find_qemu
@@ -58,10 +58,27 @@ def _real_rows(patterns: Sequence[str], outdir: Path,
         out("real QEMU: skipped: GNU as/ld not found (apt-get install binutils)")
         return []
     cases = _selected(load_real_cases(), patterns)
+    if not cases:
+        return []
+    if host is None:
+        # Measure this host first (a profile fitted only on calibration runs, never on the
+        # cases judged here), then predict the cases with it.
+        from .calibrate import CalibrationError, calibrate
+
+        host = outdir / "host.yaml"
+        out(f"calibrating this host (migsim calibrate --real-qemu -o {host}):")
+        try:
+            calibrate(host, True, None, log=out)
+        except (QemuError, CalibrationError) as err:
+            out(f"real QEMU: calibration failed: {err}")
+            return [judge(case, check, None, None, note=f"calibration failed: {err}")
+                    for case in cases for check in case.checks]
+    else:
+        out(f"host profile: {host}")
 
     def runner(case: Case) -> list[Row]:
         try:
-            return run_real_case(case, outdir, binary, log=out)
+            return run_real_case(case, outdir, binary, log=out, host=host)
         except (QemuError, ScenarioError) as err:  # a failed validation, not a crash
             return [judge(case, check, None, None, note=f"error: {err}") for check in case.checks]
 
@@ -81,7 +98,8 @@ def _no_case(message: str) -> int:
 
 
 def main(real_qemu: bool = False, output: str | Path | None = None,
-         patterns: Sequence[str] = (), out: Callable[[str], None] = print) -> int:
+         patterns: Sequence[str] = (), out: Callable[[str], None] = print,
+         host: str | Path | None = None) -> int:
     """Run the suite; returns the exit status."""
     outdir = Path(output) if output is not None else DEFAULT_OUTPUT
     started = time.monotonic()
@@ -98,7 +116,7 @@ def main(real_qemu: bool = False, output: str | Path | None = None,
     out(f"closed forms and published results ({len(cases)} cases):")
     rows = run_cases(cases, on_case=_progress(out))
     if real_qemu:
-        rows += _real_rows(patterns, outdir, out)
+        rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None)
     if not rows:
         return _no_case("no case was run (the real-QEMU cases were skipped)")
     out("")

@@ -110,9 +110,25 @@ def compare(case: Case, measured: Result, model: Result, scenario: Scenario,
     return rows
 
 
+def with_host(scenario: Scenario, host: Path | None, own: Mapping[str, Any]) -> Scenario:
+    """The scenario with a host profile's sections under its own (``own``: the case's model
+    keys, which win), as ``host: FILE`` does in a scenario file."""
+    if host is None:
+        return scenario
+    import dataclasses
+    import json
+
+    from sim.scenario import HOST_SECTIONS, loads_scenario
+
+    profile = loads_scenario(f"host: {json.dumps(str(Path(host).resolve()))}\n")
+    return dataclasses.replace(scenario, **{name: getattr(profile, name)
+                                            for name in HOST_SECTIONS if name not in own})
+
+
 def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = None,
-                  log: Callable[[str], None] = print) -> list[Row]:
-    """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given."""
+                  log: Callable[[str], None] = print, host: Path | None = None) -> list[Row]:
+    """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given.
+    ``host``: a host profile (``migsim calibrate``) under the case's own model keys."""
     from sim.run import run_one
     from sim.scenario import from_dict
 
@@ -120,11 +136,12 @@ def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = N
                 keep=outdir / "qemu-logs" if outdir is not None else None)
     measured = tables(m.observed, case.id)
     data = scenario_data(case, m)
-    scenario = from_dict(data, file=str(case.path))
+    scenario = with_host(from_dict(data, file=str(case.path)), host, case.model)
     model = run_one(scenario)
     variants = {}
     for name, over in (case.model.get("variants") or {}).items():
-        sc = from_dict(deep_merge(data, over), file=str(case.path))
+        sc = with_host(from_dict(deep_merge(data, over), file=str(case.path)), host,
+                       {**case.model, **over})
         variants[str(name)] = (run_one(sc), sc)
     nominal = guest_params(case).actual_touches_per_s
     log(f"  {case.id}: QEMU {m.qemu_version}, guest {m.touches_per_s:.0f} touches/s measured "
@@ -141,4 +158,5 @@ def load_real_cases() -> list[Case]:
     return load_cases(REAL_DIR)
 
 
-__all__ = ["compare", "find_qemu", "load_real_cases", "run_real_case", "scenario_data"]
+__all__ = ["compare", "find_qemu", "load_real_cases", "run_real_case", "scenario_data",
+           "with_host"]

@@ -1,0 +1,292 @@
+"""``migsim calibrate``: measure a host once, write a host profile, predict any migration on it.
+
+Why: migsim's pre-copy rules follow QEMU, but what a page costs depends on the host. On a fast
+link the pace is set by the migration thread and the destination's load path (and, on loopback,
+by both sharing the host's cores), and the switchover has fixed costs QEMU's threshold test does
+not know. Those numbers cannot be guessed by a user; they are measured here.
+
+``--real-qemu`` runs :data:`RUNS` short real migrations of the validation guest
+(:mod:`sim.validation.guest`) between two QEMUs on loopback with the real-QEMU harness
+(:mod:`sim.validation.qemu`), at an unlimited ``max-bandwidth`` so that the host, not the rate
+limit, sets the pace:
+
+* ``written``: every page of RAM holds data (raw page records);
+* ``zero``: RAM never written (zero-page records).
+
+and fits, from QMP's counters only (never from the cases the profile is judged on):
+
+* the time per zero-page record ``a`` and per raw-page record ``b`` (everything the source
+  thread, the socket and the destination spend on it: on loopback they share the cores, so only
+  their sum can be seen): ``total - setup - fixed = a · zero pages + b · normal pages``, two runs,
+  two unknowns;
+* the switchover's fixed cost ``c``: the ``zero`` run's downtime less what its last pages cost.
+
+The profile puts ``a`` and ``b`` on the source thread (``per_page = a``, ``copy_rate = page /
+(b - a)``, no separate scan cost), ``c`` in ``switchover_cost.stop`` (QMP cannot split stop from
+start; ``stop`` counts in the downtime with or without a return path), ``accelerator: tcg`` (the
+harness runs QEMU under TCG), and a loopback ``link`` fast enough never to set the pace (the
+kernel's copy is in ``b``). It then simulates the calibration runs with the profile and prints
+each run's residuals.
+
+``--from DIR`` refits from runs recorded earlier (``DIR/<run>/runs.parquet``, as ``--real-qemu``
+keeps them beside the profile, with ``calibration.yaml``: the guest's RAM as QEMU counts it).
+
+Not fitted yet: a page's first arrival costs the destination more than a page sent again (a page
+fault and a fresh page: ``destination_cpu.first_touch``, modelled), the dirty-bitmap sync, and
+XBZRLE's encoder; two idle runs cannot separate them, and they keep their defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from sim import units
+
+from .guest import PAGE, GuestParams
+from .qemu import MigrationSettings
+
+#: guest RAM of the calibration runs (small: TCG boots and migrates it in seconds)
+MEMORY = 128 * units.MiB
+#: an unlimited max-bandwidth for QEMU 7.2 to 10.x (0 meant "no limit" only in some releases)
+UNLIMITED = 1 << 40
+#: the loopback link of the profile: fast enough never to set the pace (its copy is in ``b``)
+LOOPBACK = {"bandwidth": "100Gbit/s", "latency": "50us"}
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """One real migration the fit uses: its guest and the settings QEMU gets."""
+
+    name: str
+    guest: GuestParams
+    settings: MigrationSettings
+    what: str
+
+
+def _run(name: str, fill: bool, what: str) -> CalibrationRun:
+    # A one-page working set touched 20 times a second (the PIT's slowest is about 18): the guest
+    # is all but idle, so every page is sent once (plus the few the guest touches), and the
+    # counters are the host's pace alone.
+    guest = GuestParams(base=16 * units.MiB, pages=1, touches_per_s=20.0,
+                        fill_end=MEMORY if fill else 0)
+    settings = MigrationSettings(memory=MEMORY, max_bandwidth=UNLIMITED, downtime_limit_ms=300,
+                                 max_time=60.0)
+    return CalibrationRun(name, guest, settings, what)
+
+
+RUNS = (
+    _run("written", True, "every page holds data: raw-page records"),
+    _run("zero", False, "RAM never written: zero-page records"),
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the fit reads of one real run (QMP's counters)."""
+
+    name: str
+    total_s: float
+    setup_s: float
+    downtime_s: float
+    normal_pages: int
+    zero_pages: int
+    downtime_bytes: float
+
+    @classmethod
+    def from_row(cls, name: str, row: pd.Series) -> Observation:
+        return cls(name, float(row.total_time_s), float(row.setup_time_s),
+                   float(row.downtime_s), int(row.normal_pages), int(row.zero_pages),
+                   float(row.downtime_bytes))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The fitted costs (seconds) and the profile they make."""
+
+    per_zero_page: float
+    per_raw_page: float
+    switchover: float
+
+    def profile(self, page: int = PAGE) -> dict[str, Any]:
+        extra = _round(self.per_raw_page) - _round(self.per_zero_page)
+        return {
+            "accelerator": "tcg",
+            "link": dict(LOOPBACK),
+            "source_cpu": {
+                "per_page": f"{_round(self.per_zero_page) * 1e9:g}ns",
+                "scan_rate": 0,
+                "copy_rate": f"{_round(page / extra):g}B/s" if extra > 0 else 0,
+            },
+            "switchover_cost": {"stop": f"{_round(self.switchover) * 1e6:g}us",
+                                "start": "0s"},
+        }
+
+
+def _round(x: float, digits: int = 4) -> float:
+    """``digits`` significant digits: a measurement, not a bit pattern."""
+    return float(f"{x:.{digits}g}")
+
+
+class CalibrationError(ValueError):
+    """The runs cannot be fitted (a run failed, or the counts leave the fit undetermined)."""
+
+
+def fit(obs: dict[str, Observation]) -> Fit:
+    """Solve the two runs' page times, then the fixed switchover cost (module notes)."""
+    try:
+        w, z = obs["written"], obs["zero"]
+    except KeyError as e:
+        raise CalibrationError(f"the fit needs the runs {', '.join(r.name for r in RUNS)}; "
+                               f"missing {e}") from None
+    # First without the fixed cost, then with the fixed cost the zero run's downtime shows.
+    c = 0.0
+    a = b = 0.0
+    for _ in range(3):
+        tw = w.total_s - w.setup_s - c
+        tz = z.total_s - z.setup_s - c
+        det = w.zero_pages * z.normal_pages - z.zero_pages * w.normal_pages
+        if det == 0:
+            raise CalibrationError("the runs' page counts do not separate zero from raw pages")
+        a = (tw * z.normal_pages - tz * w.normal_pages) / det
+        b = (w.zero_pages * tz - z.zero_pages * tw) / det
+        if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+            raise CalibrationError(f"the fit gave no positive time per page (zero {a:.3g} s, "
+                                   f"raw {b:.3g} s): were the runs disturbed?")
+        a = max(a, 0.0)
+        last_pages = z.downtime_bytes / (PAGE + 8)
+        c = max(0.0, z.downtime_s - last_pages * b)
+    return Fit(a, b, c)
+
+
+def _observe_real(run: CalibrationRun, keep: Path | None,
+                  log: Callable[[str], None]) -> tuple[Observation, Path | None]:
+    from .qemu import measure
+    from .qemu_tables import tables
+
+    t0 = time.monotonic()
+    m = measure(f"calibrate-{run.name}", run.guest, run.settings, need_rate=False)
+    result = tables(m.observed, f"calibrate-{run.name}")
+    row = result.runs.iloc[0]
+    if row.status != "completed":
+        raise CalibrationError(f"calibration run {run.name!r} ended {row.status}: "
+                               f"{row.failure_reason}")
+    folder = None
+    if keep is not None:
+        folder = keep / run.name
+        meta = {"run": run.name, "ram_total": m.ram_total, "zero_pages_before": m.zero_pages,
+                "qemu_version": m.qemu_version}
+        result.save(folder, extra=lambda tmp: (tmp / "calibration.yaml").write_text(
+            yaml.safe_dump(meta, sort_keys=False)))
+    obs = Observation.from_row(run.name, row)
+    log(f"  {run.name}: {run.what}; QEMU {m.qemu_version}, {row.status} in "
+        f"{row.total_time_s:.3f} s, downtime {obs.downtime_s * 1000:.1f} ms, "
+        f"{row.normal_pages} raw + {row.zero_pages} zero pages ({time.monotonic() - t0:.1f} s)")
+    return obs, folder
+
+
+def observe_recorded(folder: Path) -> dict[str, Observation]:
+    """The observations kept by an earlier ``--real-qemu`` calibration (``folder/<run>/``)."""
+    out = {}
+    for run in RUNS:
+        runs = folder / run.name / "runs.parquet"
+        if not runs.is_file():
+            raise CalibrationError(f"{folder}: no recorded run {run.name!r} "
+                                   f"({runs} missing)")
+        try:
+            out[run.name] = Observation.from_row(run.name, pd.read_parquet(runs).iloc[0])
+        except (OSError, ValueError, KeyError, AttributeError, IndexError) as e:
+            raise CalibrationError(f"{folder / run.name}: not a recorded calibration run "
+                                   f"({type(e).__name__}: {e})") from None
+    return out
+
+
+def residuals(profile: Path, obs: dict[str, Observation],
+              memory_total: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Simulate each calibration run from what a user knows (guest size, its zero pages, QEMU's
+    parameters) plus ``host: profile``; relative error of total time and downtime against
+    QEMU's."""
+    from sim.run import run_one
+    from sim.scenario import loads_scenario
+
+    rows = []
+    for run in RUNS:
+        o = obs[run.name]
+        pages = (memory_total or {}).get(run.name, 0) // PAGE or (o.normal_pages + o.zero_pages)
+        zero = min(1.0, o.zero_pages / max(1, pages))
+        text = yaml.safe_dump({
+            "name": f"calibrate-{run.name}", "host": str(profile.resolve()),
+            "vm": {"memory": f"{pages * PAGE}B", "zero_fraction": zero, "device_state": 0},
+            "workload": {"kind": "idle"},
+            "migration": {"max_bandwidth": f"{UNLIMITED}B/s", "downtime_limit": "300ms",
+                          "qemu_version": "7.2"},
+        }, sort_keys=False)
+        row = run_one(loads_scenario(text)).runs.iloc[0]
+        for quantity, qemu, model in (("total_time_s", o.total_s, float(row.total_time_s)),
+                                      ("downtime_s", o.downtime_s, float(row.downtime_s))):
+            rows.append({"run": run.name, "quantity": quantity, "qemu": qemu, "model": model,
+                         "rel_error": (model - qemu) / qemu if qemu else math.nan})
+    return rows
+
+
+def write_profile(fitted: Fit, path: Path, how: str,
+                  rows: list[dict[str, Any]] | None = None) -> None:
+    lines = [f"# migsim host profile, fitted by `migsim calibrate {how}` "
+             f"({time.strftime('%Y-%m-%d %H:%M')})",
+             f"# per zero-page record {fitted.per_zero_page * 1e6:.3f} us, per raw-page record "
+             f"{fitted.per_raw_page * 1e6:.3f} us, switchover {fitted.switchover * 1e3:.2f} ms"]
+    if rows:
+        lines.append("# residuals (model vs QEMU on the calibration runs):")
+        lines += [f"#   {r['run']:8s} {r['quantity']:13s} QEMU {r['qemu']:.4g}  model "
+                  f"{r['model']:.4g}  ({r['rel_error']:+.1%})" for r in rows]
+    body = yaml.safe_dump(fitted.profile(), sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
+
+
+def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
+              log: Callable[[str], None] = print) -> tuple[Fit, list[dict[str, Any]]]:
+    """Measure (or read) the runs, fit, check the fit on them, write the profile to ``out``."""
+    t0 = time.monotonic()
+    memory_total: dict[str, int] = {}
+    if recorded is not None:
+        obs = observe_recorded(recorded)
+        for run in RUNS:
+            meta = recorded / run.name / "calibration.yaml"
+            if meta.is_file():
+                memory_total[run.name] = int(yaml.safe_load(meta.read_text())["ram_total"])
+        how = f"--from {recorded}"
+    else:
+        keep = out.with_name(out.stem + "-runs")
+        obs = {}
+        for run in RUNS:
+            o, folder = _observe_real(run, keep, log)
+            obs[run.name] = o
+            if folder is not None:
+                meta = yaml.safe_load((folder / "calibration.yaml").read_text())
+                memory_total[run.name] = int(meta["ram_total"])
+        how = "--real-qemu"
+        log(f"  runs kept in {keep}/ (refit with --from {keep})")
+    fitted = fit(obs)
+    write_profile(fitted, out, how)
+    rows = residuals(out, obs, memory_total)
+    write_profile(fitted, out, how, rows)
+    log(f"fitted in {time.monotonic() - t0:.1f} s:")
+    log(f"  source_cpu.per_page (a zero-page record)  {fitted.per_zero_page * 1e6:8.3f} us")
+    log(f"  a raw-page record                          {fitted.per_raw_page * 1e6:8.3f} us")
+    log(f"  switchover_cost.stop                       {fitted.switchover * 1e3:8.3f} ms")
+    for r in rows:
+        log(f"  residual {r['run']:8s} {r['quantity']:13s} QEMU {r['qemu']:9.4f}  model "
+            f"{r['model']:9.4f}  {r['rel_error']:+7.1%}")
+    return fitted, rows
+
+
+__all__ = ["RUNS", "CalibrationError", "CalibrationRun", "Fit", "Observation", "calibrate",
+           "fit", "observe_recorded", "residuals"]

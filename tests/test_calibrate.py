@@ -1,0 +1,129 @@
+"""migsim calibrate (issue 15, item 2): the fit against a closed form, refitting recorded runs,
+the profile it writes used by a scenario, bad command lines; and (slow, with QEMU) a real
+calibration within its two-minute target."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sim.scenario import loads_scenario
+from sim.validation.calibrate import (
+    RUNS,
+    CalibrationError,
+    Observation,
+    calibrate,
+    fit,
+)
+from sim.validation.qemu import find_qemu
+
+A, B, C = 0.4e-6, 7.0e-6, 3e-3  # seconds: a zero-page record, a raw one, the switchover
+
+
+def _observed(name: str, zero: int, raw: int, last_raw: int) -> Observation:
+    """What QMP would show if the host cost exactly A, B and C (setup 1 ms)."""
+    setup = 1e-3
+    downtime = C + last_raw * B
+    return Observation(name, setup + A * zero + B * raw + C, setup, downtime, raw, zero,
+                       last_raw * (4096 + 8))
+
+
+def test_the_fit_recovers_the_costs_of_a_closed_form():
+    obs = {"written": _observed("written", 302, 32600, 20000),
+           "zero": _observed("zero", 32783, 115, 10)}
+    f = fit(obs)
+    assert f.per_zero_page == pytest.approx(A, rel=1e-6)
+    assert f.per_raw_page == pytest.approx(B, rel=1e-6)
+    assert f.switchover == pytest.approx(C, rel=1e-6)
+    profile = f.profile()
+    assert profile["accelerator"] == "tcg"
+    assert profile["switchover_cost"]["stop"] == "3000us"
+
+
+def test_runs_that_do_not_separate_the_pages_are_refused():
+    same = _observed("written", 100, 100, 0)
+    with pytest.raises(CalibrationError, match="do not separate"):
+        fit({"written": same, "zero": same})
+    with pytest.raises(CalibrationError, match="missing"):
+        fit({"written": same})
+
+
+def _record(folder: Path, obs: dict[str, Observation]) -> None:
+    for name, o in obs.items():
+        run = folder / name
+        run.mkdir(parents=True)
+        pd.DataFrame([{"total_time_s": o.total_s, "setup_time_s": o.setup_s,
+                       "downtime_s": o.downtime_s, "normal_pages": o.normal_pages,
+                       "zero_pages": o.zero_pages, "downtime_bytes": o.downtime_bytes}]
+                     ).to_parquet(run / "runs.parquet")
+        (run / "calibration.yaml").write_text(yaml.safe_dump({"ram_total": 128 * 2**20 + 4096 * 2}))
+
+
+def test_refit_from_recorded_runs_writes_a_profile_scenarios_load(tmp_path):
+    obs = {"written": _observed("written", 302, 32600, 20000),
+           "zero": _observed("zero", 32783, 115, 10)}
+    _record(tmp_path / "runs", obs)
+    out = tmp_path / "host.yaml"
+    fitted, rows = calibrate(out, False, tmp_path / "runs", log=lambda _: None)
+    assert fitted.per_raw_page == pytest.approx(B, rel=1e-6)
+    assert {r["run"] for r in rows} == {r.name for r in RUNS}
+    text = out.read_text()
+    assert text.startswith("# migsim host profile, fitted by `migsim calibrate --from")
+    assert "# residuals" in text
+    s = loads_scenario(f"host: {out}\nvm: {{memory: 64MiB}}\n")
+    assert s.accelerator == "tcg"
+    assert s.source_cpu.per_page == pytest.approx(A, rel=1e-3)
+    assert s.source_cpu.per_page + 4096 / s.source_cpu.copy_rate == pytest.approx(B, rel=1e-3)
+    assert s.switchover_cost.stop == pytest.approx(C, rel=1e-3)
+    # the profile predicts its own calibration runs' total time (the fit's closed form)
+    written = next(r for r in rows if r["run"] == "written" and r["quantity"] == "total_time_s")
+    assert abs(written["rel_error"]) < 0.1, written
+
+
+def _migsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300,
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ((), "give --real-qemu"),
+    (("--real-qemu", "--from", "x"), "give --real-qemu"),
+    (("--from", "nowhere"), "--from nowhere: no such folder"),
+])
+def test_bad_command_lines_are_one_line(tmp_path, args, said):
+    out = _migsim("calibrate", *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], out.stderr
+
+
+def test_a_damaged_recording_is_one_line(tmp_path):
+    (tmp_path / "runs" / "written").mkdir(parents=True)
+    (tmp_path / "runs" / "written" / "runs.parquet").write_text("not parquet")
+    out = _migsim("calibrate", "--from", "runs", "-o", "h.yaml", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("migsim calibrate: ")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_qemu() is None or shutil.which("as") is None,
+                    reason="qemu-system-x86_64 or GNU binutils not installed")
+def test_a_real_calibration_takes_under_two_minutes(tmp_path):
+    pytest.importorskip("qemu.qmp")
+    t0 = time.monotonic()
+    out = _migsim("calibrate", "--real-qemu", "-o", "host.yaml", cwd=tmp_path)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr
+    assert took < 120, took
+    s = loads_scenario(f"host: {tmp_path / 'host.yaml'}\n")
+    assert s.accelerator == "tcg" and s.source_cpu.per_page > 0
+    assert (tmp_path / "host-runs" / "written" / "runs.parquet").is_file()
