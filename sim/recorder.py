@@ -48,7 +48,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "max_throttle_pct",
     "guest_cpu_lost_s",  # vCPU-seconds auto-converge took from the guest
     "postcopy_faults",  # remote page faults after the switch to post-copy
-    "postcopy_stall_s",  # the guest's time stalled on them
+    "postcopy_stall_s",  # vCPU-seconds stalled on them (per vCPU, overlapping stalls count once); at most vm.vcpus x the post-copy phase (postcopy-active to the end)
     "pages_lost",
 )
 # Only in exact content mode; appended after RUNS_COLUMNS when present.
