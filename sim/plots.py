@@ -5,12 +5,13 @@ over repeats, and XBZRLE's bytes saved from its pages and encoding rate).
 Without an ``ax`` a ``plot_*`` draws on a new pyplot Axes; :mod:`sim.figures` puts them together
 into the standard figures ``migsim run`` and ``migsim plot`` leave next to the tables, on bare
 ``Figure`` objects. A few helpers read the tables as the plots do (``sync_times``,
-``switchover_time``, ``completed_downtimes``, ``xbzrle_bytes_saved``, ``run_ids_of``).
+``switchover_time``, ``completed_downtimes``, ``xbzrle_bytes_saved``, ``xbzrle_saved_share``,
+``run_ids_of``).
 
 The primitives: ``plot_timeline`` (pending bytes, threshold, bandwidth and throttle over time),
 ``plot_passes`` (pages per pass by encoding, bytes per pass), ``plot_sweep`` (a runs metric against
-a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and bytes saved
-against the cache size), ``plot_downtime_cdf``, ``plot_fleet``, and for ``migsim compare``
+a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and share of bytes
+saved against the cache size, hollow where runs did not complete), ``plot_downtime_cdf``, ``plot_fleet``, and for ``migsim compare``
 ``plot_metric_comparison`` and ``plot_pending_comparison``.
 """
 
@@ -287,10 +288,12 @@ def _set_param_ticks(ax: Axes, key: str, positions: pd.Series, labels: list[str]
         return
     if param_unit(key) == "size" and ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 8:
         ax.set_xscale("log", base=2)
+    label, factor = param_axis(key)
     if len(ticks) <= 12:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks(ticks, _format_ticks(key, ticks, factor))
         ax.minorticks_off()
-    ax.set_xlabel(param_axis(key)[0])
+        label = key  # the ticks carry the unit
+    ax.set_xlabel(label)
 
 
 def plot_sweep(runs: pd.DataFrame, metric: str, x: str, hue: str | None = None,
@@ -343,36 +346,65 @@ def xbzrle_bytes_saved(runs: pd.DataFrame) -> pd.Series:
     return (encoded * (runs["xbzrle_encoding_rate"].astype(float) - 1)).where(encoded > 0, 0.0)
 
 
+def xbzrle_saved_share(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the share of the wire bytes XBZRLE saved: bytes saved over what the migration
+    would have sent without them (transferred + saved). A ratio, so a run that went on longer
+    (and sent more) does not look better for it."""
+    saved = xbzrle_bytes_saved(runs)
+    total = runs["transferred_bytes"].astype(float) + saved
+    return (saved / total).where(total > 0, 0.0)
+
+
+def _format_ticks(key: str, ticks: Sequence[float], factor: float) -> list[str]:
+    """Tick labels for a swept key's values on an axis scaled by ``factor``: with their units
+    (``8 MiB``, ``1 Gbit/s``, ``300 ms``), as ``format_param`` writes them."""
+    if param_unit(key) == "size":
+        return [format_param(key, int(round(t / factor))) for t in ticks]
+    return [format_param(key, t / factor) for t in ticks]
+
+
 def plot_xbzrle_cache(runs: pd.DataFrame, ax: Axes | None = None, *,
                       key: str = CACHE_SIZE_KEY) -> Axes:
-    """XBZRLE cache miss rate (%) and bytes saved (MiB, right axis) against the swept cache size,
-    the mean over the runs of each size. Returns the miss-rate Axes; the bytes axis is its twin."""
+    """XBZRLE cache miss rate (% of pages sent) and the share of wire bytes XBZRLE saved (%)
+    against the swept cache size, the mean over the runs of each size. Both are ratios: absolute
+    bytes saved grow with a run's length and peak at sizes whose runs never converged. A size
+    where some run did not complete is drawn with hollow markers."""
     if ax is None:
         ax = _new_axes()
-    sizes = runs[key].astype(float) / MiB
+    done = (runs["status"] == "completed") if "status" in runs.columns else pd.Series(
+        True, index=runs.index)
     table = pd.DataFrame({
-        "size": sizes,
+        "size": runs[key].astype(float) / MiB,
         "miss": runs["xbzrle_cache_miss_rate"].astype(float) * 100,
-        "saved": xbzrle_bytes_saved(runs) / MiB,
-    }).groupby("size").mean().sort_index()
-    ax.plot(table.index, table["miss"], marker="o", color="C0", label="cache miss rate")
-    saved_ax = ax.twinx()
-    saved_ax.plot(table.index, table["saved"], marker="s", color="C2", label="bytes saved")
-    ax.set_ylim(0, max(100.0, float(table["miss"].max()) if len(table) else 0.0) * 1.05)
-    saved_ax.set_ylim(bottom=0)
+        "saved": xbzrle_saved_share(runs) * 100,
+        "done": done.astype(bool),
+    }).groupby("size").agg(miss=("miss", "mean"), saved=("saved", "mean"), done=("done", "all"))
+    table = table.sort_index()
+    curves = (("miss", "cache miss rate (% of pages sent)", "C0", "o"),
+              ("saved", "bytes saved by XBZRLE (% of wire bytes without it)", "C2", "s"))
+    for column, label, color, marker in curves:
+        ax.plot(table.index, table[column], color=color, label=label)
+        full, hollow = table[table["done"]], table[~table["done"]]
+        ax.plot(full.index, full[column], ls="", marker=marker, color=color)
+        ax.plot(hollow.index, hollow[column], ls="", marker=marker, color=color,
+                markerfacecolor="none")
+    if not table["done"].all():
+        ax.plot([], [], ls="", marker="o", color="0.3", markerfacecolor="none",
+                label="hollow: a run of this size did not complete")
+    top = float(table[["miss", "saved"]].max().max()) if len(table) else 0.0
+    ax.set_ylim(0, max(100.0, top) * 1.05)
     ticks = list(table.index)
     if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 4:
         ax.set_xscale("log", base=2)
     if len(ticks) <= 12:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks(ticks, _format_ticks(key, ticks, 1.0 / MiB))
         ax.minorticks_off()
-    ax.set_xlabel("XBZRLE cache size (MiB)")
-    ax.set_ylabel("cache miss rate (% of pages)")
-    saved_ax.set_ylabel("bytes saved by XBZRLE (MiB)")
+        ax.set_xlabel("XBZRLE cache size")
+    else:
+        ax.set_xlabel("XBZRLE cache size (MiB)")
+    ax.set_ylabel("% (of pages, of bytes)")
     ax.set_title("XBZRLE cache size", fontsize="medium")
-    handles, labels = ax.get_legend_handles_labels()
-    h2, l2 = saved_ax.get_legend_handles_labels()
-    ax.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return ax
 
 

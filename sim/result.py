@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sim.errors import ResultsError
+from sim.labels import format_param
 from sim.recorder import (
     COLUMNS,
     RUNS_COLUMNS,
@@ -190,8 +191,8 @@ class Result:
 
         take("run_id", "run_id")
         take("scenario", "scenario")
-        for p in self.params:
-            out[p] = runs[p]
+        for p in self.params:  # swept values as people write them: 8 MiB, xbzrle,multifd
+            out[p] = [format_param(p, v) for v in runs[p]]
         take("status", "status")
         take("total_time_s", "total_s")
         take("downtime_s", "downtime_ms", 1e3)

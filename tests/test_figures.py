@@ -23,6 +23,7 @@ from sim.plots import (
     plot_timeline,
     plot_xbzrle_cache,
     xbzrle_bytes_saved,
+    xbzrle_saved_share,
 )
 from sim.result import Result
 from sim.units import MiB
@@ -143,7 +144,8 @@ def test_plot_sweep_mean_and_spread_per_hue() -> None:
         assert np.allclose(line.get_ydata(), np.array([1, 4, 16]) + writes / 1000 + 1)
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 2  # a min-max band per hue value
-    assert ax.get_xlabel() == "migration.xbzrle_cache_size (MiB)"
+    assert ax.get_xlabel() == "migration.xbzrle_cache_size"  # the ticks carry the unit
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16 MiB", "64 MiB", "256 MiB"]
     assert ax.get_ylabel() == "total time (s)"
     assert ax.get_xscale() == "log"
     assert "min-max of 3 runs" in ax.get_title()
@@ -184,13 +186,44 @@ def test_plot_xbzrle_cache_on_real_sweep() -> None:
     runs = Result.load(BASELINES / "xbzrle-hot-set", with_scenario=False).runs
     ax = new_ax()
     assert plot_xbzrle_cache(runs, ax=ax) is ax
-    (miss,) = ax.get_lines()
+    curves = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    miss, saved = curves["cache miss rate"], curves["bytes saved by XBZRLE"]
     assert list(miss.get_xdata()) == [16, 64]
     assert np.allclose(miss.get_ydata(), runs["xbzrle_cache_miss_rate"] * 100)
-    (saved_ax,) = twins(ax)
-    assert saved_ax.get_ylabel() == "bytes saved by XBZRLE (MiB)"
-    assert np.allclose(saved_ax.get_lines()[0].get_ydata(), xbzrle_bytes_saved(runs) / MiB)
-    assert ax.get_xlabel() == "XBZRLE cache size (MiB)" and "%" in ax.get_ylabel()
+    assert np.allclose(saved.get_ydata(), xbzrle_saved_share(runs) * 100)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16 MiB", "64 MiB"]
+    assert ax.get_xlabel() == "XBZRLE cache size" and "%" in ax.get_ylabel()
+    assert not twins(ax)
+
+
+def test_xbzrle_saved_share_is_saved_over_what_raw_would_send() -> None:
+    """A share, not bytes: 100 pages of 4096 B encoded in 80 B each, 1 MB sent in all."""
+    runs = pd.DataFrame({"xbzrle_bytes": [100 * 80, 0], "xbzrle_encoding_rate": [4096 / 80, 0.0],
+                         "transferred_bytes": [1e6, 5e5]})
+    saved = 100 * (4096 - 80)
+    assert list(xbzrle_saved_share(runs)) == pytest.approx([saved / (1e6 + saved), 0.0])
+
+
+def test_plot_xbzrle_cache_hollow_where_runs_did_not_complete() -> None:
+    """The longest (cancelled) run saves the most bytes; its share and status say otherwise."""
+    runs = pd.DataFrame({
+        "migration.xbzrle_cache_size": [8 * MiB, 8 * MiB, 64 * MiB],
+        "status": ["cancelled", "completed", "completed"],
+        "xbzrle_cache_miss_rate": [0.9, 0.7, 0.1],
+        "xbzrle_bytes": [1e9, 1e8, 1e7], "xbzrle_encoding_rate": [2.0, 2.0, 41.0],
+        "transferred_bytes": [9e10, 1e9, 1e8],
+    })
+    ax = plot_xbzrle_cache(runs, ax=new_ax())
+    markers = [line for line in ax.get_lines() if line.get_linestyle() == "None"
+               and len(line.get_xdata())]
+    hollow = [line for line in markers if line.get_markerfacecolor() == "none"]
+    filled = [line for line in markers if line.get_markerfacecolor() != "none"]
+    assert all(list(line.get_xdata()) == [8] for line in hollow) and len(hollow) == 2
+    assert all(list(line.get_xdata()) == [64] for line in filled) and len(filled) == 2
+    miss = next(line for line in ax.get_lines() if line.get_label().startswith("cache miss"))
+    assert np.allclose(miss.get_ydata(), [80.0, 10.0])  # the mean of 90 % and 70 % at 8 MiB
+    assert any("did not complete" in t.get_text() for t in ax.get_legend().get_texts())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 MiB", "64 MiB"]
 
 
 def test_plot_downtime_cdf_over_completed_runs() -> None:
@@ -263,7 +296,8 @@ def test_standard_figures_fleet(tmp_path: Path) -> None:
 def test_standard_figures_sweep_with_repeats(tmp_path: Path) -> None:
     """Many runs: no per-pass bars; the sweep, the cache curve and the downtime CDF."""
     runs = sweep_runs(repeats=3)
-    for column in ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate"):
+    for column in ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate",
+                   "transferred_bytes"):
         runs[column] = 0.5
     samples = pd.concat([samples_frame(r) for r in runs["run_id"]], ignore_index=True)
     passes = pd.concat([passes_frame(r) for r in runs["run_id"]], ignore_index=True)
