@@ -145,13 +145,14 @@ def _has_few_passes_timelines(result: Result) -> bool:
 
 def _passes_figure(result: Result) -> Figure:
     passes = _per_guest(result.passes)
+    events = _per_guest(result.events) if len(result.events) else None
     run_ids = plots.run_ids_of(passes)
     ncols = min(2, len(run_ids))
     nrows = -(-len(run_ids) // ncols)
     fig = Figure(figsize=(7 * ncols, 3.6 * nrows), layout="constrained")
     for i, rid in enumerate(run_ids):
         plots.plot_passes(passes, fig.add_subplot(nrows, ncols, i + 1), run_id=rid,
-                          title=f"passes of {rid}", legend=(i == 0))
+                          title=f"passes of {rid}", legend=(i == 0), events=events)
     return fig
 
 

@@ -212,17 +212,57 @@ PASS_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def pass_labels(passes: pd.DataFrame, events: pd.DataFrame | None = None) -> list[str]:
+    """A name per pass of one run: its number, except the pass the guest stopped in
+    (``stop-and-copy``, or ``post-copy`` for a post-copy switch: it starts at the ``switchover``
+    event) and, before it, a pass that sent nothing because the switchover test passed at once
+    after its sync (``final sync``). Without events, numbers only."""
+    labels = [str(int(n)) for n in passes["pass"]]
+    switch = events[events["event"] == "switchover"] if events is not None and len(events) else None
+    if switch is None or not len(switch):
+        return labels
+    t_switch = float(switch["t_s"].iloc[0])
+    postcopy = "postcopy" in str(switch["detail"].iloc[0])
+    starts = passes["t_start_s"].to_numpy(dtype=float)
+    after = np.flatnonzero(starts >= t_switch)
+    if not len(after):
+        return labels
+    stop = int(after[0])
+    labels[stop] = "post-copy" if postcopy else "stop-and-copy"
+    if stop > 0 and int(passes["pages_sent"].iloc[stop - 1]) == 0:
+        labels[stop - 1] = "final sync"
+    return labels
+
+
+def _pass_ticks(ax: Axes, x: np.ndarray, labels: list[str]) -> None:
+    """Every pass's name up to 12 passes; beyond, about ten numbers plus the named passes."""
+    named = [i for i, label in enumerate(labels) if not label.isdigit()]
+    if len(x) <= 12:
+        keep = list(range(len(x)))
+    else:
+        step = -(-len(x) // 10)
+        keep = [i for i in range(0, len(x), step)
+                if all(abs(i - j) >= max(2, step // 2) for j in named)] + named
+    keep = sorted(set(keep))
+    ax.set_xticks(x[keep], [labels[i] for i in keep],
+                  rotation=30 if any(labels[i] in ("final sync",) for i in keep) else 0)
+
+
 def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None, *,
-                title: str | None = None, legend: bool = True) -> Axes:
+                title: str | None = None, legend: bool = True,
+                events: pd.DataFrame | None = None) -> Axes:
     """Pages sent in each pass (sync interval), stacked by how they went on the wire (raw, zero,
     XBZRLE; pages of plug-in encoders as "other"), and the pass's wire bytes (MiB) as a line on a
-    right-hand axis. One run: pick it with ``run_id`` when the table holds several.
+    right-hand axis. One run: pick it with ``run_id`` when the table holds several. With the
+    run's ``events`` the stop-and-copy (or post-copy) pass and an empty final-sync pass before it
+    are named on the x axis (:func:`pass_labels`); every pass keeps its bar.
     Returns the pages Axes; the bytes axis is its twin.
     """
     if ax is None:
         ax = _new_axes()
     if run_id is not None:
         passes = passes[passes["run_id"] == run_id]
+    events = _only(events, run_id)
     runs = run_ids_of(passes) if len(passes) else [None]
     if len(runs) > 1:
         raise ValueError(f"passes holds {len(runs)} runs; pick one with run_id=")
@@ -249,8 +289,7 @@ def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None
     ax.set_xlabel("pass (sync interval)")
     ax.set_ylabel("pages sent (pages)")
     bytes_ax.set_ylabel("bytes sent (MiB)")
-    if len(x) <= 12:
-        ax.set_xticks(x)
+    _pass_ticks(ax, x, pass_labels(passes, events))
     if title is None:
         title = f"passes of run {runs[0]}" if runs[0] is not None else "passes"
     ax.set_title(title)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sim.figures import draw_standard_figures
 from sim.labels import format_param, param_unit
 from sim.plots import (
+    pass_labels,
     plot_downtime_cdf,
     plot_metric_comparison,
     plot_passes,
@@ -313,3 +314,51 @@ def test_standard_figures_leave_pyplot_alone(tmp_path: Path) -> None:
     before = plt.get_fignums()
     draw_standard_figures(Result.load(BASELINES / "converge-default"), tmp_path)
     assert plt.get_fignums() == before
+
+
+def _passes(pages: list[int], starts: list[float]) -> pd.DataFrame:
+    n = len(pages)
+    return pd.DataFrame({"run_id": ["r"] * n, "pass": range(1, n + 1), "t_start_s": starts,
+                         "t_end_s": [*starts[1:], starts[-1] + 0.1], "pages_sent": pages,
+                         "bytes_sent": [p * 4104 for p in pages], "normal_pages": pages,
+                         "zero_pages": [0] * n, "xbzrle_pages": [0] * n,
+                         "xbzrle_records": [0] * n})
+
+
+def _switch(t: float, detail: str = "guest stopped") -> pd.DataFrame:
+    return pd.DataFrame({"run_id": ["r"], "t_s": [t], "endpoint": ["source"],
+                         "event": ["switchover"], "detail": [detail]})
+
+
+def test_pass_labels_name_the_final_sync_and_stop_and_copy() -> None:
+    """The stop-and-copy pass starts at the switchover; the pass before it, opened by the last
+    sync, sent nothing (the switchover test passed at once)."""
+    passes = _passes([1000, 200, 0, 150], [0.0, 3.4, 3.7, 3.700004])
+    assert pass_labels(passes, _switch(3.700004)) == ["1", "2", "final sync", "stop-and-copy"]
+    assert pass_labels(passes) == ["1", "2", "3", "4"]  # no events: numbers
+    sent = _passes([1000, 200, 50, 150], [0.0, 3.4, 3.7, 3.8])  # the last pre-copy pass sent
+    assert pass_labels(sent, _switch(3.8)) == ["1", "2", "3", "stop-and-copy"]
+    assert pass_labels(sent, _switch(3.8, "guest stopped (postcopy)"))[-1] == "post-copy"
+    assert pass_labels(sent, _switch(9.0)) == ["1", "2", "3", "4"]  # no pass after the switch
+
+
+def test_plot_passes_keeps_every_bar_and_names_the_last_two() -> None:
+    passes = _passes([1000, 200, 0, 150], [0.0, 3.4, 3.7, 3.700004])
+    ax = plot_passes(passes, ax=new_ax(), events=_switch(3.700004))
+    assert len(ax.patches) == 3 * 4  # a bar per pass and kind, the empty pass too
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "final sync",
+                                                           "stop-and-copy"]
+
+
+def test_plot_passes_many_passes_still_names_stop_and_copy() -> None:
+    n = 300
+    pages = [100] * (n - 2) + [0, 40]
+    passes = _passes(pages, [float(i) for i in range(n)])
+    ax = plot_passes(passes, ax=new_ax(), events=_switch(float(n - 1)))
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[-2:] == ["final sync", "stop-and-copy"] and len(ticks) <= 14
+
+
+def test_pass_labels_of_a_saved_run() -> None:
+    result = Result.load(BASELINES / "converge-default")
+    assert pass_labels(result.passes, result.events) == ["1", "2", "final sync", "stop-and-copy"]
