@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
+import json
 import math
 import os
 import re
@@ -233,16 +235,26 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "scenario"
 
 
-def _output_dirs(names: Sequence[str], output: str | None) -> list[Path]:
+def overrides_tag(overrides: dict[str, Any]) -> str:
+    """Six hex digits naming a set of ``--set``/``--seed`` overrides, whatever their order."""
+    text = json.dumps(overrides, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _output_dirs(names: Sequence[str], output: str | None,
+                 overrides: dict[str, Any] | None = None) -> list[Path]:
     """One directory per scenario: ``-o DIR`` for a single one, else ``DIR/<name>`` (default
-    ``results/<name>``), with ``-2``, ``-3`` ... when two scenarios share a name."""
+    ``results/<name>``), with ``-2``, ``-3`` ... when two scenarios share a name. Without ``-o``,
+    a run with overrides goes to ``results/<name>-<tag>`` (:func:`overrides_tag`), so it never
+    replaces the results of the scenario as written."""
     if output is not None and len(names) == 1:
         return [Path(output)]
     base = Path(output) if output is not None else Path("results")
+    tag = f"-{overrides_tag(overrides)}" if output is None and overrides else ""
     seen: dict[str, int] = {}
     dirs = []
     for name in names:
-        safe = _safe_name(name)
+        safe = _safe_name(name) + tag
         seen[safe] = seen.get(safe, 0) + 1
         dirs.append(base / (safe if seen[safe] == 1 else f"{safe}-{seen[safe]}"))
     return dirs
@@ -255,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     # Validate every file before running any, so a typo in the last one costs nothing.
     scenarios = [_load(p, overrides) for p in args.scenarios]
-    outdirs = _output_dirs([s.name for s in scenarios], args.output)
+    outdirs = _output_dirs([s.name for s in scenarios], args.output, overrides)
     result_mod = _module("sim.result")
     inputs = [*args.scenarios, *(t for s in scenarios for t in _input_files(s))]
     for outdir in outdirs:
@@ -346,7 +358,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     scenario = _load(args.scenario, overrides)
-    outdir = _output_dirs([scenario.name], args.output)[0]
+    outdir = _output_dirs([scenario.name], args.output, overrides)[0]
     _module("sim.result").refuse_inputs_inside(outdir, [args.scenario, *_input_files(scenario)])
     sweep_mod = _module("sim.sweep")
     bar = Progress(scenario.name, delay_s=0.0)
@@ -632,8 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run scenarios; summary table, files, plots")
     run.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
     run.add_argument("-o", "--output", metavar="DIR",
-                     help="results directory (default results/<scenario name>; with several "
-                          "scenarios, one subfolder each)")
+                     help="results directory (default results/<scenario name>, or "
+                          "results/<scenario name>-<hash of the overrides> with --set/--seed; "
+                          "with several scenarios, one subfolder each)")
     run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a scenario key (repeatable)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -644,8 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run a sweep's members in parallel (local processes or dask)")
     swp.add_argument("scenario", metavar="SCENARIO.yaml")
     swp.add_argument("-o", "--output", metavar="DIR",
-                     help="results directory (default results/<scenario name>); each finished run "
-                          "is kept in DIR/members/")
+                     help="results directory (default results/<scenario name>, or "
+                          "results/<scenario name>-<hash of the overrides> with --set/--seed); "
+                          "each finished run is kept in DIR/members/")
     swp.add_argument("--workers", type=int, metavar="N",
                      help="local worker processes (default: one per CPU; 1 runs in this process)")
     swp.add_argument("--scheduler", metavar="tcp://HOST:PORT",

@@ -38,6 +38,8 @@ SWITCHOVER_STATUSES = ("pre-switchover", "device")
 MAX_PASS_BARS = 40
 # The swept key that the XBZRLE cache curve is drawn against.
 CACHE_SIZE_KEY = "migration.xbzrle_cache_size"
+# Beyond this many syncs the timeline marks them as ticks along its x axis, not as lines.
+MAX_SYNC_LINES = 200
 
 def _new_axes() -> Axes:
     """An Axes from pyplot, falling back to the Agg backend when none has been chosen."""
@@ -103,7 +105,8 @@ def plot_timeline(
     legend: bool = True,
 ) -> Axes:
     """Pending bytes (MiB) and bandwidth (MiB/s, right axis) over sim time, with the threshold,
-    a dotted line at each sync and a solid one at the switchover. When auto-converge throttled the
+    a dotted line at each sync (beyond ``MAX_SYNC_LINES`` syncs, a tick each along the x axis,
+    as the legend says) and a solid one at the switchover. When auto-converge throttled the
     guest (``throttle_pct`` non-zero), the throttle (%) is a third line on an outer right axis.
 
     ``run_id`` picks one run out of multi-run tables; without it every run is drawn (markers only
@@ -133,8 +136,14 @@ def plot_timeline(
         bw_ax.plot(s["t_s"], s["bandwidth_bytes_per_s"] / MiB, color=colors[2], lw=1, alpha=0.6,
                    ls="-.", label=f"bandwidth{tag}")
     if len(runs) == 1:
-        for k, t in enumerate(sync_times(events, passes)):
-            ax.axvline(t, color="0.55", lw=0.7, ls=":", label="sync" if k == 0 else None)
+        syncs = sync_times(events, passes)
+        if len(syncs) <= MAX_SYNC_LINES:
+            for k, t in enumerate(syncs):
+                ax.axvline(t, color="0.55", lw=0.7, ls=":", label="sync" if k == 0 else None)
+        else:  # thousands of lines would hide the curves: a rug of ticks along the bottom
+            ax.plot(syncs, np.zeros(len(syncs)), ls="", marker="|", ms=7, mew=0.5,
+                    color="0.4", transform=ax.get_xaxis_transform(), clip_on=False,
+                    label=f"sync ({len(syncs)}, as ticks on the axis)")
         t_switch = switchover_time(events, samples)
         if t_switch is not None:
             ax.axvline(t_switch, color="C3", lw=1.2, label="switchover")

@@ -380,3 +380,25 @@ def test_run_outside_a_tty_logs_progress(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert lines and all(line.startswith("migsim: long: sim ") for line in lines), proc.stderr
     assert "\r" not in proc.stderr
+
+
+def test_run_with_overrides_defaults_to_its_own_folder(fakes: Fakes, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Without -o, --set/--seed never replace results/<name> of the scenario as written: they
+    go to results/<name>-<6 hex digits of the overrides>, the same for the same overrides."""
+    path = write_scenario(tmp_path / "quick.yaml", "quick")
+    assert cli.main(["run", str(path), "--no-plots"]) == 0
+    plain = tmp_path / "results" / "quick"
+    before = (plain / "runs.parquet").read_bytes()
+    sets = ["--set", "link.bandwidth=1Gbit/s", "--set", "migration.capabilities=[xbzrle]"]
+    assert cli.main(["run", str(path), *sets, "--no-plots"]) == 0
+    tag = cli.overrides_tag({"link.bandwidth": "1Gbit/s", "migration.capabilities": "[xbzrle]"})
+    assert len(tag) == 6 and int(tag, 16) >= 0
+    assert (tmp_path / "results" / f"quick-{tag}" / "runs.parquet").is_file()
+    assert f"wrote {Path('results') / f'quick-{tag}'}/" in capsys.readouterr().out
+    assert (plain / "runs.parquet").read_bytes() == before
+    reordered = ["--set", "migration.capabilities=[xbzrle]", "--set", "link.bandwidth=1Gbit/s"]
+    assert cli.main(["run", str(path), *reordered, "--no-plots"]) == 0
+    assert cli.main(["run", str(path), "--seed", "9", "--no-plots"]) == 0
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == sorted(["quick", f"quick-{tag}", f"quick-{cli.overrides_tag({'seed': 9})}"])

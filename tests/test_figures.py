@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sim.figures import draw_standard_figures
 from sim.labels import format_param, param_unit
 from sim.plots import (
+    MAX_SYNC_LINES,
     pass_labels,
     plot_downtime_cdf,
     plot_metric_comparison,
@@ -77,6 +78,27 @@ def test_timeline_adds_the_throttle_when_the_guest_was_throttled() -> None:
     throttle_ax = twins(ax)[1]
     assert max(throttle_ax.get_lines()[0].get_ydata()) == 40.0
     assert "throttle" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _sync_events(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": ["r0"] * n, "t_s": np.linspace(0, 1.9, n),
+                         "endpoint": ["source"] * n, "event": ["MIGRATION_PASS"] * n,
+                         "detail": [str(k + 1) for k in range(n)]})
+
+
+def test_timeline_few_syncs_are_lines_thousands_are_ticks() -> None:
+    """200 syncs: a dotted line each. 4556 syncs (the issue's run): no line at all, one rug of
+    4556 tick markers on the x axis, and the legend says how many and how they are drawn."""
+    ax = plot_timeline(samples_frame(), events=_sync_events(MAX_SYNC_LINES), ax=new_ax())
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == MAX_SYNC_LINES
+    ax = plot_timeline(samples_frame(), events=_sync_events(4556), ax=new_ax())
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    (rug,) = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert len(rug.get_xdata()) == 4556
+    assert rug.get_label() == "sync (4556, as ticks on the axis)"
+    assert "sync (4556, as ticks on the axis)" in [t.get_text() for t in
+                                                   ax.get_legend().get_texts()]
 
 
 def test_timeline_has_no_throttle_axis_without_throttling() -> None:
