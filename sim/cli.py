@@ -507,11 +507,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def results_folders(results_dir: Path) -> list[Path]:
+    """The results folders under ``results_dir``: itself when it holds tables, else each
+    subfolder that does (``migsim run A B -o DIR`` writes one per scenario), sorted; itself when
+    neither (loading it then says what is missing)."""
+    if (results_dir / "runs.parquet").is_file() or not results_dir.is_dir():
+        return [results_dir]
+    subfolders = sorted(p for p in results_dir.iterdir() if (p / "runs.parquet").is_file())
+    return subfolders or [results_dir]
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
-    results_dir = Path(args.results_dir)
-    result = _module("sim.result").Result.load(results_dir, with_scenario=False)
-    for name in _redraw(result, results_dir):
-        print(f"wrote {results_dir / name}")
+    folders = results_folders(Path(args.results_dir))
+    load = _module("sim.result").Result.load
+    results = [(folder, load(folder, with_scenario=False)) for folder in folders]
+    for folder, result in results:  # every folder loads before any is redrawn
+        for name in _redraw(result, folder):
+            print(f"wrote {folder / name}")
     return EXIT_OK
 
 
@@ -700,7 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     qmp.set_defaults(func=cmd_qmp)
 
     plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
-    plot.add_argument("results_dir", metavar="RESULTS_DIR")
+    plot.add_argument("results_dir", metavar="RESULTS_DIR",
+                      help="a results folder, or a folder of them (migsim run A B -o DIR)")
     plot.set_defaults(func=cmd_plot)
 
     cmp = sub.add_parser("compare", parents=[common],

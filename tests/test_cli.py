@@ -275,6 +275,26 @@ def test_plot_redraws_from_saved_tables(fakes: Fakes, tmp_path: Path,
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_plot_accepts_the_folder_of_a_run_of_several_scenarios(
+        fakes: Fakes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`migsim run A B -o DIR` writes DIR/alpha and DIR/beta; `migsim plot DIR` redraws both."""
+    a = write_scenario(tmp_path / "a.yaml", "alpha")
+    b = write_scenario(tmp_path / "b.yaml", "beta")
+    assert cli.main(["run", str(a), str(b), "-o", str(tmp_path / "out"), "--no-plots"]) == 0
+    (tmp_path / "out" / "notes").mkdir()  # a folder without tables is left alone
+    capsys.readouterr()
+    assert cli.main(["plot", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("alpha", "beta"):
+        assert (tmp_path / "out" / name / "timeline.png").stat().st_size > 0
+        assert f"wrote {tmp_path / 'out' / name / 'timeline.png'}" in printed
+    assert not list((tmp_path / "out" / "notes").iterdir())
+    assert not (tmp_path / "out" / "timeline.png").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["plot", str(tmp_path / "empty")]) == 2  # no tables anywhere: one line
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_format_summary_is_fixed_width() -> None:
     """Every line of the summary table has its columns at the same offsets."""
     both = Result.concat([small_result(Scenario(name="a")), small_result(Scenario(name="b"))])
