@@ -569,7 +569,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two saved results; exit 1 on drift beyond --rtol (DESIGN §7)."""
     compare = _module("sim.compare")
     try:
-        comparison = compare.compare(args.baseline_dir, args.current_dir, args.rtol)
+        comparison = compare.compare(args.baseline_dir, args.current_dir, args.rtol,
+                                     match=args.match)
     except compare.CompareInputError as err:
         raise UsageError(_one_line(str(err))) from None
     outdir = Path(args.output) if args.output is not None else Path(args.current_dir) / "compare"
@@ -722,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("current_dir", metavar="CURRENT_DIR")
     cmp.add_argument("--rtol", type=float, default=0.05,
                      help="relative tolerance per metric (default 0.05)")
+    cmp.add_argument("--match", choices=("run_id", "position", "params"), default="run_id",
+                     help="pair runs by run_id (default), by position (the i-th run of each "
+                          "side: an A/B of two scenarios) or by equal swept values")
     cmp.add_argument("-o", "--output", metavar="OUT",
                      help="where drift.csv and the figures go (default CURRENT_DIR/compare)")
     cmp.set_defaults(func=cmd_compare)

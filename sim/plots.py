@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -533,8 +534,9 @@ def plot_metric_comparison(baseline: pd.Series, current: pd.Series, metric: str,
     ax.bar(x - 0.2, base, 0.4, color="0.7", edgecolor="0.3", hatch="//", label="baseline")
     colors = ["C3" if r in set(drifting) else "C0" for r in runs]
     ax.bar(x + 0.2, cur, 0.4, color=colors, label="current")
-    ax.set_xticks(x, [str(r) for r in runs], rotation=20 if len(runs) > 1 else 0, ha="right",
-                  fontsize="small")
+    # Long labels (two run_ids paired by position) wrap instead of squeezing the bars away.
+    ax.set_xticks(x, ["\n".join(textwrap.wrap(str(r), 32)) for r in runs],
+                  rotation=20 if len(runs) > 1 else 0, ha="right", fontsize="small")
     ax.set_ylabel(label)
     ax.set_title(f"{label.split(' (')[0]}: baseline vs current", fontsize="medium")
     handles = [Patch(facecolor="0.7", edgecolor="0.3", hatch="//", label="baseline"),
