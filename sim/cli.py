@@ -582,6 +582,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.ok else compare.EXIT_DRIFT
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the completion script for ``args.shell``, generated from this parser."""
+    print(_module("sim.completion").script(args.shell, build_parser()), end="")
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Closed forms, published results and (``--real-qemu``) real QEMU against the model;
     exit 1 if any quantity is out of tolerance (sim/validation)."""
@@ -742,6 +748,13 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--case", action="append", default=[], metavar="GLOB",
                      help="only the cases whose id matches (repeatable)")
     val.set_defaults(func=cmd_validate)
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                          description="Print a completion script for migsim; load it with "
+                                      "`source <(migsim completion bash)` (zsh: `completion "
+                                      "zsh`), or save it where your shell reads completions.")
+    comp.add_argument("shell", choices=("bash", "zsh"))
+    comp.set_defaults(func=cmd_completion)
     return parser
 
 
