@@ -154,10 +154,10 @@ def _check(item: Any, where: str) -> Check:
     if len(rules) != 1:
         raise CaseError(f"{where}: {item['quantity']}: give exactly one of {', '.join(RULES)}")
     rule = rules[0]
-    value = item.get(rule)
+    value: Any = item.get(rule)
     expected = item.get("expected")
     tol = 0.0
-    upper = None
+    upper: float | None = None
     if rule == "between":
         expected, upper = float(item["at_least"]), float(item["at_most"])
     elif rule in ("rel", "abs"):
