@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from sim.labels import format_param, metric_axis, param_axis, param_unit
+from sim.recorder import event_field
 from sim.units import GiB, MiB
 
 # Statuses that mean the guest is stopped for the switchover (REF §7.5).
@@ -85,7 +86,8 @@ def switchover_time(events: pd.DataFrame | None = None, samples: pd.DataFrame | 
         hit = events[events["event"] == "switchover"]
         if len(hit):
             return float(hit["t_s"].iloc[0])
-        hit = events[(events["event"] == "MIGRATION") & events["detail"].isin(SWITCHOVER_STATUSES)]
+        status = event_field(events, "status")
+        hit = events[(events["event"] == "MIGRATION") & status.isin(SWITCHOVER_STATUSES)]
         if len(hit):
             return float(hit["t_s"].iloc[0])
     if samples is not None and len(samples) and "status" in samples.columns:
@@ -232,7 +234,7 @@ def pass_labels(passes: pd.DataFrame, events: pd.DataFrame | None = None) -> lis
     if switch is None or not len(switch):
         return labels
     t_switch = float(switch["t_s"].iloc[0])
-    postcopy = "postcopy" in str(switch["detail"].iloc[0])
+    postcopy = "postcopy" in str(event_field(switch, "message").iloc[0])
     starts = passes["t_start_s"].to_numpy(dtype=float)
     after = np.flatnonzero(starts >= t_switch)
     if not len(after):

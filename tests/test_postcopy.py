@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from sim.negotiation import operate
+from sim.recorder import event_field
 from sim.run import Testbed, run_one
 from sim.spec import (
     FaultSpec,
@@ -83,7 +84,7 @@ def postcopy_phase_s(result) -> float:
     postcopy-active (the migration starts at 0 here)."""
     ev = result.events
     active = ev[(ev.event == "MIGRATION") & (ev.endpoint == "source")
-                & ev.detail.str.contains("postcopy-active")]
+                & (event_field(ev, "status") == "postcopy-active")]
     return float(result.runs.total_time_s.iloc[0] - active.t_s.iloc[0])
 
 
@@ -132,8 +133,8 @@ def test_switch_after_passes_or_on_stall():
     after2 = busy(60000, migration=dataclasses.replace(
         BASE.migration, postcopy_after=None, postcopy_after_passes=2))
     run = run_one(after2)
-    syncs = run.events[run.events.event == "dirty-sync"].detail
-    assert list(syncs.str.extract(r"reason=(\w+)")[0]) == ["setup", "drain", "drain", "postcopy"]
+    syncs = run.events[run.events.event == "dirty-sync"]
+    assert list(event_field(syncs, "reason")) == ["setup", "drain", "drain", "postcopy"]
     stall = busy(60000, migration=dataclasses.replace(
         BASE.migration, postcopy_after=None, postcopy_on_stall=True))
     assert run_one(stall).runs.status.iloc[0] == "completed"
