@@ -325,9 +325,10 @@ def _positions(runs: pd.DataFrame, key: str) -> tuple[pd.Series, list[str] | Non
     values = runs[key]
     if is_numeric(values):
         return values.astype(float) * param_axis(key)[1], None
-    labels = list(dict.fromkeys(values.astype(str)))
+    text = values.map(lambda v: format_param(key, v))  # lists as xbzrle,multifd
+    labels = list(dict.fromkeys(text))
     index = {label: i for i, label in enumerate(labels)}
-    return values.astype(str).map(index).astype(float), labels
+    return text.map(index).astype(float), labels
 
 
 def _set_param_ticks(ax: Axes, key: str, positions: pd.Series, labels: list[str] | None) -> None:

@@ -188,6 +188,14 @@ def test_plot_sweep_marks_runs_without_a_value() -> None:
     assert "min-max of 2 runs" in ax.get_title()
 
 
+def test_plot_sweep_list_values_read_as_lists() -> None:
+    """A swept list (capabilities) ticks as xbzrle,multifd and none, not as Python tuples."""
+    runs = pd.DataFrame({"migration.capabilities": [(), ("xbzrle",), ("xbzrle", "multifd")],
+                         "total_time_s": [1.0, 2.0, 3.0]})
+    ax = plot_sweep(runs, "total_time_s", "migration.capabilities", ax=new_ax())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "xbzrle", "xbzrle,multifd"]
+
+
 def test_plot_sweep_categorical_parameter() -> None:
     runs = pd.DataFrame({"negotiation": ["none", "qemu", "inband", "none"],
                          "total_time_s": [1.0, 2.0, 3.0, 3.0]})
