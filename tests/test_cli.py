@@ -422,3 +422,15 @@ def test_run_with_overrides_defaults_to_its_own_folder(fakes: Fakes, tmp_path: P
     assert cli.main(["run", str(path), "--seed", "9", "--no-plots"]) == 0
     names = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert names == sorted(["quick", f"quick-{tag}", f"quick-{cli.overrides_tag({'seed': 9})}"])
+
+
+def test_output_dirs_tag_only_default_folders_with_overrides() -> None:
+    """-o wins as given; without it, overrides add the tag to every scenario's folder (run and
+    sweep choose their folder the same way)."""
+    tag = cli.overrides_tag({"seed": 3})
+    assert cli._output_dirs(["a"], "out", {"seed": 3}) == [Path("out")]
+    assert cli._output_dirs(["a", "b"], "out", {"seed": 3}) == [Path("out/a"), Path("out/b")]
+    assert cli._output_dirs(["a", "a"], None, {"seed": 3}) == [
+        Path(f"results/a-{tag}"), Path(f"results/a-{tag}-2")]
+    assert cli._output_dirs(["a"], None, {}) == [Path("results/a")]
+    assert tag != cli.overrides_tag({"seed": 4})
