@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
+import json
 import math
 import os
 import re
@@ -233,16 +235,26 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "scenario"
 
 
-def _output_dirs(names: Sequence[str], output: str | None) -> list[Path]:
+def overrides_tag(overrides: dict[str, Any]) -> str:
+    """Six hex digits naming a set of ``--set``/``--seed`` overrides, whatever their order."""
+    text = json.dumps(overrides, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _output_dirs(names: Sequence[str], output: str | None,
+                 overrides: dict[str, Any] | None = None) -> list[Path]:
     """One directory per scenario: ``-o DIR`` for a single one, else ``DIR/<name>`` (default
-    ``results/<name>``), with ``-2``, ``-3`` ... when two scenarios share a name."""
+    ``results/<name>``), with ``-2``, ``-3`` ... when two scenarios share a name. Without ``-o``,
+    a run with overrides goes to ``results/<name>-<tag>`` (:func:`overrides_tag`), so it never
+    replaces the results of the scenario as written."""
     if output is not None and len(names) == 1:
         return [Path(output)]
     base = Path(output) if output is not None else Path("results")
+    tag = f"-{overrides_tag(overrides)}" if output is None and overrides else ""
     seen: dict[str, int] = {}
     dirs = []
     for name in names:
-        safe = _safe_name(name)
+        safe = _safe_name(name) + tag
         seen[safe] = seen.get(safe, 0) + 1
         dirs.append(base / (safe if seen[safe] == 1 else f"{safe}-{seen[safe]}"))
     return dirs
@@ -255,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     # Validate every file before running any, so a typo in the last one costs nothing.
     scenarios = [_load(p, overrides) for p in args.scenarios]
-    outdirs = _output_dirs([s.name for s in scenarios], args.output)
+    outdirs = _output_dirs([s.name for s in scenarios], args.output, overrides)
     result_mod = _module("sim.result")
     inputs = [*args.scenarios, *(t for s in scenarios for t in _input_files(s))]
     for outdir in outdirs:
@@ -346,7 +358,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     scenario = _load(args.scenario, overrides)
-    outdir = _output_dirs([scenario.name], args.output)[0]
+    outdir = _output_dirs([scenario.name], args.output, overrides)[0]
     _module("sim.result").refuse_inputs_inside(outdir, [args.scenario, *_input_files(scenario)])
     sweep_mod = _module("sim.sweep")
     bar = Progress(scenario.name, delay_s=0.0)
@@ -495,11 +507,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def results_folders(results_dir: Path) -> list[Path]:
+    """The results folders under ``results_dir``: itself when it holds tables, else each
+    subfolder that does (``migsim run A B -o DIR`` writes one per scenario), sorted; itself when
+    neither (loading it then says what is missing)."""
+    if (results_dir / "runs.parquet").is_file() or not results_dir.is_dir():
+        return [results_dir]
+    subfolders = sorted(p for p in results_dir.iterdir() if (p / "runs.parquet").is_file())
+    return subfolders or [results_dir]
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
-    results_dir = Path(args.results_dir)
-    result = _module("sim.result").Result.load(results_dir, with_scenario=False)
-    for name in _redraw(result, results_dir):
-        print(f"wrote {results_dir / name}")
+    folders = results_folders(Path(args.results_dir))
+    load = _module("sim.result").Result.load
+    results = [(folder, load(folder, with_scenario=False)) for folder in folders]
+    for folder, result in results:  # every folder loads before any is redrawn
+        for name in _redraw(result, folder):
+            print(f"wrote {folder / name}")
     return EXIT_OK
 
 
@@ -545,7 +569,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two saved results; exit 1 on drift beyond --rtol (DESIGN §7)."""
     compare = _module("sim.compare")
     try:
-        comparison = compare.compare(args.baseline_dir, args.current_dir, args.rtol)
+        comparison = compare.compare(args.baseline_dir, args.current_dir, args.rtol,
+                                     match=args.match)
     except compare.CompareInputError as err:
         raise UsageError(_one_line(str(err))) from None
     outdir = Path(args.output) if args.output is not None else Path(args.current_dir) / "compare"
@@ -555,6 +580,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(compare.format_drift(comparison.drifted))
     print(f"wrote {outdir}/: {' '.join(p.name for p in written)}")
     return EXIT_OK if comparison.ok else compare.EXIT_DRIFT
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the completion script for ``args.shell``, generated from this parser."""
+    print(_module("sim.completion").script(args.shell, build_parser()), end="")
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -671,8 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run scenarios; summary table, files, plots")
     run.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
     run.add_argument("-o", "--output", metavar="DIR",
-                     help="results directory (default results/<scenario name>; with several "
-                          "scenarios, one subfolder each)")
+                     help="results directory (default results/<scenario name>, or "
+                          "results/<scenario name>-<hash of the overrides> with --set/--seed; "
+                          "with several scenarios, one subfolder each)")
     run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a scenario key (repeatable)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -683,8 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run a sweep's members in parallel (local processes or dask)")
     swp.add_argument("scenario", metavar="SCENARIO.yaml")
     swp.add_argument("-o", "--output", metavar="DIR",
-                     help="results directory (default results/<scenario name>); each finished run "
-                          "is kept in DIR/members/")
+                     help="results directory (default results/<scenario name>, or "
+                          "results/<scenario name>-<hash of the overrides> with --set/--seed); "
+                          "each finished run is kept in DIR/members/")
     swp.add_argument("--workers", type=int, metavar="N",
                      help="local worker processes (default: one per CPU; 1 runs in this process)")
     swp.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -725,7 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     qmp.set_defaults(func=cmd_qmp)
 
     plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
-    plot.add_argument("results_dir", metavar="RESULTS_DIR")
+    plot.add_argument("results_dir", metavar="RESULTS_DIR",
+                      help="a results folder, or a folder of them (migsim run A B -o DIR)")
     plot.set_defaults(func=cmd_plot)
 
     cmp = sub.add_parser("compare", parents=[common],
@@ -734,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("current_dir", metavar="CURRENT_DIR")
     cmp.add_argument("--rtol", type=float, default=0.05,
                      help="relative tolerance per metric (default 0.05)")
+    cmp.add_argument("--match", choices=("run_id", "position", "params"), default="run_id",
+                     help="pair runs by run_id (default), by position (the i-th run of each "
+                          "side: an A/B of two scenarios) or by equal swept values")
     cmp.add_argument("-o", "--output", metavar="OUT",
                      help="where drift.csv and the figures go (default CURRENT_DIR/compare)")
     cmp.set_defaults(func=cmd_compare)
@@ -764,6 +801,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the host profile to write (default host.yaml); the runs are kept in "
                           "FILE's stem + '-runs/'")
     cal.set_defaults(func=cmd_calibrate)
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                          description="Print a completion script for migsim; load it with "
+                                      "`source <(migsim completion bash)` (zsh: `completion "
+                                      "zsh`), or save it where your shell reads completions.")
+    comp.add_argument("shell", choices=("bash", "zsh"))
+    comp.set_defaults(func=cmd_completion)
     return parser
 
 

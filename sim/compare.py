@@ -1,6 +1,8 @@
 """Regression comparison of two saved results (``migsim compare BASELINE_DIR CURRENT_DIR``).
 
-Runs are matched by ``run_id`` (and ``vm`` in a fleet). Each matched run's outcome (``status``,
+Runs are matched by ``run_id`` (and ``vm`` in a fleet), or, for an A/B comparison of two
+different scenarios whose run_ids differ, by position (``match="position"``: the i-th run of
+each side) or by swept parameters (``match="params"``: the runs whose swept values are equal). Each matched run's outcome (``status``,
 ``failure_reason``, capabilities in force) must be equal and each key number within ``rtol`` of the
 baseline (relative to the baseline; NaN equals NaN, e.g. the downtime of a cancelled run). A run on
 one side only is drift too. ``compare`` writes ``drift.csv`` (one row per run and metric) and
@@ -59,6 +61,10 @@ FIGURE_METRICS: tuple[str, ...] = ("total_time_s", "downtime_s", "transferred_by
 MAX_TIMELINE_PANELS = 12
 # The value written for a run present on one side only.
 PRESENT, MISSING = "present", "missing"
+# How runs are paired: the same run_id, the same place in the runs table, the same swept values.
+MATCH_MODES: tuple[str, ...] = ("run_id", "position", "params")
+# Parameter columns that are not swept keys (the guest is matched anyway).
+NOT_MATCHED = ("vm",)
 
 
 class CompareInputError(Exception):
@@ -73,6 +79,8 @@ class Comparison:
     current: Result
     drift: pd.DataFrame
     rtol: float
+    #: per side, run_id -> the label its runs are matched and shown by (run_id itself when empty)
+    names: tuple[dict[Any, str], dict[Any, str]] = ({}, {})
 
     @property
     def drifted(self) -> pd.DataFrame:
@@ -101,12 +109,54 @@ def load_result(directory: str | os.PathLike[str], role: str) -> Result:
                                 f"{' '.join(str(err).split())}") from None
 
 
-def run_labels(frame: pd.DataFrame) -> pd.Series:
-    """The key matching runs across results: ``run_id``, plus `` vm`` in a fleet."""
+def run_labels(frame: pd.DataFrame, names: dict[Any, str] | None = None) -> pd.Series:
+    """The key matching runs across results: ``run_id`` (or its name in ``names``), plus
+    `` vm`` in a fleet."""
     labels = frame["run_id"].astype(str)
+    if names:
+        labels = frame["run_id"].map(lambda rid: names.get(rid, str(rid))).astype(str)
     if "vm" in frame.columns:
         labels = labels + " " + frame["vm"].astype(str)
     return labels
+
+
+def _run_ids(runs: pd.DataFrame) -> list[Any]:
+    return list(dict.fromkeys(runs["run_id"])) if "run_id" in runs.columns else []
+
+
+def _params_key(result: Result, run_id: Any) -> str:
+    """A run's swept values as ``key=value ...`` (``no swept keys`` for a single run)."""
+    from sim.labels import format_param
+
+    params = [p for p in result.params if p not in NOT_MATCHED]
+    row = result.runs[result.runs["run_id"] == run_id].iloc[0]
+    return " ".join(f"{p.rsplit('.', 1)[-1]}={format_param(p, row[p])}" for p in params) or (
+        "no swept keys")
+
+
+def match_names(baseline: Result, current: Result,
+                match: str) -> tuple[dict[Any, str], dict[Any, str]]:
+    """Per side, run_id -> the common label that pairs it with a run of the other side."""
+    if match not in MATCH_MODES:
+        raise CompareInputError(f"--match {match}: expected one of {', '.join(MATCH_MODES)}")
+    base_ids, cur_ids = _run_ids(baseline.runs), _run_ids(current.runs)
+    if match == "run_id":
+        return {}, {}
+    if match == "position":
+        pairs = [f"{b}" if str(b) == str(c) else f"{b} vs {c}"
+                 for b, c in zip(base_ids, cur_ids, strict=False)]
+        extra_base = [str(b) for b in base_ids[len(pairs):]]
+        extra_cur = [str(c) for c in cur_ids[len(pairs):]]
+        return (dict(zip(base_ids, pairs + extra_base, strict=True)),
+                dict(zip(cur_ids, pairs + extra_cur, strict=True)))
+    names = []
+    for result, ids, role in ((baseline, base_ids, "baseline"), (current, cur_ids, "current")):
+        keys = {rid: _params_key(result, rid) for rid in ids}
+        if len(set(keys.values())) < len(keys):
+            raise CompareInputError(f"{role}: several runs have the same swept values; "
+                                    "use --match position")
+        names.append(keys)
+    return names[0], names[1]
 
 
 def compare_values(baseline: Any, current: Any, rtol: float) -> tuple[float, bool]:
@@ -128,10 +178,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def compare_runs(baseline: pd.DataFrame, current: pd.DataFrame, rtol: float) -> pd.DataFrame:
-    """The drift table of two runs tables (DRIFT_COLUMNS)."""
-    base = baseline.set_axis(run_labels(baseline), axis=0)
-    cur = current.set_axis(run_labels(current), axis=0)
+def compare_runs(baseline: pd.DataFrame, current: pd.DataFrame, rtol: float,
+                 names: tuple[dict[Any, str], dict[Any, str]] = ({}, {})) -> pd.DataFrame:
+    """The drift table of two runs tables (DRIFT_COLUMNS); runs are paired by their labels
+    (``names``: see :func:`match_names`)."""
+    base = baseline.set_axis(run_labels(baseline, names[0]), axis=0)
+    cur = current.set_axis(run_labels(current, names[1]), axis=0)
     rows: list[tuple[Any, ...]] = []
     for run in dict.fromkeys([*base.index, *cur.index]):
         if run not in cur.index or run not in base.index:
@@ -155,13 +207,17 @@ def compare_runs(baseline: pd.DataFrame, current: pd.DataFrame, rtol: float) -> 
 
 
 def compare(baseline_dir: str | os.PathLike[str], current_dir: str | os.PathLike[str],
-            rtol: float = DEFAULT_RTOL) -> Comparison:
-    """Load both results and compare their runs."""
+            rtol: float = DEFAULT_RTOL, match: str = "run_id") -> Comparison:
+    """Load both results and compare their runs, paired by ``match`` (MATCH_MODES)."""
     if not (rtol >= 0 and math.isfinite(rtol)):
         raise CompareInputError(f"--rtol {rtol}: expected a number >= 0")
+    if match not in MATCH_MODES:
+        raise CompareInputError(f"--match {match}: expected one of {', '.join(MATCH_MODES)}")
     baseline = load_result(baseline_dir, "baseline")
     current = load_result(current_dir, "current")
-    return Comparison(baseline, current, compare_runs(baseline.runs, current.runs, rtol), rtol)
+    names = match_names(baseline, current, match)
+    drift = compare_runs(baseline.runs, current.runs, rtol, names)
+    return Comparison(baseline, current, drift, rtol, names)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -193,12 +249,14 @@ def figure_metrics(comparison: Comparison) -> list[str]:
 
 def _metric_figure(comparison: Comparison, metric: str) -> Figure:
     base, cur = comparison.baseline.runs, comparison.current.runs
-    n = len(set(run_labels(base)) | set(run_labels(cur)))
+    base_names, cur_names = comparison.names
+    n = len(set(run_labels(base, base_names)) | set(run_labels(cur, cur_names)))
     fig = Figure(figsize=(max(5.0, 1.0 + 0.9 * n), 4), layout="constrained")
     drifted = comparison.drifted
     drifting = list(drifted.loc[drifted["metric"].isin([metric, "run"]), "run"])
-    plots.plot_metric_comparison(base[metric].set_axis(run_labels(base)),
-                                 cur[metric].set_axis(run_labels(cur)), metric, fig.add_subplot(),
+    plots.plot_metric_comparison(base[metric].set_axis(run_labels(base, base_names)),
+                                 cur[metric].set_axis(run_labels(cur, cur_names)), metric,
+                                 fig.add_subplot(),
                                  drifting=drifting)
     return fig
 
@@ -207,7 +265,8 @@ def _timeline_figure(comparison: Comparison) -> Figure | None:
     base, cur = comparison.baseline.samples, comparison.current.samples
     if not len(base) and not len(cur):
         return None
-    base_labels, cur_labels = run_labels(base), run_labels(cur)
+    base_labels = run_labels(base, comparison.names[0])
+    cur_labels = run_labels(cur, comparison.names[1])
     runs = list(dict.fromkeys([*base_labels, *cur_labels]))
     shown = runs[:MAX_TIMELINE_PANELS]
     ncols = min(3, len(shown))

@@ -38,7 +38,8 @@ SWEEP_METRICS = ("total_time_s", "downtime_s")
 # Parameter columns that are not swept scenario keys.
 NOT_SWEPT = ("vm", "repeat")
 # The columns the XBZRLE cache curve reads, besides the swept cache size.
-CACHE_METRICS = ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate")
+CACHE_METRICS = ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate",
+                 "transferred_bytes")
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,14 @@ def _has_few_passes_timelines(result: Result) -> bool:
 
 def _passes_figure(result: Result) -> Figure:
     passes = _per_guest(result.passes)
+    events = _per_guest(result.events) if len(result.events) else None
     run_ids = plots.run_ids_of(passes)
     ncols = min(2, len(run_ids))
     nrows = -(-len(run_ids) // ncols)
     fig = Figure(figsize=(7 * ncols, 3.6 * nrows), layout="constrained")
     for i, rid in enumerate(run_ids):
         plots.plot_passes(passes, fig.add_subplot(nrows, ncols, i + 1), run_id=rid,
-                          title=f"passes of {rid}", legend=(i == 0))
+                          title=f"passes of {rid}", legend=(i == 0), events=events)
     return fig
 
 
@@ -232,7 +234,8 @@ FIGURES: tuple[StandardFigure, ...] = (
         _sweep_figure, _is_sweep),
     StandardFigure(
         "xbzrle-cache.png",
-        "XBZRLE cache miss rate and bytes saved against the cache size.",
+        "XBZRLE cache miss rate (% of pages sent) and share of wire bytes saved against the "
+        "cache size; hollow markers: a run of that size did not complete.",
         _cache_figure, _sweeps_the_cache_size),
     StandardFigure(
         "downtime-cdf.png",
@@ -256,7 +259,8 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
     - ``passes.png``: per-pass bars, for up to MAX_PASS_PANELS (run, guest) timelines.
     - ``sweep.png``: total time and downtime against the first swept key (hue: the second swept
       key, or the guest in a fleet), when the scenario sweeps something.
-    - ``xbzrle-cache.png``: miss rate and bytes saved against the cache size, when it is swept.
+    - ``xbzrle-cache.png``: miss rate and share of bytes saved against the cache size, when it
+      is swept (hollow markers where a run did not complete).
     - ``downtime-cdf.png``: when at least MIN_CDF_RUNS runs completed.
     - ``fleet.png``: per-run fleet panels, when the result holds several guests.
 

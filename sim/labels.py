@@ -62,14 +62,21 @@ def param_axis(key: str) -> tuple[str, float]:
 
 
 def format_param(key: str, value: Any) -> str:
-    """A swept value for people: ``64 MiB``, ``1 Gbit/s``, ``300 ms``; others as given."""
+    """A swept value for people: ``64 MiB``, ``1 Gbit/s``, ``300 ms``, a list as
+    ``xbzrle,multifd`` (``none`` when empty); others as given."""
+    ndim = getattr(value, "ndim", None)  # a numpy array (lists read back from Parquet)
+    if isinstance(value, list | tuple) or (isinstance(ndim, int) and ndim > 0):
+        items = [str(v) for v in (value if isinstance(value, list | tuple) else value.tolist())]
+        return ",".join(items) if items else "none"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
     unit = param_unit(key)
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         return str(value)
     if unit == "size":
         return units.format_size(int(value))
-    if unit == "rate":
-        return units.format_rate(float(value))
+    if unit == "rate":  # a link is sold in bits, QEMU's rate limits are in bytes
+        return units.format_rate(float(value), bits=key.startswith("link."))
     if unit == "time":
         return units.format_time(float(value))
     return f"{value:g}" if isinstance(value, float | np.floating) else str(value)

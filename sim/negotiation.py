@@ -32,7 +32,6 @@ and its operator, which issues the mode's commands and says how the source start
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -110,8 +109,7 @@ def _inband_mode(pair: Pair, wishes: list[str]) -> Start:
 
 
 def _event(pair: Pair, endpoint: str, command: str, detail: Any) -> None:
-    text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
-    pair.recorder.event(pair.env.now, endpoint, command, text)
+    pair.recorder.event(pair.env.now, endpoint, command, detail)
 
 
 def _set(pair: Pair, ep: Endpoint, names: Iterable[str], who: str,
@@ -165,10 +163,10 @@ def _inband(pair: Pair, wishes: list[str]):
             yield mig.env.timeout(0)
             agreed_both: list[str] = []
         else:
-            mig.rec.event(mig.env.now, "source", "inband-offer", ",".join(offer))
+            mig.rec.event(mig.env.now, "source", "inband-offer", {"capabilities": offer})
             accepted = [c for c in offer if c in dst.supports]
             mig.rec.event(mig.env.now + latency, "destination", "inband-accept",
-                          ",".join(accepted))
+                          {"capabilities": accepted})
             yield mig.env.timeout(2 * latency)
             dropped = set(offer) - set(accepted)
             agreed_both = [*accepted, "return-path"]

@@ -5,12 +5,13 @@ over repeats, and XBZRLE's bytes saved from its pages and encoding rate).
 Without an ``ax`` a ``plot_*`` draws on a new pyplot Axes; :mod:`sim.figures` puts them together
 into the standard figures ``migsim run`` and ``migsim plot`` leave next to the tables, on bare
 ``Figure`` objects. A few helpers read the tables as the plots do (``sync_times``,
-``switchover_time``, ``completed_downtimes``, ``xbzrle_bytes_saved``, ``run_ids_of``).
+``switchover_time``, ``completed_downtimes``, ``xbzrle_bytes_saved``, ``xbzrle_saved_share``,
+``run_ids_of``).
 
 The primitives: ``plot_timeline`` (pending bytes, threshold, bandwidth and throttle over time),
 ``plot_passes`` (pages per pass by encoding, bytes per pass), ``plot_sweep`` (a runs metric against
-a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and bytes saved
-against the cache size), ``plot_downtime_cdf``, ``plot_fleet``, and for ``migsim compare``
+a swept parameter, mean and min-max over repeats), ``plot_xbzrle_cache`` (miss rate and share of bytes
+saved against the cache size, hollow where runs did not complete), ``plot_downtime_cdf``, ``plot_fleet``, and for ``migsim compare``
 ``plot_metric_comparison`` and ``plot_pending_comparison``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from sim.labels import format_param, metric_axis, param_axis, param_unit
+from sim.recorder import event_field
 from sim.units import GiB, MiB
 
 # Statuses that mean the guest is stopped for the switchover (REF §7.5).
@@ -37,6 +40,8 @@ SWITCHOVER_STATUSES = ("pre-switchover", "device")
 MAX_PASS_BARS = 40
 # The swept key that the XBZRLE cache curve is drawn against.
 CACHE_SIZE_KEY = "migration.xbzrle_cache_size"
+# Beyond this many syncs the timeline marks them as ticks along its x axis, not as lines.
+MAX_SYNC_LINES = 200
 
 def _new_axes() -> Axes:
     """An Axes from pyplot, falling back to the Agg backend when none has been chosen."""
@@ -81,7 +86,8 @@ def switchover_time(events: pd.DataFrame | None = None, samples: pd.DataFrame | 
         hit = events[events["event"] == "switchover"]
         if len(hit):
             return float(hit["t_s"].iloc[0])
-        hit = events[(events["event"] == "MIGRATION") & events["detail"].isin(SWITCHOVER_STATUSES)]
+        status = event_field(events, "status")
+        hit = events[(events["event"] == "MIGRATION") & status.isin(SWITCHOVER_STATUSES)]
         if len(hit):
             return float(hit["t_s"].iloc[0])
     if samples is not None and len(samples) and "status" in samples.columns:
@@ -102,7 +108,8 @@ def plot_timeline(
     legend: bool = True,
 ) -> Axes:
     """Pending bytes (MiB) and bandwidth (MiB/s, right axis) over sim time, with the threshold,
-    a dotted line at each sync and a solid one at the switchover. When auto-converge throttled the
+    a dotted line at each sync (beyond ``MAX_SYNC_LINES`` syncs, a tick each along the x axis,
+    as the legend says) and a solid one at the switchover. When auto-converge throttled the
     guest (``throttle_pct`` non-zero), the throttle (%) is a third line on an outer right axis.
 
     ``run_id`` picks one run out of multi-run tables; without it every run is drawn (markers only
@@ -132,8 +139,14 @@ def plot_timeline(
         bw_ax.plot(s["t_s"], s["bandwidth_bytes_per_s"] / MiB, color=colors[2], lw=1, alpha=0.6,
                    ls="-.", label=f"bandwidth{tag}")
     if len(runs) == 1:
-        for k, t in enumerate(sync_times(events, passes)):
-            ax.axvline(t, color="0.55", lw=0.7, ls=":", label="sync" if k == 0 else None)
+        syncs = sync_times(events, passes)
+        if len(syncs) <= MAX_SYNC_LINES:
+            for k, t in enumerate(syncs):
+                ax.axvline(t, color="0.55", lw=0.7, ls=":", label="sync" if k == 0 else None)
+        else:  # thousands of lines would hide the curves: a rug of ticks along the bottom
+            ax.plot(syncs, np.zeros(len(syncs)), ls="", marker="|", ms=7, mew=0.5,
+                    color="0.4", transform=ax.get_xaxis_transform(), clip_on=False,
+                    label=f"sync ({len(syncs)}, as ticks on the axis)")
         t_switch = switchover_time(events, samples)
         if t_switch is not None:
             ax.axvline(t_switch, color="C3", lw=1.2, label="switchover")
@@ -211,17 +224,57 @@ PASS_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def pass_labels(passes: pd.DataFrame, events: pd.DataFrame | None = None) -> list[str]:
+    """A name per pass of one run: its number, except the pass the guest stopped in
+    (``stop-and-copy``, or ``post-copy`` for a post-copy switch: it starts at the ``switchover``
+    event) and, before it, a pass that sent nothing because the switchover test passed at once
+    after its sync (``final sync``). Without events, numbers only."""
+    labels = [str(int(n)) for n in passes["pass"]]
+    switch = events[events["event"] == "switchover"] if events is not None and len(events) else None
+    if switch is None or not len(switch):
+        return labels
+    t_switch = float(switch["t_s"].iloc[0])
+    postcopy = "postcopy" in str(event_field(switch, "message").iloc[0])
+    starts = passes["t_start_s"].to_numpy(dtype=float)
+    after = np.flatnonzero(starts >= t_switch)
+    if not len(after):
+        return labels
+    stop = int(after[0])
+    labels[stop] = "post-copy" if postcopy else "stop-and-copy"
+    if stop > 0 and int(passes["pages_sent"].iloc[stop - 1]) == 0:
+        labels[stop - 1] = "final sync"
+    return labels
+
+
+def _pass_ticks(ax: Axes, x: np.ndarray, labels: list[str]) -> None:
+    """Every pass's name up to 12 passes; beyond, about ten numbers plus the named passes."""
+    named = [i for i, label in enumerate(labels) if not label.isdigit()]
+    if len(x) <= 12:
+        keep = list(range(len(x)))
+    else:
+        step = -(-len(x) // 10)
+        keep = [i for i in range(0, len(x), step)
+                if all(abs(i - j) >= max(2, step // 2) for j in named)] + named
+    keep = sorted(set(keep))
+    ax.set_xticks(x[keep], [labels[i] for i in keep],
+                  rotation=30 if any(labels[i] in ("final sync",) for i in keep) else 0)
+
+
 def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None, *,
-                title: str | None = None, legend: bool = True) -> Axes:
+                title: str | None = None, legend: bool = True,
+                events: pd.DataFrame | None = None) -> Axes:
     """Pages sent in each pass (sync interval), stacked by how they went on the wire (raw, zero,
     XBZRLE; pages of plug-in encoders as "other"), and the pass's wire bytes (MiB) as a line on a
-    right-hand axis. One run: pick it with ``run_id`` when the table holds several.
+    right-hand axis. One run: pick it with ``run_id`` when the table holds several. With the
+    run's ``events`` the stop-and-copy (or post-copy) pass and an empty final-sync pass before it
+    are named on the x axis (:func:`pass_labels`); every pass keeps its bar.
     Returns the pages Axes; the bytes axis is its twin.
     """
     if ax is None:
         ax = _new_axes()
     if run_id is not None:
         passes = passes[passes["run_id"] == run_id]
+    events = _only(events, run_id)
     runs = run_ids_of(passes) if len(passes) else [None]
     if len(runs) > 1:
         raise ValueError(f"passes holds {len(runs)} runs; pick one with run_id=")
@@ -248,8 +301,7 @@ def plot_passes(passes: pd.DataFrame, ax: Axes | None = None, run_id: Any = None
     ax.set_xlabel("pass (sync interval)")
     ax.set_ylabel("pages sent (pages)")
     bytes_ax.set_ylabel("bytes sent (MiB)")
-    if len(x) <= 12:
-        ax.set_xticks(x)
+    _pass_ticks(ax, x, pass_labels(passes, events))
     if title is None:
         title = f"passes of run {runs[0]}" if runs[0] is not None else "passes"
     ax.set_title(title)
@@ -273,9 +325,10 @@ def _positions(runs: pd.DataFrame, key: str) -> tuple[pd.Series, list[str] | Non
     values = runs[key]
     if is_numeric(values):
         return values.astype(float) * param_axis(key)[1], None
-    labels = list(dict.fromkeys(values.astype(str)))
+    text = values.map(lambda v: format_param(key, v))  # lists as xbzrle,multifd
+    labels = list(dict.fromkeys(text))
     index = {label: i for i, label in enumerate(labels)}
-    return values.astype(str).map(index).astype(float), labels
+    return text.map(index).astype(float), labels
 
 
 def _set_param_ticks(ax: Axes, key: str, positions: pd.Series, labels: list[str] | None) -> None:
@@ -287,10 +340,12 @@ def _set_param_ticks(ax: Axes, key: str, positions: pd.Series, labels: list[str]
         return
     if param_unit(key) == "size" and ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 8:
         ax.set_xscale("log", base=2)
+    label, factor = param_axis(key)
     if len(ticks) <= 12:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks(ticks, _format_ticks(key, ticks, factor))
         ax.minorticks_off()
-    ax.set_xlabel(param_axis(key)[0])
+        label = key  # the ticks carry the unit
+    ax.set_xlabel(label)
 
 
 def plot_sweep(runs: pd.DataFrame, metric: str, x: str, hue: str | None = None,
@@ -343,36 +398,65 @@ def xbzrle_bytes_saved(runs: pd.DataFrame) -> pd.Series:
     return (encoded * (runs["xbzrle_encoding_rate"].astype(float) - 1)).where(encoded > 0, 0.0)
 
 
+def xbzrle_saved_share(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the share of the wire bytes XBZRLE saved: bytes saved over what the migration
+    would have sent without them (transferred + saved). A ratio, so a run that went on longer
+    (and sent more) does not look better for it."""
+    saved = xbzrle_bytes_saved(runs)
+    total = runs["transferred_bytes"].astype(float) + saved
+    return (saved / total).where(total > 0, 0.0)
+
+
+def _format_ticks(key: str, ticks: Sequence[float], factor: float) -> list[str]:
+    """Tick labels for a swept key's values on an axis scaled by ``factor``: with their units
+    (``8 MiB``, ``1 Gbit/s``, ``300 ms``), as ``format_param`` writes them."""
+    if param_unit(key) == "size":
+        return [format_param(key, int(round(t / factor))) for t in ticks]
+    return [format_param(key, t / factor) for t in ticks]
+
+
 def plot_xbzrle_cache(runs: pd.DataFrame, ax: Axes | None = None, *,
                       key: str = CACHE_SIZE_KEY) -> Axes:
-    """XBZRLE cache miss rate (%) and bytes saved (MiB, right axis) against the swept cache size,
-    the mean over the runs of each size. Returns the miss-rate Axes; the bytes axis is its twin."""
+    """XBZRLE cache miss rate (% of pages sent) and the share of wire bytes XBZRLE saved (%)
+    against the swept cache size, the mean over the runs of each size. Both are ratios: absolute
+    bytes saved grow with a run's length and peak at sizes whose runs never converged. A size
+    where some run did not complete is drawn with hollow markers."""
     if ax is None:
         ax = _new_axes()
-    sizes = runs[key].astype(float) / MiB
+    done = (runs["status"] == "completed") if "status" in runs.columns else pd.Series(
+        True, index=runs.index)
     table = pd.DataFrame({
-        "size": sizes,
+        "size": runs[key].astype(float) / MiB,
         "miss": runs["xbzrle_cache_miss_rate"].astype(float) * 100,
-        "saved": xbzrle_bytes_saved(runs) / MiB,
-    }).groupby("size").mean().sort_index()
-    ax.plot(table.index, table["miss"], marker="o", color="C0", label="cache miss rate")
-    saved_ax = ax.twinx()
-    saved_ax.plot(table.index, table["saved"], marker="s", color="C2", label="bytes saved")
-    ax.set_ylim(0, max(100.0, float(table["miss"].max()) if len(table) else 0.0) * 1.05)
-    saved_ax.set_ylim(bottom=0)
+        "saved": xbzrle_saved_share(runs) * 100,
+        "done": done.astype(bool),
+    }).groupby("size").agg(miss=("miss", "mean"), saved=("saved", "mean"), done=("done", "all"))
+    table = table.sort_index()
+    curves = (("miss", "cache miss rate (% of pages sent)", "C0", "o"),
+              ("saved", "bytes saved by XBZRLE (% of wire bytes without it)", "C2", "s"))
+    for column, label, color, marker in curves:
+        ax.plot(table.index, table[column], color=color, label=label)
+        full, hollow = table[table["done"]], table[~table["done"]]
+        ax.plot(full.index, full[column], ls="", marker=marker, color=color)
+        ax.plot(hollow.index, hollow[column], ls="", marker=marker, color=color,
+                markerfacecolor="none")
+    if not table["done"].all():
+        ax.plot([], [], ls="", marker="o", color="0.3", markerfacecolor="none",
+                label="hollow: a run of this size did not complete")
+    top = float(table[["miss", "saved"]].max().max()) if len(table) else 0.0
+    ax.set_ylim(0, max(100.0, top) * 1.05)
     ticks = list(table.index)
     if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] >= 4:
         ax.set_xscale("log", base=2)
     if len(ticks) <= 12:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks(ticks, _format_ticks(key, ticks, 1.0 / MiB))
         ax.minorticks_off()
-    ax.set_xlabel("XBZRLE cache size (MiB)")
-    ax.set_ylabel("cache miss rate (% of pages)")
-    saved_ax.set_ylabel("bytes saved by XBZRLE (MiB)")
+        ax.set_xlabel("XBZRLE cache size")
+    else:
+        ax.set_xlabel("XBZRLE cache size (MiB)")
+    ax.set_ylabel("% (of pages, of bytes)")
     ax.set_title("XBZRLE cache size", fontsize="medium")
-    handles, labels = ax.get_legend_handles_labels()
-    h2, l2 = saved_ax.get_legend_handles_labels()
-    ax.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return ax
 
 
@@ -453,8 +537,9 @@ def plot_metric_comparison(baseline: pd.Series, current: pd.Series, metric: str,
     ax.bar(x - 0.2, base, 0.4, color="0.7", edgecolor="0.3", hatch="//", label="baseline")
     colors = ["C3" if r in set(drifting) else "C0" for r in runs]
     ax.bar(x + 0.2, cur, 0.4, color=colors, label="current")
-    ax.set_xticks(x, [str(r) for r in runs], rotation=20 if len(runs) > 1 else 0, ha="right",
-                  fontsize="small")
+    # Long labels (two run_ids paired by position) wrap instead of squeezing the bars away.
+    ax.set_xticks(x, ["\n".join(textwrap.wrap(str(r), 32)) for r in runs],
+                  rotation=20 if len(runs) > 1 else 0, ha="right", fontsize="small")
     ax.set_ylabel(label)
     ax.set_title(f"{label.split(' (')[0]}: baseline vs current", fontsize="medium")
     handles = [Patch(facecolor="0.7", edgecolor="0.3", hatch="//", label="baseline"),

@@ -7,7 +7,9 @@ the engine cannot silently leave a column out.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -48,7 +50,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "max_throttle_pct",
     "guest_cpu_lost_s",  # vCPU-seconds auto-converge took from the guest
     "postcopy_faults",  # remote page faults after the switch to post-copy
-    "postcopy_stall_s",  # the guest's time stalled on them
+    "postcopy_stall_s",  # vCPU-seconds stalled on them (per vCPU, overlapping stalls count once); at most vm.vcpus x the post-copy phase (postcopy-active to the end)
     "pages_lost",
 )
 # Only in exact content mode; appended after RUNS_COLUMNS when present.
@@ -82,7 +84,13 @@ SAMPLES_COLUMNS: tuple[str, ...] = (
     "status",
 )
 
-EVENTS_COLUMNS: tuple[str, ...] = ("run_id", "t_s", "endpoint", "event", "detail")
+EVENTS_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "t_s",
+    "endpoint",  # source | destination | link | management | harness
+    "event",
+    "detail",  # one JSON object: MIGRATION {status}, MIGRATION_PASS {pass}, dirty-sync {reason, pending_before_bytes, pending_after_bytes, threshold_bytes, transferred_bytes}, throttle {kind, pct}, bytes-wasted {bytes}, fault {kind, duration_s, bandwidth_bytes_per_s}, encoder-stats {encoder, pages, bytes}, QMP commands their arguments or reply; free text (errors, switchover) as {message}
+)
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": RUNS_COLUMNS,
@@ -245,6 +253,83 @@ def runs_column_order(columns: Iterable[str]) -> list[str]:
     return head + params + tail
 
 
+# -- events.detail: one JSON object --------------------------------------------------------------
+
+# A plain-text detail of these events is one value, under this key.
+DETAIL_VALUE_KEYS: dict[str, str] = {"MIGRATION": "status", "MIGRATION_PASS": "pass",
+                                     "bytes-wasted": "bytes"}
+# A plain-text detail of these events starts with a word (then key=value pairs), under this key.
+DETAIL_LEAD_KEYS: dict[str, str] = {"fault": "kind", "encoder-stats": "encoder",
+                                    "throttle": "kind"}
+# A plain-text detail of these events is a comma-joined list, under this key.
+DETAIL_LIST_KEYS: dict[str, str] = {"inband-offer": "capabilities",
+                                    "inband-accept": "capabilities"}
+_PAIR = re.compile(r"^([A-Za-z_][\w.-]*)=(\S*)$")
+
+
+def _value(text: str) -> Any:
+    """``12`` -> 12, ``0.5`` -> 0.5, ``20%`` -> 20.0; anything else stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.endswith("%"):
+        try:
+            return float(text[:-1])
+        except ValueError:
+            pass
+    return text
+
+
+def detail_fields(event: str, detail: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one event's detail. A mapping is taken as it is and a JSON object read; a
+    plain text (migsim 0.3's details, which mixed bare values, ``key=value`` pairs and prose)
+    is read by the event's rule, and prose becomes ``{"message": text}``."""
+    if isinstance(detail, Mapping):
+        return dict(detail)
+    text = str(detail)
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    if event in DETAIL_LIST_KEYS:
+        return {DETAIL_LIST_KEYS[event]: [c for c in text.split(",") if c]}
+    if not text:
+        return {}
+    if event in DETAIL_VALUE_KEYS:
+        return {DETAIL_VALUE_KEYS[event]: _value(text)}
+    words = text.split()
+    lead: dict[str, Any] = {}
+    if event in DETAIL_LEAD_KEYS and words and "=" not in words[0]:
+        lead = {DETAIL_LEAD_KEYS[event]: words[0]}
+        words = words[1:]
+        if event == "throttle" and len(words) == 1 and words[0].endswith("%"):
+            return {**lead, "pct": _value(words[0])}
+    pairs = [_PAIR.match(w) for w in words]
+    if all(pairs) and (pairs or lead):
+        return {**lead, **{m.group(1): _value(m.group(2)) for m in pairs if m}}
+    return {"message": text}
+
+
+def event_detail(event: str, detail: str | Mapping[str, Any]) -> str:
+    """``events.detail``: the detail's fields (:func:`detail_fields`) as compact JSON."""
+    return json.dumps(detail_fields(event, detail), separators=(",", ":"), ensure_ascii=False)
+
+
+def event_field(events: pd.DataFrame, key: str) -> pd.Series:
+    """One field of every event's detail (None where it has none), from this version's JSON
+    details or an older result's plain text alike."""
+    if not len(events):
+        return pd.Series([], dtype=object, index=events.index)
+    return pd.Series([detail_fields(e, d).get(key) for e, d in
+                      zip(events["event"], events["detail"], strict=True)],
+                     index=events.index, dtype=object)
+
+
 class Recorder:
     """Collects one run's rows as plain tuples and builds the DESIGN §6 tables once, at the end.
 
@@ -262,9 +347,11 @@ class Recorder:
         self._run: dict[str, Any] | None = None
         self._params: dict[str, Any] = {}
 
-    def event(self, t_s: float, endpoint: str, event: str, detail: str = "") -> None:
-        """One event: a MIGRATION status change, a MIGRATION_PASS, a negotiation message, an error."""
-        self._events.append((self.run_id, t_s, endpoint, event, detail))
+    def event(self, t_s: float, endpoint: str, event: str,
+              detail: str | Mapping[str, Any] = "") -> None:
+        """One event: a MIGRATION status change, a MIGRATION_PASS, a negotiation message, an
+        error. ``detail`` is stored as one JSON object (:func:`event_detail`)."""
+        self._events.append((self.run_id, t_s, endpoint, event, event_detail(event, detail)))
 
     def sample(self, **columns: Any) -> None:
         """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``."""

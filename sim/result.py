@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sim.errors import ResultsError
+from sim.labels import format_param
 from sim.recorder import (
     COLUMNS,
     RUNS_COLUMNS,
@@ -51,6 +52,22 @@ REPORT_FILE = "report.html"
 RESULT_FILES = frozenset({"runs.parquet", "passes.parquet", "samples.parquet", "events.parquet",
                           RUNS_CSV, SCENARIO_FILE, PROVENANCE_FILE, REPORT_FILE})
 FILE_MODE = 0o644
+
+
+def _csv_cell(value: Any) -> Any:
+    """A list value (a swept ``migration.capabilities``) as ``xbzrle,multifd``, as the
+    ``capabilities`` column writes it; anything else as it is."""
+    ndim = getattr(value, "ndim", None)  # lists come back from Parquet as numpy arrays
+    if isinstance(value, list | tuple) or (isinstance(ndim, int) and ndim > 0):
+        return ",".join(str(v) for v in (value if isinstance(value, list | tuple)
+                                         else value.tolist()))
+    return value
+
+
+def runs_csv(runs: pd.DataFrame) -> str:
+    """``runs.csv``: the runs table as text, list values comma-joined (not Python tuples)."""
+    objects = [c for c in runs.columns if runs[c].dtype == object]
+    return runs.assign(**{c: runs[c].map(_csv_cell) for c in objects}).to_csv(index=False)
 
 
 class Result:
@@ -137,7 +154,7 @@ class Result:
             meta = parquet_metadata(prov)
             for name, frame in self.tables().items():
                 write_file(tmp / f"{name}.parquet", _parquet_bytes(frame, meta))
-            write_file(tmp / RUNS_CSV, self.runs.to_csv(index=False).encode())
+            write_file(tmp / RUNS_CSV, runs_csv(self.runs).encode())
             if self.scenario is not None:
                 write_file(tmp / SCENARIO_FILE, scenario_yaml(self.scenario).encode())
             write_file(tmp / PROVENANCE_FILE,
@@ -190,8 +207,8 @@ class Result:
 
         take("run_id", "run_id")
         take("scenario", "scenario")
-        for p in self.params:
-            out[p] = runs[p]
+        for p in self.params:  # swept values as people write them: 8 MiB, xbzrle,multifd
+            out[p] = [format_param(p, v) for v in runs[p]]
         take("status", "status")
         take("total_time_s", "total_s")
         take("downtime_s", "downtime_ms", 1e3)

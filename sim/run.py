@@ -94,11 +94,11 @@ class Testbed:
         yield self.env.timeout(fault.at)
         where = {"link_down": "link", "bandwidth_drop": "link",
                  "destination_crash": "destination", "cancel": "management"}[fault.kind]
-        detail = fault.kind
+        detail: dict[str, Any] = {"kind": fault.kind}
         if fault.kind in ("link_down", "bandwidth_drop"):
-            detail += f" duration_s={fault.duration:g}" if fault.duration > 0 else " for good"
+            detail["duration_s"] = fault.duration if fault.duration > 0 else None  # None: for good
         if fault.kind == "bandwidth_drop":
-            detail += f" bandwidth_bytes_per_s={fault.bandwidth:g}"
+            detail["bandwidth_bytes_per_s"] = fault.bandwidth
         for pair in self.pairs:
             if fault.vm in (None, pair.name):
                 pair.recorder.event(self.env.now, where, "fault", detail)

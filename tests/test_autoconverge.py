@@ -5,11 +5,12 @@ so far), not against the engine's own bookkeeping."""
 from __future__ import annotations
 
 import dataclasses
-import re
+import json
 
 import pytest
 
 from sim.capabilities import check_set
+from sim.recorder import event_field
 from sim.run import run_one
 from sim.spec import LinkSpec, MigrationSpec, RegionSpec, Scenario, VmSpec, WorkloadSpec
 from sim.units import MiB
@@ -31,11 +32,12 @@ def run(caps=("auto-converge",), **migration):
 def syncs(res):
     """(t, newly dirty bytes, transferred bytes) per sync, from the events table."""
     out = []
-    for t, detail in zip(res.events.t_s, res.events.detail, strict=True):
-        m = re.search(r"pending_before_bytes=(\d+) pending_after_bytes=(\d+) .*"
-                      r"transferred_bytes=(\d+)", detail)
-        if m and "reason=completion" not in detail:
-            before, after, sent = map(int, m.groups())
+    for t, event, detail in zip(res.events.t_s, res.events.event, res.events.detail,
+                                strict=True):
+        d = json.loads(detail)  # events.detail is one JSON object
+        if event == "dirty-sync" and d["reason"] != "completion":
+            before, after, sent = (d["pending_before_bytes"], d["pending_after_bytes"],
+                                   d["transferred_bytes"])
             out.append((t, after - before, sent))
     return out
 
@@ -68,7 +70,7 @@ def oracle(res, spec: MigrationSpec) -> list[tuple[float, float]]:
 
 def throttle_events(res) -> list[tuple[float, float]]:
     e = res.events[res.events.event == "throttle"]
-    return [(t, float(d.split()[1].rstrip("%"))) for t, d in zip(e.t_s, e.detail, strict=True)]
+    return [(t, float(json.loads(d)["pct"])) for t, d in zip(e.t_s, e.detail, strict=True)]
 
 
 def test_raw_does_not_converge_auto_converge_does():
@@ -104,7 +106,7 @@ def test_throttle_in_every_table_and_the_cpu_it_cost():
     steps = throttle_events(res)
     ac = res.runs.iloc[0]
     t_stop = res.events[(res.events.event == "MIGRATION")
-                        & (res.events.detail == "device")].t_s.iloc[0]
+                        & (event_field(res.events, "status") == "device")].t_s.iloc[0]
     # vCPU-seconds lost: each step's share of CPU, from its time to the next step or the stop.
     bounds = [t for t, _ in steps[1:]] + [t_stop]
     lost = sum((b - t) * p / 100 for (t, p), b in zip(steps, bounds, strict=True)) * 2
@@ -124,8 +126,7 @@ def test_periodic_sync_in_long_rounds_only_from_9_2():
     def periodic(version):
         sc = dataclasses.replace(big, migration=dataclasses.replace(big.migration,
                                                                      qemu_version=version))
-        details = run_one(sc).events.detail
-        return int(details.str.startswith("reason=periodic").sum())
+        return int((event_field(run_one(sc).events, "reason") == "periodic").sum())
 
     assert periodic("10.2") >= 2
     assert periodic("7.2") == 0
@@ -137,7 +138,8 @@ def test_dirty_limit_caps_the_write_rate():
     assert run_.status == "completed"
     e = res.events[res.events.event == "throttle"]
     # 2 vCPUs × 16 MiB/s = 8192 pages/s of the guest's 60000 writes/s.
-    assert list(e.detail) == [f"dirty-limit {100 * (1 - 8192 / 60000):g}%"]
+    assert [json.loads(d) for d in e.detail] == [
+        {"kind": "dirty-limit", "pct": pytest.approx(100 * (1 - 8192 / 60000), rel=1e-5)}]
     assert run_.guest_cpu_lost_s == 0.0  # only the writers are slowed, not reported as CPU
     with pytest.raises(ValueError, match="dirty-limit conflicts with auto-converge"):
         check_set(["dirty-limit", "auto-converge"])

@@ -275,6 +275,26 @@ def test_plot_redraws_from_saved_tables(fakes: Fakes, tmp_path: Path,
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_plot_accepts_the_folder_of_a_run_of_several_scenarios(
+        fakes: Fakes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`migsim run A B -o DIR` writes DIR/alpha and DIR/beta; `migsim plot DIR` redraws both."""
+    a = write_scenario(tmp_path / "a.yaml", "alpha")
+    b = write_scenario(tmp_path / "b.yaml", "beta")
+    assert cli.main(["run", str(a), str(b), "-o", str(tmp_path / "out"), "--no-plots"]) == 0
+    (tmp_path / "out" / "notes").mkdir()  # a folder without tables is left alone
+    capsys.readouterr()
+    assert cli.main(["plot", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("alpha", "beta"):
+        assert (tmp_path / "out" / name / "timeline.png").stat().st_size > 0
+        assert f"wrote {tmp_path / 'out' / name / 'timeline.png'}" in printed
+    assert not list((tmp_path / "out" / "notes").iterdir())
+    assert not (tmp_path / "out" / "timeline.png").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["plot", str(tmp_path / "empty")]) == 2  # no tables anywhere: one line
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_format_summary_is_fixed_width() -> None:
     """Every line of the summary table has its columns at the same offsets."""
     both = Result.concat([small_result(Scenario(name="a")), small_result(Scenario(name="b"))])
@@ -380,3 +400,37 @@ def test_run_outside_a_tty_logs_progress(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert lines and all(line.startswith("migsim: long: sim ") for line in lines), proc.stderr
     assert "\r" not in proc.stderr
+
+
+def test_run_with_overrides_defaults_to_its_own_folder(fakes: Fakes, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Without -o, --set/--seed never replace results/<name> of the scenario as written: they
+    go to results/<name>-<6 hex digits of the overrides>, the same for the same overrides."""
+    path = write_scenario(tmp_path / "quick.yaml", "quick")
+    assert cli.main(["run", str(path), "--no-plots"]) == 0
+    plain = tmp_path / "results" / "quick"
+    before = (plain / "runs.parquet").read_bytes()
+    sets = ["--set", "link.bandwidth=1Gbit/s", "--set", "migration.capabilities=[xbzrle]"]
+    assert cli.main(["run", str(path), *sets, "--no-plots"]) == 0
+    tag = cli.overrides_tag({"link.bandwidth": "1Gbit/s", "migration.capabilities": "[xbzrle]"})
+    assert len(tag) == 6 and int(tag, 16) >= 0
+    assert (tmp_path / "results" / f"quick-{tag}" / "runs.parquet").is_file()
+    assert f"wrote {Path('results') / f'quick-{tag}'}/" in capsys.readouterr().out
+    assert (plain / "runs.parquet").read_bytes() == before
+    reordered = ["--set", "migration.capabilities=[xbzrle]", "--set", "link.bandwidth=1Gbit/s"]
+    assert cli.main(["run", str(path), *reordered, "--no-plots"]) == 0
+    assert cli.main(["run", str(path), "--seed", "9", "--no-plots"]) == 0
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == sorted(["quick", f"quick-{tag}", f"quick-{cli.overrides_tag({'seed': 9})}"])
+
+
+def test_output_dirs_tag_only_default_folders_with_overrides() -> None:
+    """-o wins as given; without it, overrides add the tag to every scenario's folder (run and
+    sweep choose their folder the same way)."""
+    tag = cli.overrides_tag({"seed": 3})
+    assert cli._output_dirs(["a"], "out", {"seed": 3}) == [Path("out")]
+    assert cli._output_dirs(["a", "b"], "out", {"seed": 3}) == [Path("out/a"), Path("out/b")]
+    assert cli._output_dirs(["a", "a"], None, {"seed": 3}) == [
+        Path(f"results/a-{tag}"), Path(f"results/a-{tag}-2")]
+    assert cli._output_dirs(["a"], None, {}) == [Path("results/a")]
+    assert tag != cli.overrides_tag({"seed": 4})

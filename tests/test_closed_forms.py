@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from sim.recorder import event_field
 from sim.run import run_one
 from sim.spec import (
     BandwidthChange,
@@ -141,8 +142,7 @@ def test_uniform_rounds_match_published_v6():
 
 
 def _syncs(events: pd.DataFrame) -> pd.DataFrame:
-    rows = events[events.event == "dirty-sync"].detail.map(
-        lambda d: dict(kv.split("=") for kv in d.split()))
+    rows = events[events.event == "dirty-sync"].detail.map(json.loads)  # one JSON object
     return pd.DataFrame(list(rows))
 
 
@@ -196,7 +196,7 @@ def test_downtime_exceeds_limit_when_estimate_was_optimistic():
                     wire=NO_OVERHEAD, source_cpu=FREE_CPU)
     steady = run_one(base)
     t_stop = steady.events[(steady.events.event == "MIGRATION")
-                           & (steady.events.detail == "device")].t_s.iloc[0]
+                           & (event_field(steady.events, "status") == "device")].t_s.iloc[0]
     slowed = replace(base, link=LinkSpec(bandwidth=1e9 / 8, schedule=(
         BandwidthChange(at=t_stop - 0.01, bandwidth=1e9 / 8 / 4),)))
     run = run_one(slowed).runs.iloc[0]
@@ -225,7 +225,8 @@ def test_max_time_cancels_like_management():
     res = run_one(sc)
     run = res.runs.iloc[0]
     assert (run.status, run.failure_reason) == ("cancelled", "max_time")
-    statuses = list(res.events[(res.events.event == "MIGRATION") & (res.events.endpoint == "source")].detail)
+    statuses = list(event_field(res.events, "status")[(res.events.event == "MIGRATION")
+                                                       & (res.events.endpoint == "source")])
     assert statuses == ["setup", "active", "cancelling", "cancelled"]
 
 
@@ -250,4 +251,5 @@ def test_max_bandwidth_is_a_budget_per_100ms_window():
     assert np.allclose(active.iloc[1:-1], 128 * MiB, rtol=0.001)
     # threshold = 134217.7 B/ms × 300 ms (REF §1.4 worked numbers)
     assert res.samples.threshold_bytes.iloc[2] == pytest.approx(134217.728 * 300, rel=0.001)
-    assert re.fullmatch(r"\d+", res.events[res.events.event == "MIGRATION_PASS"].detail.iloc[0])
+    passes = res.events[res.events.event == "MIGRATION_PASS"]
+    assert isinstance(event_field(passes, "pass").iloc[0], int)

@@ -157,3 +157,66 @@ def test_regression_scenarios_are_not_example_scenarios() -> None:
     """tests/test_scenarios.py runs scenarios/*.yaml only, not the regression subfolder."""
     examples = {p.stem for p in (ROOT / "scenarios").glob("*.yaml")}
     assert not examples & {p.stem for p in SUITE.glob("*.yaml")}
+
+
+# -- A/B of two scenarios -----------------------------------------------------------------------
+
+
+def renamed(source: Path, out: Path, scenario: str, change: dict[str, float] | None = None) -> Path:
+    """The saved result at ``source`` as if another scenario had produced it: every table's
+    run_id renamed (``xbzrle-hot-set-...`` -> ``<scenario>-...``); ``change`` scales runs
+    columns."""
+    result = Result.load(source, with_scenario=False)
+
+    def rename(frame: pd.DataFrame) -> pd.DataFrame:
+        if "run_id" not in frame.columns:
+            return frame
+        return frame.assign(run_id=frame["run_id"].str.replace("xbzrle-hot-set", scenario))
+
+    tables = {name: rename(frame) for name, frame in result.tables().items()}
+    runs = tables["runs"].assign(scenario=scenario)
+    for column, factor in (change or {}).items():
+        runs[column] = runs[column] * factor
+    tables["runs"] = runs
+    return Result(**tables).save(out)
+
+
+def test_compare_two_scenarios_by_position_or_by_swept_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two scenarios, the same sweep: by run_id nothing pairs (every run is missing on one
+    side); by position or by swept values the runs pair up, and a 20% change is drift named by
+    the values of the run it belongs to."""
+    base = BASELINES / "xbzrle-hot-set"
+    other = renamed(base, tmp_path / "b", "hot-set-b")
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", str(base), str(other), "-o", str(out)]) == 1
+    assert set(drift_csv(out)["metric"]) == {"run"}
+    for match in ("position", "params"):
+        assert cli.main(["compare", str(base), str(other), "--match", match, "-o", str(out)]) == 0
+        assert drift_csv(out)["ok"].all() and len(drift_csv(out)) > 10
+    slower = renamed(base, tmp_path / "c", "hot-set-c", {"total_time_s": 1.2})
+    capsys.readouterr()
+    assert cli.main(["compare", str(base), str(slower), "--match", "params",
+                     "-o", str(out)]) == 1
+    bad = drift_csv(out)
+    bad = bad[~bad["ok"]]
+    assert set(bad["metric"]) == {"total_time_s"}
+    assert set(bad["run"]) == {"xbzrle_cache_size=16 MiB", "xbzrle_cache_size=64 MiB"}
+    assert bad["rel_change"].tolist() == pytest.approx([0.2, 0.2])
+    assert cli.main(["compare", str(base), str(slower), "--match", "position",
+                     "-o", str(out)]) == 1
+    assert set(drift_csv(out).loc[lambda d: ~d["ok"], "run"]) == {
+        "xbzrle-hot-set-xbzrle_cache_size=16MiB vs hot-set-c-xbzrle_cache_size=16MiB",
+        "xbzrle-hot-set-xbzrle_cache_size=64MiB vs hot-set-c-xbzrle_cache_size=64MiB"}
+    assert (out / "compare-timeline.png").stat().st_size > 0
+
+
+def test_compare_by_params_needs_runs_told_apart(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = BASELINES / "xbzrle-hot-set"
+    result = Result.load(base, with_scenario=False)
+    runs = result.runs.assign(**{"migration.xbzrle_cache_size": 16 * 2**20})
+    same = Result(**{**result.tables(), "runs": runs}).save(tmp_path / "same")
+    assert cli.main(["compare", str(base), str(same), "--match", "params"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use --match position" in err

@@ -45,3 +45,44 @@ def test_example_runs_verbatim(where: str, code: str, tmp_path: Path) -> None:
                           text=True, timeout=600, check=False,
                           env={**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"})
     assert done.returncode == 0, f"{where}:\n{done.stderr[-3000:]}"
+
+
+# -- the README's shell examples -------------------------------------------------------------------
+
+SHELL_BLOCK = re.compile(r"^```\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def readme_command(prefix: str) -> tuple[str, str]:
+    """The README line that starts with ``prefix`` in a plain code block: (command, comment)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in SHELL_BLOCK.finditer(text):
+        for line in block.group(1).splitlines():
+            if line.startswith(prefix):
+                command, _, comment = line.partition("#")
+                return command.strip(), comment.strip()
+    raise AssertionError(f"no README line starts with {prefix!r}")
+
+
+def test_readme_override_example_shows_what_it_says(tmp_path: Path) -> None:
+    """`migsim run ... --set ...` as written: it completes in the time its comment gives and
+    writes to the folder the README names (not results/<name>/)."""
+    import shlex
+
+    import pandas as pd
+
+    command, comment = readme_command("migsim run scenarios/xbzrle-raw.yaml --set")
+    (tmp_path / "scenarios").symlink_to(ROOT / "scenarios", target_is_directory=True)
+    argv = shlex.split(command)
+    done = subprocess.run([sys.executable, "-m", "sim", *argv[1:], "--no-plots"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = re.search(r"completes in ([\d.]+) s", comment)
+    assert said is not None, comment
+    folder = re.search(r"writes\s+`(results/[\w.-]+)/`", " ".join(
+        (ROOT / "README.md").read_text(encoding="utf-8").split()))
+    assert folder is not None
+    assert not (tmp_path / "results" / "xbzrle-raw").exists()
+    runs = pd.read_parquet(tmp_path / folder.group(1) / "runs.parquet")
+    assert runs.status.iloc[0] == "completed"
+    assert round(float(runs.total_time_s.iloc[0]), 1) == float(said.group(1))

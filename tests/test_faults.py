@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 from builders import closed_form_scenario, idle_guest, single_guest_scenario
 
+from sim.recorder import event_field
 from sim.run import run_one
 from sim.spec import FaultSpec, LinkSpec, Scenario
 from sim.units import MiB
@@ -34,7 +35,7 @@ def test_link_down_stalls_then_resumes():
     assert run.status == "completed"
     assert run.total_time_s == pytest.approx(ALONE + 2.0, rel=1e-3)
     assert run.transferred_bytes == SIZE
-    assert list(events(res, "fault").detail) == ["link_down duration_s=2"]
+    assert list(events(res, "fault").detail) == ['{"kind":"link_down","duration_s":2.0}']
     assert events(res, "fault-end").t_s.iloc[0] == pytest.approx(2.3)
     # The windows of the outage measured no bandwidth.
     stalled = res.samples[(res.samples.t_s > 0.45) & (res.samples.t_s < 2.25)]
@@ -65,10 +66,10 @@ def test_destination_crash_during_precopy_fails_and_loses_nothing():
     e = res.events[res.events.event == "MIGRATION"]
     dest = e[e.endpoint == "destination"]
     src = e[e.endpoint == "source"]
-    assert dest.detail.iloc[-1] == "failed" and dest.t_s.iloc[-1] == pytest.approx(0.25, abs=1e-4)
+    assert event_field(dest, "status").iloc[-1] == "failed" and dest.t_s.iloc[-1] == pytest.approx(0.25, abs=1e-4)
     # The source learns of it when the reset arrives, one latency later (times are exact to the
     # send time of one page: a chunk ends at the first page boundary past the fault).
-    assert src.detail.iloc[-1] == "failed" and src.t_s.iloc[-1] == pytest.approx(0.26, abs=1e-4)
+    assert event_field(src, "status").iloc[-1] == "failed" and src.t_s.iloc[-1] == pytest.approx(0.26, abs=1e-4)
     assert run.transferred_bytes == pytest.approx((0.25 - 0.02) * RATE, rel=0.01)
 
 
@@ -82,7 +83,8 @@ def test_destination_crash_during_stop_and_copy_restarts_the_source():
     tb.env.process(operate(tb.pairs[0], sc.negotiation))
     tb.run()
     mig = tb.pairs[0].migration
-    statuses = list(events(tb.result(), "MIGRATION").query("endpoint == 'source'").detail)
+    statuses = list(event_field(events(tb.result(), "MIGRATION").query("endpoint == 'source'"),
+                                "status"))
     assert statuses[-2:] == ["device", "failed"]
     assert mig.guest.running  # QEMU restarts the guest it had stopped
     assert tb.result().runs.pages_lost.iloc[0] == 0
@@ -99,7 +101,7 @@ def test_cancel_at_a_time():
     run = res.runs.iloc[0]
     assert (run.status, run.failure_reason) == ("cancelled", "migrate_cancel")
     ends = events(res, "MIGRATION").query("endpoint == 'source'")
-    assert list(ends.detail[-2:]) == ["cancelling", "cancelled"]
+    assert list(event_field(ends, "status")[-2:]) == ["cancelling", "cancelled"]
     assert ends.t_s.iloc[-2] == pytest.approx(0.4, abs=1e-4)  # within a page's send time
     assert run.pages_lost == 0
 

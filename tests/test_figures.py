@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from sim.figures import draw_standard_figures
 from sim.labels import format_param, param_unit
 from sim.plots import (
+    MAX_SYNC_LINES,
+    pass_labels,
     plot_downtime_cdf,
     plot_metric_comparison,
     plot_passes,
@@ -23,6 +25,7 @@ from sim.plots import (
     plot_timeline,
     plot_xbzrle_cache,
     xbzrle_bytes_saved,
+    xbzrle_saved_share,
 )
 from sim.result import Result
 from sim.units import MiB
@@ -75,6 +78,27 @@ def test_timeline_adds_the_throttle_when_the_guest_was_throttled() -> None:
     throttle_ax = twins(ax)[1]
     assert max(throttle_ax.get_lines()[0].get_ydata()) == 40.0
     assert "throttle" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _sync_events(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": ["r0"] * n, "t_s": np.linspace(0, 1.9, n),
+                         "endpoint": ["source"] * n, "event": ["MIGRATION_PASS"] * n,
+                         "detail": [str(k + 1) for k in range(n)]})
+
+
+def test_timeline_few_syncs_are_lines_thousands_are_ticks() -> None:
+    """200 syncs: a dotted line each. 4556 syncs (the issue's run): no line at all, one rug of
+    4556 tick markers on the x axis, and the legend says how many and how they are drawn."""
+    ax = plot_timeline(samples_frame(), events=_sync_events(MAX_SYNC_LINES), ax=new_ax())
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == MAX_SYNC_LINES
+    ax = plot_timeline(samples_frame(), events=_sync_events(4556), ax=new_ax())
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    (rug,) = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert len(rug.get_xdata()) == 4556
+    assert rug.get_label() == "sync (4556, as ticks on the axis)"
+    assert "sync (4556, as ticks on the axis)" in [t.get_text() for t in
+                                                   ax.get_legend().get_texts()]
 
 
 def test_timeline_has_no_throttle_axis_without_throttling() -> None:
@@ -143,7 +167,8 @@ def test_plot_sweep_mean_and_spread_per_hue() -> None:
         assert np.allclose(line.get_ydata(), np.array([1, 4, 16]) + writes / 1000 + 1)
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 2  # a min-max band per hue value
-    assert ax.get_xlabel() == "migration.xbzrle_cache_size (MiB)"
+    assert ax.get_xlabel() == "migration.xbzrle_cache_size"  # the ticks carry the unit
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16 MiB", "64 MiB", "256 MiB"]
     assert ax.get_ylabel() == "total time (s)"
     assert ax.get_xscale() == "log"
     assert "min-max of 3 runs" in ax.get_title()
@@ -161,6 +186,14 @@ def test_plot_sweep_marks_runs_without_a_value() -> None:
     # without a hue, the two writes_per_s values are two runs per point: a band, min-max
     assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 1
     assert "min-max of 2 runs" in ax.get_title()
+
+
+def test_plot_sweep_list_values_read_as_lists() -> None:
+    """A swept list (capabilities) ticks as xbzrle,multifd and none, not as Python tuples."""
+    runs = pd.DataFrame({"migration.capabilities": [(), ("xbzrle",), ("xbzrle", "multifd")],
+                         "total_time_s": [1.0, 2.0, 3.0]})
+    ax = plot_sweep(runs, "total_time_s", "migration.capabilities", ax=new_ax())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "xbzrle", "xbzrle,multifd"]
 
 
 def test_plot_sweep_categorical_parameter() -> None:
@@ -184,13 +217,44 @@ def test_plot_xbzrle_cache_on_real_sweep() -> None:
     runs = Result.load(BASELINES / "xbzrle-hot-set", with_scenario=False).runs
     ax = new_ax()
     assert plot_xbzrle_cache(runs, ax=ax) is ax
-    (miss,) = ax.get_lines()
+    curves = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    miss, saved = curves["cache miss rate"], curves["bytes saved by XBZRLE"]
     assert list(miss.get_xdata()) == [16, 64]
     assert np.allclose(miss.get_ydata(), runs["xbzrle_cache_miss_rate"] * 100)
-    (saved_ax,) = twins(ax)
-    assert saved_ax.get_ylabel() == "bytes saved by XBZRLE (MiB)"
-    assert np.allclose(saved_ax.get_lines()[0].get_ydata(), xbzrle_bytes_saved(runs) / MiB)
-    assert ax.get_xlabel() == "XBZRLE cache size (MiB)" and "%" in ax.get_ylabel()
+    assert np.allclose(saved.get_ydata(), xbzrle_saved_share(runs) * 100)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16 MiB", "64 MiB"]
+    assert ax.get_xlabel() == "XBZRLE cache size" and "%" in ax.get_ylabel()
+    assert not twins(ax)
+
+
+def test_xbzrle_saved_share_is_saved_over_what_raw_would_send() -> None:
+    """A share, not bytes: 100 pages of 4096 B encoded in 80 B each, 1 MB sent in all."""
+    runs = pd.DataFrame({"xbzrle_bytes": [100 * 80, 0], "xbzrle_encoding_rate": [4096 / 80, 0.0],
+                         "transferred_bytes": [1e6, 5e5]})
+    saved = 100 * (4096 - 80)
+    assert list(xbzrle_saved_share(runs)) == pytest.approx([saved / (1e6 + saved), 0.0])
+
+
+def test_plot_xbzrle_cache_hollow_where_runs_did_not_complete() -> None:
+    """The longest (cancelled) run saves the most bytes; its share and status say otherwise."""
+    runs = pd.DataFrame({
+        "migration.xbzrle_cache_size": [8 * MiB, 8 * MiB, 64 * MiB],
+        "status": ["cancelled", "completed", "completed"],
+        "xbzrle_cache_miss_rate": [0.9, 0.7, 0.1],
+        "xbzrle_bytes": [1e9, 1e8, 1e7], "xbzrle_encoding_rate": [2.0, 2.0, 41.0],
+        "transferred_bytes": [9e10, 1e9, 1e8],
+    })
+    ax = plot_xbzrle_cache(runs, ax=new_ax())
+    markers = [line for line in ax.get_lines() if line.get_linestyle() == "None"
+               and len(line.get_xdata())]
+    hollow = [line for line in markers if line.get_markerfacecolor() == "none"]
+    filled = [line for line in markers if line.get_markerfacecolor() != "none"]
+    assert all(list(line.get_xdata()) == [8] for line in hollow) and len(hollow) == 2
+    assert all(list(line.get_xdata()) == [64] for line in filled) and len(filled) == 2
+    miss = next(line for line in ax.get_lines() if line.get_label().startswith("cache miss"))
+    assert np.allclose(miss.get_ydata(), [80.0, 10.0])  # the mean of 90 % and 70 % at 8 MiB
+    assert any("did not complete" in t.get_text() for t in ax.get_legend().get_texts())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 MiB", "64 MiB"]
 
 
 def test_plot_downtime_cdf_over_completed_runs() -> None:
@@ -263,7 +327,8 @@ def test_standard_figures_fleet(tmp_path: Path) -> None:
 def test_standard_figures_sweep_with_repeats(tmp_path: Path) -> None:
     """Many runs: no per-pass bars; the sweep, the cache curve and the downtime CDF."""
     runs = sweep_runs(repeats=3)
-    for column in ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate"):
+    for column in ("xbzrle_cache_miss_rate", "xbzrle_bytes", "xbzrle_encoding_rate",
+                   "transferred_bytes"):
         runs[column] = 0.5
     samples = pd.concat([samples_frame(r) for r in runs["run_id"]], ignore_index=True)
     passes = pd.concat([passes_frame(r) for r in runs["run_id"]], ignore_index=True)
@@ -279,3 +344,51 @@ def test_standard_figures_leave_pyplot_alone(tmp_path: Path) -> None:
     before = plt.get_fignums()
     draw_standard_figures(Result.load(BASELINES / "converge-default"), tmp_path)
     assert plt.get_fignums() == before
+
+
+def _passes(pages: list[int], starts: list[float]) -> pd.DataFrame:
+    n = len(pages)
+    return pd.DataFrame({"run_id": ["r"] * n, "pass": range(1, n + 1), "t_start_s": starts,
+                         "t_end_s": [*starts[1:], starts[-1] + 0.1], "pages_sent": pages,
+                         "bytes_sent": [p * 4104 for p in pages], "normal_pages": pages,
+                         "zero_pages": [0] * n, "xbzrle_pages": [0] * n,
+                         "xbzrle_records": [0] * n})
+
+
+def _switch(t: float, detail: str = "guest stopped") -> pd.DataFrame:
+    return pd.DataFrame({"run_id": ["r"], "t_s": [t], "endpoint": ["source"],
+                         "event": ["switchover"], "detail": [detail]})
+
+
+def test_pass_labels_name_the_final_sync_and_stop_and_copy() -> None:
+    """The stop-and-copy pass starts at the switchover; the pass before it, opened by the last
+    sync, sent nothing (the switchover test passed at once)."""
+    passes = _passes([1000, 200, 0, 150], [0.0, 3.4, 3.7, 3.700004])
+    assert pass_labels(passes, _switch(3.700004)) == ["1", "2", "final sync", "stop-and-copy"]
+    assert pass_labels(passes) == ["1", "2", "3", "4"]  # no events: numbers
+    sent = _passes([1000, 200, 50, 150], [0.0, 3.4, 3.7, 3.8])  # the last pre-copy pass sent
+    assert pass_labels(sent, _switch(3.8)) == ["1", "2", "3", "stop-and-copy"]
+    assert pass_labels(sent, _switch(3.8, "guest stopped (postcopy)"))[-1] == "post-copy"
+    assert pass_labels(sent, _switch(9.0)) == ["1", "2", "3", "4"]  # no pass after the switch
+
+
+def test_plot_passes_keeps_every_bar_and_names_the_last_two() -> None:
+    passes = _passes([1000, 200, 0, 150], [0.0, 3.4, 3.7, 3.700004])
+    ax = plot_passes(passes, ax=new_ax(), events=_switch(3.700004))
+    assert len(ax.patches) == 3 * 4  # a bar per pass and kind, the empty pass too
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "final sync",
+                                                           "stop-and-copy"]
+
+
+def test_plot_passes_many_passes_still_names_stop_and_copy() -> None:
+    n = 300
+    pages = [100] * (n - 2) + [0, 40]
+    passes = _passes(pages, [float(i) for i in range(n)])
+    ax = plot_passes(passes, ax=new_ax(), events=_switch(float(n - 1)))
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[-2:] == ["final sync", "stop-and-copy"] and len(ticks) <= 14
+
+
+def test_pass_labels_of_a_saved_run() -> None:
+    result = Result.load(BASELINES / "converge-default")
+    assert pass_labels(result.passes, result.events) == ["1", "2", "final sync", "stop-and-copy"]

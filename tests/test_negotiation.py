@@ -15,6 +15,7 @@ import pytest
 
 from sim.capabilities import CAPABILITIES, supported_by
 from sim.errors import QmpError
+from sim.recorder import event_field
 from sim.run import Testbed, run_one
 from sim.spec import (
     EndpointSpec,
@@ -111,13 +112,14 @@ def test_undecodable_record_fails_there_and_the_source_keeps_running():
     assert run.xbzrle_pages >= 1 and run.dirty_sync_count >= 2
     events = res.events
     dest_fail = events[(events.endpoint == "destination") & (events.event == "MIGRATION")
-                       & (events.detail == "failed")].t_s.iloc[0]
+                       & (event_field(events, "status") == "failed")].t_s.iloc[0]
     src_fail = events[(events.endpoint == "source") & (events.event == "MIGRATION")
-                      & (events.detail == "failed")].t_s.iloc[0]
+                      & (event_field(events, "status") == "failed")].t_s.iloc[0]
     # The source learns one latency after the destination failed.
     assert src_fail - dest_fail == pytest.approx(sc.link.latency)
     assert (events.event == "bytes-wasted").sum() == 1
-    assert int(events[events.event == "bytes-wasted"].detail.iloc[0]) == run.transferred_bytes
+    wasted = events[events.event == "bytes-wasted"]
+    assert event_field(wasted, "bytes").iloc[0] == run.transferred_bytes
     info = tb.source.query_migrate()
     assert info["status"] == "failed"
     assert info["error-desc"] == "Unable to write to socket: Connection reset by peer"
@@ -162,7 +164,7 @@ def test_management_conversation_is_in_the_events():
         ("management", "dropped"),
         ("source", "migrate-set-capabilities"),
     ]
-    assert talk.detail.iloc[4] == "xbzrle: not supported by the destination"
+    assert talk.detail.iloc[4] == '{"message":"xbzrle: not supported by the destination"}'
 
 
 # --- the registry and the endpoints' QMP-shaped commands ---------------------------------------

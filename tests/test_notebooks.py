@@ -183,6 +183,10 @@ def test_notebook_runs(path, executed):
               if "image/png" in out.get("data", {})]
     if any("plt.show()" in cell.source for cell in nb.cells):
         assert images, "the notebook draws figures but none came out"
+    for cell in nb.cells:  # a figure shown twice (returned `fig` plus the inline backend's)
+        pngs = [out["data"]["image/png"] for out in cell.get("outputs", [])
+                if "image/png" in out.get("data", {})]
+        assert len(pngs) == len(set(pngs)), f"a cell shows the same figure twice:\n{cell.source}"
     if path.stem == FROM_ROOT:
         assert (outdir / "runs.parquet").is_file()
         assert (outdir / "timeline.png").is_file()

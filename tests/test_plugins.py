@@ -4,6 +4,7 @@ fails and succeeds exactly as XBZRLE does."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import sim
 from sim.capabilities import CAPABILITIES
 from sim.encoders import ENCODERS
+from sim.recorder import event_field
 from sim.run import Testbed, run_one
 from sim.scenario import load_scenario
 
@@ -124,7 +126,8 @@ def test_both_ends_support_it(plugin_dir, cap, content):
     if content == "exact":
         assert bool(run.memory_match)
     stats = res.events[res.events.event == "encoder-stats"].detail.iloc[0]
-    assert stats == f"{ENCODERS_BY_CAP[cap]} pages={run.plugin_pages} bytes={run.plugin_bytes}"
+    assert json.loads(stats) == {"encoder": ENCODERS_BY_CAP[cap], "pages": run.plugin_pages,
+                                 "bytes": run.plugin_bytes}
 
 
 ENCODERS_BY_CAP = {"x-test-lean-page": "test-lean-page", "x-test-xor-delta": "test-xor-delta"}
@@ -141,7 +144,7 @@ def test_destination_without_it_fails_at_the_first_record(plugin_dir, cap, conte
     assert run.plugin_pages == 1  # the stream broke at the first record
     assert run.pages_lost == 0
     ends = res.events[res.events.event == "MIGRATION"]
-    assert ends[ends.endpoint == "source"].detail.iloc[-1] == "failed"
+    assert event_field(ends[ends.endpoint == "source"], "status").iloc[-1] == "failed"
 
 
 @pytest.mark.parametrize("cap", CAPS)

@@ -8,6 +8,7 @@ import pytest
 from builders import tiny_scenario
 
 from sim.engine.profiles import profile, resolve
+from sim.recorder import event_field
 from sim.run import Testbed, run_one
 from sim.spec import LinkSpec, MigrationSpec
 from sim.units import MiB
@@ -36,7 +37,8 @@ def test_avail_switchover_bandwidth_exists_from_8_2():
 def test_device_state_is_passed_through_from_10_0(version, statuses):
     sc = tiny_scenario(link=LinkSpec(bandwidth=1e9), migration=MigrationSpec(qemu_version=version))
     e = run_one(sc).events
-    assert list(e[(e.event == "MIGRATION") & (e.endpoint == "source")].detail) == statuses
+    assert list(event_field(e, "status")[(e.event == "MIGRATION") & (e.endpoint == "source")]) \
+        == statuses
     assert (e.event == "switchover").sum() == 1
 
 

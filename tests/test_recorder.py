@@ -190,3 +190,54 @@ def test_every_contract_column_has_a_fixed_kind():
 
     names = {c for cols in COLUMNS.values() for c in cols} | set(RUNS_OPTIONAL_COLUMNS)
     assert sorted(names - set(KINDS)) == []
+
+
+# -- events.detail: one JSON object -----------------------------------------------------------
+
+LEGACY_DETAILS = [  # migsim 0.3's plain-text details, as older result folders hold them
+    ("MIGRATION", "active", {"status": "active"}),
+    ("MIGRATION_PASS", "3", {"pass": 3}),
+    ("dirty-sync", "reason=drain pending_before_bytes=31383552 threshold_bytes=37500000",
+     {"reason": "drain", "pending_before_bytes": 31383552, "threshold_bytes": 37500000}),
+    ("throttle", "auto-converge 20%", {"kind": "auto-converge", "pct": 20.0}),
+    ("bytes-wasted", "395930794", {"bytes": 395930794}),
+    ("fault", "link_down duration_s=2", {"kind": "link_down", "duration_s": 2}),
+    ("encoder-stats", "zlib-xor pages=12 bytes=3400",
+     {"encoder": "zlib-xor", "pages": 12, "bytes": 3400}),
+    ("inband-offer", "xbzrle,multifd", {"capabilities": ["xbzrle", "multifd"]}),
+    ("inband-accept", "", {"capabilities": []}),
+    ("switchover", "guest stopped", {"message": "guest stopped"}),
+    ("error", "Invalid argument: flags=0x40 x", {"message": "Invalid argument: flags=0x40 x"}),
+    ("migrate-set-capabilities", '{"by":"operator","capabilities":[]}',
+     {"by": "operator", "capabilities": []}),
+]
+
+
+@pytest.mark.parametrize(("event", "text", "fields"), LEGACY_DETAILS)
+def test_event_detail_is_one_json_object(event: str, text: str, fields: dict) -> None:
+    import json
+
+    from sim.recorder import detail_fields, event_detail
+
+    assert json.loads(event_detail(event, text)) == fields
+    assert detail_fields(event, event_detail(event, text)) == fields  # read back: the same
+    assert json.loads(event_detail(event, fields)) == fields  # a mapping is stored as given
+
+
+def test_recorded_events_are_json_and_event_field_reads_them() -> None:
+    import json
+
+    from sim.recorder import event_field
+
+    rec = Recorder("r", "s")
+    rec.event(0.0, "source", "MIGRATION", "active")
+    rec.event(0.1, "source", "dirty-sync", {"reason": "setup", "transferred_bytes": 0})
+    rec.event(0.2, "source", "switchover", "guest stopped")
+    rec.finish(**RUN_ROW)
+    events = rec.frames()["events"]
+    assert [json.loads(d) for d in events.detail] == [
+        {"status": "active"}, {"reason": "setup", "transferred_bytes": 0},
+        {"message": "guest stopped"}]
+    assert list(event_field(events, "status")) == ["active", None, None]
+    old = events.assign(detail=["active", "reason=setup transferred_bytes=0", "guest stopped"])
+    assert list(event_field(old, "reason")) == [None, "setup", None]  # 0.3 results read alike

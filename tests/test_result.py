@@ -187,3 +187,30 @@ def test_real_scenario_round_trip(tmp_path: Path) -> None:
     loaded = Result.load(out)
     assert isinstance(loaded.scenario, Scenario)
     assert scenario_module.to_dict(loaded.scenario) == scenario_module.to_dict(result.scenario)
+
+
+def test_summary_writes_swept_values_with_units() -> None:
+    """The table migsim prints: 8 MiB, not 8388608; a list as xbzrle,multifd, not a tuple."""
+    runs = [make_result("a", params={"migration.xbzrle_cache_size": 8 * MiB,
+                                     "migration.capabilities": ("xbzrle", "multifd"),
+                                     "link.bandwidth": 125e6}),
+            make_result("b", params={"migration.xbzrle_cache_size": 64 * MiB,
+                                     "migration.capabilities": (),
+                                     "link.bandwidth": 1.25e9})]
+    summary = Result.concat(runs).summary()
+    assert list(summary["migration.xbzrle_cache_size"]) == ["8 MiB", "64 MiB"]
+    assert list(summary["migration.capabilities"]) == ["xbzrle,multifd", "none"]
+    assert list(summary["link.bandwidth"]) == ["1 Gbit/s", "10 Gbit/s"]
+
+
+def test_runs_csv_writes_list_values_comma_joined(tmp_path: Path) -> None:
+    """runs.csv shows a swept list as xbzrle,multifd (as the capabilities column does), not
+    "('xbzrle', 'multifd')"; the same after a round trip through Parquet (numpy arrays)."""
+    both = Result.concat([make_result("a", params={"migration.capabilities": ("xbzrle", "multifd")}),
+                          make_result("b", params={"migration.capabilities": ()})])
+    first = both.save(tmp_path / "first")
+    csv = pd.read_csv(first / "runs.csv", keep_default_na=False)
+    assert list(csv["migration.capabilities"]) == ["xbzrle,multifd", ""]
+    assert "(" not in (first / "runs.csv").read_text()
+    again = Result.load(first, with_scenario=False).save(tmp_path / "again")
+    assert (again / "runs.csv").read_bytes() == (first / "runs.csv").read_bytes()

@@ -68,6 +68,43 @@ def test_check_rules(rule, tol, expected, model, ok):
     assert Check("q", rule, expected, tol).judge(expected, model)[1] is ok
 
 
+@pytest.mark.parametrize("model,ok", [(0.5, True), (0.1, True), (1.0, True), (0.09, False),
+                                      (1.01, False), (math.nan, False)])
+def test_a_range_holds_both_bounds(model, ok):
+    check = Check("q", "between", 0.1, upper=1.0)
+    assert check.judge(0.1, model)[1] is ok
+    assert check.tolerance_text() == "in [0.1, 1]"
+
+
+def _bounds_case(tmp_path, bounds: str):
+    path = tmp_path / "bounds.yaml"
+    path.write_text("id: x\ntitle: t\nsource: s\nscenario: {}\n"
+                    f"checks: [{{quantity: downtime_s, {bounds}}}]\n")
+    return path
+
+
+def test_a_one_sided_bound_is_refused(tmp_path):
+    """A lone at_most passed a value 800x under it: every bound needs its other side."""
+    for bounds in ("at_most: 0.00317", "at_least: 100"):
+        with pytest.raises(CaseError, match="bounds.yaml.*needs its other side"):
+            load_case(_bounds_case(tmp_path, bounds))
+    with pytest.raises(CaseError, match="at_least ≤ at_most"):
+        load_case(_bounds_case(tmp_path, "at_least: 2, at_most: 1"))
+    (check,) = load_case(_bounds_case(tmp_path, "at_least: 1.8e-5, at_most: 0.00317")).checks
+    assert (check.rule, check.expected, check.upper) == ("between", 1.8e-5, 0.00317)
+
+
+def test_no_case_bound_is_one_sided_or_wider_than_three_decades():
+    """The ranges in the shipped cases are derived, not 'anything under 3 ms': each spans at
+    most a factor 2000 (a lower bound of 0 says 'possibly nothing', and its upper bound is
+    what is judged)."""
+    for case in CASES:
+        for check in case.checks:
+            assert check.rule not in ("at_least", "at_most"), (case.id, check.quantity)
+            if check.rule == "between" and float(check.expected or 0) > 0:
+                assert float(check.upper or 0) / float(check.expected) <= 2000, check.quantity
+
+
 def test_bounds_have_no_relative_error():
     assert math.isnan(Check("q", "at_least", 100).judge(100, 4000)[0])
 

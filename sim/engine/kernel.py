@@ -391,12 +391,18 @@ def sync_bitmap(bitmap, guest):
 
 
 @njit(cache=True)
-def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, stats):
+def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, stats,
+                   vcpu_until):
     """Post-copy after the switch (REF §5.1): the destination runs the guest while the source
     pushes the missing pages (``B``) in scan order. A guest write to a missing page is a
     remote fault: the page is requested over the return path and sent at once (``fault_bytes``
-    on the link), and the vCPU stalls ``fault_cost`` seconds. ``stats`` accumulates (faults,
-    stall seconds, background pages, wire bytes).
+    on the link), and the vCPU that wrote stalls ``fault_cost`` seconds. ``stats`` accumulates
+    (faults, stall seconds, background pages, wire bytes, writes seen).
+
+    Writes go to the vCPUs in turn (``stats[4]`` counts them); ``vcpu_until[v]`` is when vCPU
+    ``v``'s last stall ends. A vCPU is stalled or not: a fault while it is still stalled only
+    extends its stall, so the stall seconds are the length of the union of each vCPU's stall
+    intervals, at most the wall time per vCPU.
 
     ``at = (w_next, cursor, n_pending)``, ``window = (t0, rate, t_limit)``, ``sizes =
     (raw_bytes, zero_bytes, fault_bytes, fault_cost)``. Returns ``(t_end, cursor, w_next,
@@ -412,17 +418,24 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
     raw_bytes, zero_bytes, fault_bytes, fault_cost = sizes
     n = dest_written.shape[0]
     n_w = w_t.shape[0]
+    n_vcpus = vcpu_until.shape[0]
     sent = 0.0
     t = t0
     while True:
         while w_next < n_w and w_t[w_next] < t:
             p = w_page[w_next]
+            v = int(stats[4]) % n_vcpus
+            stats[4] += 1.0
             dest_written[p] = True
             if bits.test(pending_bits, p):
                 _take(bitmap, p)
                 n_pending -= 1
                 stats[0] += 1.0
-                stats[1] += fault_cost
+                start = max(w_t[w_next], vcpu_until[v])
+                end = w_t[w_next] + fault_cost
+                if end > start:
+                    stats[1] += end - start
+                    vcpu_until[v] = end
                 sent += fault_bytes
                 t = t0 + sent / rate
             w_next += 1

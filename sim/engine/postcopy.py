@@ -6,7 +6,9 @@ than the one before. It is chosen once; without ``postcopy-ram`` in force it nev
 
 Model notes (departures from QEMU):
 * Only writes fault; reads are not modelled. The guest's write clock is not delayed by its
-  stalls, so the fault count is an upper bound.
+  stalls, so the fault count is an upper bound. Writes go to the ``vm.vcpus`` vCPUs in turn; a
+  vCPU's stall is the union of its faults' stalls, cut at the end of the phase, so
+  ``postcopy_stall_s`` is at most ``vcpus`` x the post-copy phase's duration.
 * Exact mode does not apply the guest's writes after the switch: ``memory_match`` compares the
   destination with the source's RAM at the switch.
 * Without ``postcopy-preempt`` an urgent page waits behind :data:`POSTCOPY_QUEUE` bytes of
@@ -102,9 +104,11 @@ def run(mig: Migration, deadline: float = math.inf) -> Generator[simpy.Event, No
     mig.guest.running = True
     mig.writes.restart_at(env.now)
     mig.dest_written = np.zeros(mig.guest.pages, np.bool_)
+    state.vcpu_stalled_until = np.zeros(mig.scenario.vm.vcpus, np.float64)
     yield from _push_missing(mig, deadline)
     if state.ended:
         return
+    state.end_postcopy_stalls(env.now)
     mig.complete(env.now + mig.link.latency_s)
 
 
@@ -137,7 +141,7 @@ def _push_missing(mig: Migration, deadline: float) -> Generator[simpy.Event, Non
             bitmap.kernel_args(), mig.guest.zero_bits, writes.kernel_args(),
             (writes.next, bitmap.cursor, bitmap.n_pending), (now, rate, until),
             (page_bytes, mig.scenario.wire.zero_page, page_bytes, fault_cost),
-            mig.dest_written, state.postcopy_stats)
+            mig.dest_written, state.postcopy_stats, state.vcpu_stalled_until)
         sent = int(state.postcopy_stats[3] - before)
         state.transferred += sent
         state.postcopy_bytes += sent
@@ -187,6 +191,7 @@ def _out_of_time(mig: Migration) -> None:
     destination lacks, so none is lost, but the guest cannot run on without them."""
     state, now = mig.state, mig.env.now
     left = mig.bitmap.n_pending
+    state.end_postcopy_stalls(now)
     state.total_time = now - state.t_migrate
     state.close_pass(now)
     state.failure_reason = (f"post-copy did not finish within max_sim_time: {left} pages still "
@@ -202,6 +207,7 @@ def lose_guest(mig: Migration) -> None:
     """A crash after the switch: the guest ran only on the destination, which is gone."""
     state, now = mig.state, mig.env.now
     mig.guest_lost = True
+    state.end_postcopy_stalls(now)
     state.set_dest_status("failed", now)
     state.total_time = now - state.t_migrate
     state.close_pass(now)

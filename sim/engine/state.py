@@ -89,8 +89,10 @@ class MigrationState:
     throttle_pct: float = 0.0
     max_throttle_pct: float = 0.0
     guest_cpu_lost_s: float = 0.0
-    #: post-copy after the switch: (remote faults, stall seconds, pages pushed, wire bytes)
-    postcopy_stats: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float64))
+    #: post-copy after the switch: (remote faults, stall seconds, pages pushed, wire bytes,
+    #: guest writes seen), and when each vCPU's stall on a remote fault ends
+    postcopy_stats: np.ndarray = field(default_factory=lambda: np.zeros(5, np.float64))
+    vcpu_stalled_until: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     #: per plug-in encoder in force: (records, wire bytes)
     plugin_counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     passes: list[Pass] = field(default_factory=list)
@@ -132,7 +134,15 @@ class MigrationState:
 
     @property
     def postcopy_stall_s(self) -> float:
+        """vCPU-seconds the guest spent stalled on remote faults: per vCPU the union of its
+        stall intervals, so at most ``vcpus`` x the post-copy phase's duration."""
         return float(self.postcopy_stats[1])
+
+    def end_postcopy_stalls(self, t: float) -> None:
+        """The post-copy phase ends at ``t``: no vCPU is stalled after it."""
+        over = self.vcpu_stalled_until - t
+        self.postcopy_stats[1] -= float(over[over > 0].sum())
+        np.minimum(self.vcpu_stalled_until, t, out=self.vcpu_stalled_until)
 
     def xbzrle_stats(self, cache_size: int) -> dict[str, float]:
         """QEMU's ``xbzrle-cache`` statistics over the whole migration (REF §2.8), by the runs

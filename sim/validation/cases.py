@@ -14,14 +14,15 @@ code. A model case looks like::
     formula: {name: geometric, M: 1GiB, ...}   # optional: tests re-derive the expected values
     checks:
       - {quantity: downtime_s, expected: 0.25, rel: 1.0e-9}
-      - {quantity: "raw.downtime_s / xbzrle.downtime_s", at_least: 100}
+      - {quantity: "raw.downtime_s / xbzrle.downtime_s", at_least: 100, at_most: 30000}
 
 A real-QEMU case has a ``qemu:`` section instead of ``scenario:`` (see :mod:`sim.validation.real`)
 and its checks carry no expected value: QEMU's measurement is the expected value.
 
-Check rules: ``rel`` (|model − expected| ≤ rel·|expected|), ``abs``, ``at_least`` / ``at_most``
-(a bound: the value given is the bound), ``equals`` (strings; ``true`` in a real case means
-"equal to QEMU's"), ``report`` (shown, never judged).
+Check rules: ``rel`` (|model − expected| ≤ rel·|expected|), ``abs``, ``at_least`` with
+``at_most`` (a range: both bounds, each derived from the source; a one-sided bound is refused,
+since it passes values orders of magnitude off), ``equals`` (strings; ``true`` in a real case
+means "equal to QEMU's"), ``report`` (shown, never judged).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import yaml
 CASES_DIR = Path(__file__).with_name("cases")
 REAL_DIR = Path(__file__).with_name("real")
 RULES = ("rel", "abs", "at_least", "at_most", "equals", "report")
+# A range is written as at_least + at_most; it is the one check with two rule keys.
+RANGE = ("at_least", "at_most")
 
 Value = float | str
 
@@ -56,12 +59,15 @@ class Check:
     tol: float = 0.0
     vm: str | None = None  # a fleet's guest
     note: str = ""
+    upper: float | None = None  # a range's upper bound (``expected`` is its lower one)
 
     @property
     def judged(self) -> bool:
         return self.rule != "report"
 
     def tolerance_text(self) -> str:
+        if self.rule == "between":
+            return f"in [{float(self.expected or 0):g}, {float(self.upper or 0):g}]"
         return {
             "rel": f"±{self.tol:.3g} rel",
             "abs": f"±{self.tol:.3g}",
@@ -74,7 +80,8 @@ class Check:
     def judge(self, expected: Value | None, model: Value | None) -> tuple[float, bool | None]:
         """(relative error, ok); ok is None for a reported-only quantity. A bound has no
         relative error (NaN): its distance from the bound is not an error."""
-        rel = math.nan if self.rule in ("at_least", "at_most") else relative_error(expected, model)
+        bound = self.rule in ("at_least", "at_most", "between")
+        rel = math.nan if bound else relative_error(expected, model)
         if not self.judged:
             return rel, None
         if expected is None or model is None:
@@ -89,6 +96,7 @@ class Check:
             "abs": abs(m - e) <= self.tol,
             "at_least": m >= e,
             "at_most": m <= e,
+            "between": self.upper is not None and e <= m <= self.upper,
         }[self.rule]
         return rel, bool(ok)
 
@@ -133,13 +141,26 @@ def _check(item: Any, where: str) -> Check:
     if not isinstance(item, Mapping) or "quantity" not in item:
         raise CaseError(f"{where}: a check needs a `quantity`")
     rules = [r for r in RULES if r in item]
+    if any(r in rules for r in RANGE) and not all(r in rules for r in RANGE):
+        raise CaseError(f"{where}: {item['quantity']}: a bound needs its other side too "
+                        "(at_least and at_most, each derived from the source), or use rel")
+    if rules == list(RANGE):
+        low, high = item["at_least"], item["at_most"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) \
+                or not low <= high:
+            raise CaseError(f"{where}: {item['quantity']}: at_least and at_most must be numbers, "
+                            "at_least ≤ at_most")
+        rules = ["between"]
     if len(rules) != 1:
         raise CaseError(f"{where}: {item['quantity']}: give exactly one of {', '.join(RULES)}")
     rule = rules[0]
-    value = item[rule]
+    value: Any = item.get(rule)
     expected = item.get("expected")
     tol = 0.0
-    if rule in ("rel", "abs"):
+    upper: float | None = None
+    if rule == "between":
+        expected, upper = float(item["at_least"]), float(item["at_most"])
+    elif rule in ("rel", "abs"):
         tol = float(value)
     elif rule in ("at_least", "at_most"):
         expected = value
@@ -152,7 +173,7 @@ def _check(item: Any, where: str) -> Check:
     if unknown:
         raise CaseError(f"{where}: {item['quantity']}: unknown key(s) {', '.join(sorted(unknown))}")
     return Check(quantity=str(item["quantity"]), rule=rule, expected=expected, tol=tol,
-                 vm=item.get("vm"), note=str(item.get("note", "")))
+                 vm=item.get("vm"), note=str(item.get("note", "")), upper=upper)
 
 
 def load_case(path: Path) -> Case:

@@ -26,6 +26,7 @@ from sim.recorder import (
     PASSES_COLUMNS,
     RUNS_COLUMNS,
     SAMPLES_COLUMNS,
+    event_detail,
 )
 from sim.recorder import (
     runs_row as build_runs_row,
@@ -180,6 +181,7 @@ def tables(obs: Observed, scenario: str) -> Result:
         passes=_frame(PASSES_COLUMNS, passes_rows(obs)),
         samples=_frame(SAMPLES_COLUMNS, samples_rows(obs)),
         events=_frame(EVENTS_COLUMNS, [
-            {"run_id": obs.run_id, "t_s": t - obs.t0, "endpoint": ep, "event": ev, "detail": detail}
+            {"run_id": obs.run_id, "t_s": t - obs.t0, "endpoint": ep, "event": ev,
+             "detail": event_detail(ev, detail)}
             for t, ep, ev, detail in events]),
     )
