@@ -57,7 +57,7 @@ from typing import Any
 
 import yaml
 
-from sim import budget, capabilities, plugins, units
+from sim import budget, capabilities, controllers, plugins, units
 from sim.errors import ScenarioError
 from sim.spec import GuestSpec, Scenario, WorkloadSpec
 
@@ -930,6 +930,14 @@ def _check(s: Scenario, fail: _Fail) -> None:
                                          "names must be unique", repr(guest.name))
         names[guest.name] = i
         _check_guest(guest, _within(prefix, fail))
+    if s.controller is not None:
+        refused = controllers.refusal(s.controller, s)
+        if refused is not None:
+            key, problem = refused
+            value = getattr(s.controller, key)
+            raise fail(f"controller.{key}", problem,
+                       units.format_time(value, exact=True) if isinstance(value, float)
+                       else str(value))
     previous = -1.0
     for i, change in enumerate(s.link.schedule):
         if change.at <= previous:
@@ -1117,6 +1125,8 @@ def _finish(doc: _Document, data: dict[str, Any],
             except (Exception, SystemExit) as e:  # any error in a plug-in is the scenario's
                 raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
                                                  f"{type(e).__name__}: {_clip(str(e), 200)}") from e
+    if isinstance(data.get("controller"), str):  # controller: nova, for {kind: nova}
+        data["controller"] = {"kind": data["controller"]}
     if "name" not in data and not doc.file.startswith("<"):
         data = {"name": Path(doc.file).stem, **data}
     scenario: Scenario = builder.section(Scenario, data, "")
