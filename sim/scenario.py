@@ -931,9 +931,9 @@ def _check(s: Scenario, fail: _Fail) -> None:
         names[guest.name] = i
         _check_guest(guest, _within(prefix, fail))
     if s.controller is not None:
-        refused = controllers.refusal(s.controller, s)
-        if refused is not None:
-            key, problem = refused
+        wrong = controllers.refusal(s.controller, s)
+        if wrong is not None:
+            key, problem = wrong
             value = getattr(s.controller, key)
             raise fail(f"controller.{key}", problem,
                        units.format_time(value, exact=True) if isinstance(value, float)

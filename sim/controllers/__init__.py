@@ -28,8 +28,17 @@ its client is the management.
 from __future__ import annotations
 
 from . import kubevirt, libvirt, nova, vmotion
-from .base import (CONTROLLERS, OPTION_KEYS, Client, Controller, NoController, postcopy_asked,
-                   refusal, register_controller, resolve)
+from .base import (
+                   CONTROLLERS,
+                   OPTION_KEYS,
+                   Client,
+                   Controller,
+                   NoController,
+                   postcopy_asked,
+                   refusal,
+                   register_controller,
+                   resolve,
+)
 from .runtime import OutboundSlots, start, supervise
 
 #: the built-in controllers, in the docs' order

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import PluginError, QmpError
 from ..plugins import import_plugin
 from ..spec import ControllerSpec, Scenario
+from ..units import GiB
 
 if TYPE_CHECKING:
     from ..endpoints import Pair
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 #: the ControllerSpec keys a controller may read (besides ``kind`` and ``poll_interval``)
 OPTION_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ControllerSpec)
                                      if f.name not in ("kind", "poll_interval"))
-GiB = 1 << 30
 
 
 class Controller:
