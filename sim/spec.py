@@ -276,6 +276,7 @@ class ControllerSpec:
     KubeVirt do.
     """
 
+    # a built-in (none, libvirt, nova, kubevirt, vmotion-like) or module:Class (a plug-in)
     kind: str = "none"
     # how often it reads query-migrate (None: the controller's own interval)
     poll_interval: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
