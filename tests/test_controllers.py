@@ -267,6 +267,21 @@ PLUGIN = textwrap.dedent('''
         def poll(self, client, info):
             if client.elapsed > 1.0:
                 raise RuntimeError("controller bug")
+
+    class BoomAtStart(sim.Controller):
+        name = "test-boom-start"
+
+        def start(self, client):
+            raise KeyError("no such thing")
+
+    class ExitOnEvent(sim.Controller):
+        name = "test-exit-event"
+
+        def event(self, client, name, data):
+            if name == "MIGRATION_PASS" and data["pass"] == 2:
+                client.stop()  # the guest is paused when it fails: it must run again
+                import sys
+                sys.exit(3)
 ''')
 
 
@@ -275,7 +290,7 @@ def plugin_dir(tmp_path: Path):
     (tmp_path / "ctl_plugin_mod.py").write_text(PLUGIN)
     yield tmp_path
     sys.modules.pop("ctl_plugin_mod", None)
-    for name in ("test-halver", "test-boom"):
+    for name in ("test-halver", "test-boom", "test-boom-start", "test-exit-event"):
         CONTROLLERS.pop(name, None)
 
 
@@ -317,6 +332,38 @@ def test_a_raising_controller_cancels_cleanly(plugin_dir: Path):
     assert testbed.source.running  # the source's guest keeps running
     errors = actions(testbed.result(), "error")
     assert len(errors) == 1 and errors[0][1]["error"] == reason
+
+
+@pytest.mark.parametrize(("cls", "reason"), [
+    ("BoomAtStart", "controller 'test-boom-start': start() raised KeyError: 'no such thing'"),
+    ("ExitOnEvent", "controller 'test-exit-event': event() called sys.exit(3)"),
+])
+def test_failures_anywhere_in_a_controller_cancel_cleanly(plugin_dir: Path, cls: str, reason: str):
+    path = plugin_dir / "s.yaml"
+    path.write_text(hard("30s") + f"controller: ctl_plugin_mod:{cls}\n")
+    testbed = Testbed(load_scenario(path))
+    from sim import controllers
+
+    controllers.start(testbed.env, testbed.pairs, testbed.scenario.controller, "qemu", False)
+    testbed.run()
+    run = testbed.result().runs.iloc[0]
+    assert (run["status"], run["failure_reason"], run["pages_lost"]) == ("cancelled", reason, 0)
+    assert testbed.source.running
+    assert testbed.pairs[0].migration.paused_at is None
+
+
+def test_cli_reports_a_bad_controller_in_one_line(tmp_path: Path):
+    import subprocess
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncontroller:\n  kind: nova\n  timeout: 5s\n")
+    out = subprocess.run([sys.executable, "-m", "sim", "check", str(bad)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 2
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert lines == [f"{bad}:4: controller.timeout: the nova controller does not read this key "
+                     "(it reads: downtime, steps, step_delay, completion_timeout_per_gib, "
+                     "timeout_action, permit_postcopy) (got 5s)"]
 
 
 # --------------------------------------------------------------------------- the schema

@@ -235,6 +235,6 @@ def call(name: str, method: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 @register_controller
 class NoController(Controller):
-    """No controller: the operator's ``migrate`` and QEMU's own parameters alone."""
+    """No controller: the operator's migrate and QEMU's own parameters alone."""
 
     name = "none"
