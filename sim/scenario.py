@@ -59,7 +59,7 @@ import yaml
 
 from sim import budget, capabilities, controllers, plugins, units
 from sim.errors import ScenarioError
-from sim.spec import GuestSpec, Scenario, WorkloadSpec
+from sim.spec import ControllerSpec, GuestSpec, Scenario, WorkloadSpec
 
 __all__ = [
     "MAX_BYTES",
@@ -741,6 +741,8 @@ class _Builder:
         if value is None and optional:
             return None
         if _is_dataclass_type(inner):
+            if inner is ControllerSpec and isinstance(value, str):
+                value = {"kind": value}  # controller: nova, for {kind: nova}
             return self.section(inner, value, path)
         keyed = _keyed(inner)
         if keyed is not None:
@@ -866,6 +868,9 @@ class _Builder:
                     raise doc.error(child, f"expected a repeat index >= 0 {doc.got(child, item)}")
                 out.append((key, item))
                 continue
+            if key == "controller" and all(isinstance(v, str) for v in
+                                           (item if many and isinstance(item, list) else [item])):
+                key = "controller.kind"  # controller: [nova, libvirt] sweeps the kind
             target = key_field(key)
             if target is None or key.split(".")[0] in _NOT_SWEPT:
                 leaves = [k for k in SCENARIO_KEYS if "[]" not in k
@@ -1125,8 +1130,6 @@ def _finish(doc: _Document, data: dict[str, Any],
             except (Exception, SystemExit) as e:  # any error in a plug-in is the scenario's
                 raise doc.error(f"plugins[{i}]", f"cannot import plug-in module {_show(module)}: "
                                                  f"{type(e).__name__}: {_clip(str(e), 200)}") from e
-    if isinstance(data.get("controller"), str):  # controller: nova, for {kind: nova}
-        data["controller"] = {"kind": data["controller"]}
     if "name" not in data and not doc.file.startswith("<"):
         data = {"name": Path(doc.file).stem, **data}
     scenario: Scenario = builder.section(Scenario, data, "")

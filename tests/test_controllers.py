@@ -378,6 +378,11 @@ def test_string_and_mapping_forms_agree_and_round_trip():
     assert "controller" not in to_dict(loads_scenario(hard()))
 
 
+def test_a_sweep_over_controller_names_sweeps_the_kind():
+    sc = loads_scenario(hard() + "sweep: {grid: {controller: [nova, libvirt]}}\n")
+    assert sc.sweep.grid == (("controller.kind", ("nova", "libvirt")),)
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ("controller: novva\n", "controller.kind: 'novva' is not a known controller"),
     ("controller: {kind: libvirt, steps: 3}\n",
