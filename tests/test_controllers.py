@@ -409,3 +409,25 @@ def test_controller_none_changes_nothing():
     for table in ("runs", "passes", "samples", "events"):
         pd.testing.assert_frame_equal(getattr(plain, table).drop(columns="run_id"),
                                       getattr(managed, table).drop(columns="run_id"))
+
+
+def test_the_timeline_draws_the_downtime_limit_the_controller_set():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sim.plots import downtime_limits, plot_timeline
+
+    result = run_one(loads_scenario(hard("60s", kind="kubevirt")))
+    limits = downtime_limits(result.events)
+    assert [ms for _, ms in downtime_sets(result)] == [round(v * 1000) for _, v in limits]
+    ax = plot_timeline(result.samples, result.events, result.passes)
+    lines = [ln for a in ax.figure.axes for ln in a.get_lines()
+             if ln.get_label() == "downtime limit"]
+    assert len(lines) == 1
+    ys = list(lines[0].get_ydata())
+    assert ys[:-1] == pytest.approx([v * 1000 for _, v in limits])
+    matplotlib.pyplot.close(ax.figure)
+    plain = plot_timeline(run_one(loads_scenario(hard("5s"))).samples)
+    assert not [ln for a in plain.figure.axes for ln in a.get_lines()
+                if ln.get_label() == "downtime limit"]
+    matplotlib.pyplot.close(plain.figure)
