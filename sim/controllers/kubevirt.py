@@ -12,11 +12,12 @@ The downtime ramp and the stall detection follow the issue's description, not a 
 I know the source of (I was unsure of its exact constants): the downtime limit starts at 150 ms
 (``downtime_start``); ``cooldown`` (2 s) after the bulk pass ends (the second ``MIGRATION_PASS``)
 it rises linearly, one of ``steps`` (9) equal steps every ``step_delay`` (1 s), to the ceiling
-(``downtime``, 1050 ms). Stall detection: after the bulk pass, remaining bytes that make no new
-minimum for 5 polls mean a stall; at the next poll whose remaining bytes are within 10 % of that
-minimum (near a local minimum), the controller asks for the switchover: it raises the downtime
-limit to what sending the rest would take at the measured bandwidth, if the ceiling allows,
-else it starts post-copy if permitted, else the ramp goes on.
+(``downtime``, 1050 ms). Stall detection: after the bulk pass, the controller samples the
+remaining bytes once per iteration (at the first poll after ``dirty-sync-count`` grew: what the
+last sync left); 3 samples in a row with no new minimum are a stall. At the next sample within
+10 % of that minimum (near a local minimum), it asks for the switchover: it raises the downtime
+limit to what sending the rest takes at the measured bandwidth (``mbps``) with 25 % headroom,
+when the ceiling allows it, else it starts post-copy if permitted, else the ramp goes on.
 
 Model notes: every guest of a fleet (``vms:``) leaves the same source node, so the outbound
 limit applies to the whole fleet; KubeVirt's progress timeout (abort after 150 s without
@@ -35,8 +36,9 @@ START_MS, CEILING_MS = 150, 1050
 STEPS, STEP_DELAY_S, COOLDOWN_S = 9, 1.0, 2.0
 COMPLETION_PER_GIB_S = 150
 PARALLEL_OUTBOUND = 2
-STALL_POLLS = 5  # polls without a new minimum of remaining bytes
+STALL_SAMPLES = 3  # iterations in a row without a new minimum of remaining bytes
 NEAR_MINIMUM = 1.10  # within 10 % of the minimum
+HEADROOM = 1.25  # the switchover's downtime limit over what the rest needs
 
 
 def ramp(start_ms: int, ceiling_ms: int, steps: int, t_bulk: float, cooldown: float,
@@ -85,6 +87,7 @@ class KubeVirt(Controller):
         self.downtime = self.start_ms
         self.minimum = math.inf
         self.since_minimum = 0
+        self.last_sync = -1
         self.stalled = False
         self.switching = False
         self.timed_out = False
@@ -122,22 +125,31 @@ class KubeVirt(Controller):
 
     def watch_stall(self, client: Client, info: dict[str, Any]) -> None:
         ram = info.get("ram", {})
+        syncs = int(ram.get("dirty-sync-count", 0))
+        if syncs == self.last_sync:
+            return  # one sample per iteration: what the last sync left
+        self.last_sync = syncs
         remaining = float(ram.get("remaining", 0))
         if remaining < self.minimum:
             self.minimum, self.since_minimum = remaining, 0
             return
         self.since_minimum += 1
-        if self.since_minimum >= STALL_POLLS and not self.stalled:
+        if self.since_minimum >= STALL_SAMPLES and not self.stalled:
             self.stalled = True
             client.note("stall", remaining_bytes=int(remaining), minimum_bytes=int(self.minimum))
+            return
         if not self.stalled or remaining > NEAR_MINIMUM * self.minimum:
             return
-        rate = float(ram.get("mbps", 0.0)) * 1e6 / 8
-        needed_ms = math.ceil(remaining / rate * 1000) if rate > 0 else math.inf
+        mbps = float(ram.get("mbps", 0.0))
+        needed_ms = (math.ceil(remaining / (mbps * 1e6 / 8) * 1000 * HEADROOM) if mbps > 0
+                     else math.inf)
         if needed_ms <= self.ceiling_ms:
             self.switching = True
-            client.note("switchover", remaining_bytes=int(remaining), needed_ms=needed_ms)
+            client.note("switchover", remaining_bytes=int(remaining),
+                        minimum_bytes=int(self.minimum), mbps=mbps, needed_ms=needed_ms)
             self.set_downtime(client, int(needed_ms))
         elif self.permit_postcopy:
             self.switching = True
+            client.note("switchover", remaining_bytes=int(remaining),
+                        minimum_bytes=int(self.minimum), mbps=mbps, postcopy=True)
             client.migrate_start_postcopy()
