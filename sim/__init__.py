@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .controllers import Controller, register_controller
 from .encoders import Encoder, register_encoder
 from .errors import MigrationError, QmpError, ScenarioError, XbzrleDecodeError
 from .result import Result
@@ -17,6 +18,7 @@ from .version import version
 __version__ = version()
 
 __all__ = [
+    "Controller",
     "Encoder",
     "__version__",
     "MigrationError",
@@ -25,6 +27,7 @@ __all__ = [
     "ScenarioError",
     "XbzrleDecodeError",
     "load_scenario",
+    "register_controller",
     "register_encoder",
     "run",
 ]

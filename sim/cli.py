@@ -489,6 +489,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("encoders", "sim.encoders", "ENCODERS"),
         ("workloads", "sim.workloads", "WORKLOADS"),
         ("capabilities", "sim.capabilities", "CAPABILITIES"),
+        ("controllers", "sim.controllers", "CONTROLLERS"),
     ):
         registry = _registry(module, attribute)
         built_in = (getattr(_module(module), "BUILT_IN", None)
@@ -737,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     lst = sub.add_parser("list", parents=[common],
-                         help="encoders, workloads, capabilities, negotiation modes")
+                         help="encoders, workloads, capabilities, controllers, negotiation modes")
     lst.add_argument("scenarios", nargs="*", metavar="SCENARIO.yaml",
                      help="load these first, so their plug-ins are listed too")
     lst.set_defaults(func=cmd_list)

@@ -77,7 +77,8 @@ def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
     start the migration. A refused command fails the migration in setup with QEMU's text."""
     operator, _ = MODES[mode]
     env = pair.env
-    yield env.timeout(pair.scenario.migration.start)
+    # (from now: a controller may hold an operator back, sim.controllers.OutboundSlots)
+    yield env.timeout(max(0.0, pair.scenario.migration.start - env.now))
     wishes = wish_list(pair)
     try:
         start = operator(pair, wishes)

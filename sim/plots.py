@@ -17,6 +17,7 @@ saved against the cache size, hollow where runs did not complete), ``plot_downti
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import textwrap
@@ -97,6 +98,21 @@ def switchover_time(events: pd.DataFrame | None = None, samples: pd.DataFrame | 
     return None
 
 
+def downtime_limits(events: pd.DataFrame | None) -> list[tuple[float, float]]:
+    """``(t_s, downtime-limit in s)`` for every ``migrate-set-parameters`` of ``downtime-limit``
+    that a management controller sent (its ``controller`` events, :mod:`sim.controllers`)."""
+    if events is None or not len(events):
+        return []
+    rows = events[events["event"] == "controller"]
+    out = []
+    for t, detail in zip(rows["t_s"], rows["detail"], strict=True):
+        data = json.loads(detail)
+        if (data.get("action") == "migrate-set-parameters" and "downtime-limit" in data
+                and "error" not in data):
+            out.append((float(t), float(data["downtime-limit"]) / 1000))
+    return out
+
+
 def plot_timeline(
     samples: pd.DataFrame,
     events: pd.DataFrame | None = None,
@@ -110,7 +126,9 @@ def plot_timeline(
     """Pending bytes (MiB) and bandwidth (MiB/s, right axis) over sim time, with the threshold,
     a dotted line at each sync (beyond ``MAX_SYNC_LINES`` syncs, a tick each along the x axis,
     as the legend says) and a solid one at the switchover. When auto-converge throttled the
-    guest (``throttle_pct`` non-zero), the throttle (%) is a third line on an outer right axis.
+    guest (``throttle_pct`` non-zero), the throttle (%) is a third line on an outer right axis;
+    when a management controller changed ``downtime-limit`` (:func:`downtime_limits`), the limit
+    (ms) is a step line on another outer right axis (single-run plots).
 
     ``run_id`` picks one run out of multi-run tables; without it every run is drawn (markers only
     when there is a single run). Returns the left (pending bytes) Axes; the bandwidth axis is its
@@ -158,12 +176,14 @@ def plot_timeline(
     top = samples["bandwidth_bytes_per_s"].max() / MiB if len(samples) else 0.0
     bw_ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     throttle_ax = _plot_throttle(ax, samples, runs) if _throttled(samples) else None
+    limits = downtime_limits(events) if len(runs) == 1 else []
+    limit_ax = _plot_limits(ax, samples, limits, throttle_ax is not None) if limits else None
     if title is None:
         title = f"run {runs[0]}" if len(runs) == 1 and runs[0] is not None else f"{len(runs)} runs"
     ax.set_title(title)
     if legend:
         handles, labels = ax.get_legend_handles_labels()
-        for twin in (bw_ax, throttle_ax):
+        for twin in (bw_ax, throttle_ax, limit_ax):
             if twin is not None:
                 h2, l2 = twin.get_legend_handles_labels()
                 handles, labels = handles + h2, labels + l2
@@ -177,6 +197,22 @@ def _throttled(samples: pd.DataFrame) -> bool:
     if "throttle_pct" not in samples.columns or not len(samples):
         return False
     return bool((samples["throttle_pct"].fillna(0) > 0).any())
+
+
+def _plot_limits(ax: Axes, samples: pd.DataFrame, limits: list[tuple[float, float]],
+                 outer: bool) -> Axes:
+    """The downtime limit a controller set (ms, a step line from each change), on a right-hand
+    axis offset outwards (further out when the throttle's axis is there)."""
+    limit_ax = ax.twinx()
+    limit_ax.spines["right"].set_position(("axes", 1.24 if outer else 1.12))
+    t_end = float(samples["t_s"].max()) if len(samples) else limits[-1][0]
+    times = [t for t, _ in limits] + [max(t_end, limits[-1][0])]
+    values = [v * 1000 for _, v in limits]
+    limit_ax.step(times, [*values, values[-1]], where="post", color="C5", lw=1.2,
+                  label="downtime limit")
+    limit_ax.set_ylim(0, max(values) * 1.15)
+    limit_ax.set_ylabel("downtime limit (ms)")
+    return limit_ax
 
 
 def _plot_throttle(ax: Axes, samples: pd.DataFrame, runs: list[Any]) -> Axes:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from . import controllers
 from .endpoints import Endpoint, Pair
 from .engine.profiles import resolve
 from .link import Link
@@ -49,10 +50,14 @@ def run_one(scenario: Scenario, progress: Progress | None = None,
     """Run a single (non-sweep) scenario; ``scenario_name`` is the sweep's name for a member.
 
     Every guest's operator negotiates by ``scenario.negotiation`` and starts its migration at
-    ``migration.start`` (:mod:`sim.negotiation`); the run ends when every migration has ended.
+    ``migration.start`` (:mod:`sim.negotiation`); a ``controller:`` runs beside each migration
+    (:mod:`sim.controllers`); the run ends when every migration has ended.
     """
     testbed = Testbed(scenario, progress, scenario_name)
-    for pair in testbed.pairs:
+    managed = scenario.controller is not None and controllers.start(
+        testbed.env, testbed.pairs, scenario.controller, scenario.negotiation,
+        fleet=bool(scenario.vms))
+    for pair in testbed.pairs if not managed else ():
         testbed.env.process(operate(pair, scenario.negotiation))
     testbed.run()
     return testbed.result()

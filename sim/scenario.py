@@ -57,9 +57,9 @@ from typing import Any
 
 import yaml
 
-from sim import budget, capabilities, plugins, units
+from sim import budget, capabilities, controllers, plugins, units
 from sim.errors import ScenarioError
-from sim.spec import GuestSpec, Scenario, WorkloadSpec
+from sim.spec import ControllerSpec, GuestSpec, Scenario, WorkloadSpec
 
 __all__ = [
     "MAX_BYTES",
@@ -741,6 +741,8 @@ class _Builder:
         if value is None and optional:
             return None
         if _is_dataclass_type(inner):
+            if inner is ControllerSpec and isinstance(value, str):
+                value = {"kind": value}  # controller: nova, for {kind: nova}
             return self.section(inner, value, path)
         keyed = _keyed(inner)
         if keyed is not None:
@@ -866,6 +868,9 @@ class _Builder:
                     raise doc.error(child, f"expected a repeat index >= 0 {doc.got(child, item)}")
                 out.append((key, item))
                 continue
+            if key == "controller" and all(isinstance(v, str) for v in
+                                           (item if many and isinstance(item, list) else [item])):
+                key = "controller.kind"  # controller: [nova, libvirt] sweeps the kind
             target = key_field(key)
             if target is None or key.split(".")[0] in _NOT_SWEPT:
                 leaves = [k for k in SCENARIO_KEYS if "[]" not in k
@@ -930,6 +935,14 @@ def _check(s: Scenario, fail: _Fail) -> None:
                                          "names must be unique", repr(guest.name))
         names[guest.name] = i
         _check_guest(guest, _within(prefix, fail))
+    if s.controller is not None:
+        wrong = controllers.refusal(s.controller, s)
+        if wrong is not None:
+            key, problem = wrong
+            value = getattr(s.controller, key)
+            raise fail(f"controller.{key}", problem,
+                       units.format_time(value, exact=True) if isinstance(value, float)
+                       else str(value))
     previous = -1.0
     for i, change in enumerate(s.link.schedule):
         if change.at <= previous:

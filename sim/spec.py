@@ -309,6 +309,47 @@ class GuestSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ControllerSpec:
+    """A management controller beside each migration (``controller:``, :mod:`sim.controllers`).
+
+    ``kind`` is a built-in (``none``, ``libvirt``, ``nova``, ``kubevirt``, ``vmotion-like``) or
+    ``module:Class`` for a plug-in :class:`sim.Controller`. The other keys are the knobs of the
+    built-ins; None takes the controller's own default, and a key its controller does not read
+    is refused. ``*_per_gib`` times are multiplied by the guest's RAM in GiB, as nova and
+    KubeVirt do.
+    """
+
+    # a built-in (none, libvirt, nova, kubevirt, vmotion-like) or module:Class (a plug-in)
+    kind: str = "none"
+    # how often it reads query-migrate (None: the controller's own interval)
+    poll_interval: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # libvirt: virsh migrate --timeout (seconds after the start)
+    timeout: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # what a timeout does: suspend | postcopy (libvirt), abort | force_complete (nova)
+    timeout_action: str | None = field(default=None, metadata={
+        "choices": ("suspend", "postcopy", "abort", "force_complete")})
+    # nova: live_migration_downtime; kubevirt: the ramp's ceiling; vmotion-like: the goal
+    downtime: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # kubevirt: where the downtime ramp starts
+    downtime_start: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # nova: live_migration_downtime_steps; kubevirt: steps from the start to the ceiling
+    steps: int | None = field(default=None, metadata={"ge": 1, "le": 1000})
+    # nova: live_migration_downtime_delay (per GiB of RAM); kubevirt: time between ramp steps
+    step_delay: float | None = field(default=None, metadata={"unit": "time", "ge": 0})
+    # kubevirt: the pause after the bulk pass before the ramp starts
+    cooldown: float | None = field(default=None, metadata={"unit": "time", "ge": 0})
+    # nova: live_migration_completion_timeout; kubevirt: completionTimeoutPerGiB (0: none)
+    completion_timeout_per_gib: float | None = field(default=None,
+                                                     metadata={"unit": "time", "ge": 0})
+    # nova: live_migration_permit_post_copy; kubevirt: allowPostCopy (needs postcopy-ram)
+    permit_postcopy: bool | None = None
+    # kubevirt: parallelOutboundMigrationsPerNode (a fleet's guests share one source host)
+    parallel_outbound: int | None = field(default=None, metadata={"ge": 1, "le": 1000})
+    # vmotion-like: the longest vCPU pause in one poll interval, as a share of it
+    max_stun: float | None = field(default=None, metadata={"gt": 0, "le": 1})
+
+
+@dataclass(frozen=True, slots=True)
 class SweepSpec:
     """A run per combination of ``grid`` values (and per ``zip`` row), times ``repeats`` seeds."""
 
@@ -337,6 +378,8 @@ class Scenario:
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     negotiation: str = field(default="qemu", metadata={"choices": tuple(NEGOTIATION_MODES)})
     plugins: tuple[str, ...] = ()
+    # a management controller beside each migration (None: the operator alone)
+    controller: ControllerSpec | None = None
     # several guests sharing the link (DESIGN §4); empty: the one guest of the top-level sections
     vms: tuple[GuestSpec, ...] = ()
     sweep: SweepSpec | None = None

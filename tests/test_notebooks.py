@@ -38,6 +38,8 @@ SMALL: dict[str, dict[str, object]] = {
         "UNIFORM_RATIOS": [0.25], "SEEDS": 1,
     },
     "06-convergence-toolbox": {"MEMORY": "512MiB", "REGION": "256MiB", "MAX_SIM_TIME": "20s"},
+    "07-controllers": {"MEMORY": "256MiB", "HOT_SET": "100MiB", "MAX_TIME": "20s",
+                       "LIBVIRT_TIMEOUT": "5s"},
     "05-plugin-encoder": {
         "MEMORY": "128MiB", "HOT_SET": "8MiB", "BANDWIDTH": "300Mbit/s", "CACHE": "16MiB",
     },

@@ -31,7 +31,8 @@ def results():
 
 def test_every_scenario_file_is_covered(results):
     assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster",
-                                                    "zlib-xor-vs-xbzrle", "convergence-toolbox"}
+                                                    "zlib-xor-vs-xbzrle", "convergence-toolbox",
+                                                    "controllers"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
@@ -125,3 +126,15 @@ def test_convergence_toolbox_side_by_side(results):
     assert ac.max_throttle_pct >= 50 and ac.guest_cpu_lost_s > 0
     assert pc.total_time_s < ac.total_time_s and pc.downtime_s < ac.downtime_s
     assert pc.postcopy_faults > 0 and pc.postcopy_stall_s > 0
+
+
+def test_controllers_sweep_shows_what_its_comment_says(results):
+    runs = results["controllers"].runs.set_index("controller.kind")
+    assert runs.loc["none", "status"] == "cancelled"  # QEMU's defaults alone
+    assert runs.loc["nova", "status"] == "cancelled"  # its next step is 150 s away
+    assert runs.loc["libvirt", "status"] == "completed"
+    assert runs.loc["libvirt", "total_time_s"] > 30  # suspended at 30 s, then drained
+    assert runs.loc["libvirt", "guest_cpu_lost_s"] > 0
+    assert runs.loc["kubevirt", "status"] == "completed"
+    assert runs.loc["kubevirt", "downtime_s"] <= 1.05 + 0.1  # under its ceiling (+ one window)
+    assert (results["controllers"].runs.pages_lost == 0).all()

@@ -112,6 +112,8 @@ class Migration:
         self.period = DirtyRatePeriod()
         self.stall = 0.0  # source-thread time owed to bitmap syncs, paid before the next send
         self.cancel_requested = False
+        self.cancel_reason = "migrate_cancel"  # the failure_reason a requested cancel records
+        self.paused_at: float | None = None  # when a management ``stop`` paused the guest
         self.postcopy_requested = False  # migrate-start-postcopy, read by the post-copy trigger
         #: destination crashes and cancels aimed at this guest (link faults live in the Link)
         self.faults = [f for f in faults if f.kind in ("destination_crash", "cancel")]
@@ -145,18 +147,48 @@ class Migration:
         self.spec = spec
         self.link.set_cap(self, max_bandwidth(spec))
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, reason: str = "migrate_cancel") -> None:
         """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends.
         As in QEMU's migrate_fd_cancel, any running state can be cancelled, stop-and-copy
-        (``device``) too: the source's guest then runs again."""
+        (``device``) too: the source's guest then runs again. ``reason`` is the runs table's
+        ``failure_reason`` (a controller that failed names itself)."""
         if (self.state.status in RUNNING and self.state.status != "cancelling"
                 and not self.cancel_requested):
             self.cancel_requested = True
+            self.cancel_reason = reason
             self.state.set_status("cancelling", self.env.now)
 
     def request_postcopy(self) -> None:
         """``migrate-start-postcopy``: the switch happens at the next iteration (REF §5.1)."""
         self.postcopy_requested = True
+
+    def pause_guest(self) -> None:
+        """QMP ``stop`` on the source: the vCPUs stop, so the guest writes nothing from now on
+        (the verbs of the switchover's stop). Model note: writes the running chunk (at most
+        50 ms) already applied stay applied."""
+        if self.paused_at is not None or not self.guest.running:
+            return
+        now = self.env.now
+        self.writes.apply_until(now)
+        self.guest.running = False
+        self.writes.drop()
+        self.paused_at = now
+
+    def resume_guest(self) -> None:
+        """QMP ``cont`` on the source after a ``stop``: the guest writes again; the paused time
+        counts as guest CPU lost (every vCPU). Nothing once the switchover has taken over."""
+        if self.paused_at is None:
+            return
+        now = self.env.now
+        self.end_pause(now)
+        self.guest.running = True
+        self.writes.restart_at(now)
+
+    def end_pause(self, t: float) -> None:
+        """A management pause ends at ``t`` (its ``cont``, or the switchover's own stop)."""
+        if self.paused_at is not None:
+            self.state.guest_cpu_lost_s += (t - self.paused_at) * self.scenario.vm.vcpus
+            self.paused_at = None
 
     def refuse(self, reason: str) -> None:
         """The migration could not start (a refused command while setting it up)."""

@@ -117,7 +117,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
             syncs_at_tick = state.sync_count
             next_periodic += throttle.PERIODIC_SYNC_S
         if mig.cancel_requested or now >= cancel_at or now >= deadline:
-            mig.cancel("migrate_cancel" if mig.cancel_requested
+            mig.cancel(mig.cancel_reason if mig.cancel_requested
                        else "max_time" if now >= cancel_at else "not converged")
             return
         if trigger.wants(mig, now):

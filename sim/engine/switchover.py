@@ -78,6 +78,7 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str,
     the guest stopped."""
     yield from mig.pay_stall()
     t_stop = mig.env.now
+    mig.end_pause(t_stop)  # a management pause, if any, becomes the switchover's stop
     mig.writes.apply_until(t_stop)
     mig.throttle.end(t_stop)
     mig.guest.running = False
@@ -98,7 +99,7 @@ def interrupted(mig: Migration, now: float, cancel_at: float, deadline: float) -
     if mig.due_fault(now) == "destination_crash":
         return "destination_crash"
     if mig.cancel_requested:
-        return "migrate_cancel"
+        return mig.cancel_reason
     if now >= cancel_at:
         return "max_time"
     if now >= deadline:
