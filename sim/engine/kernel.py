@@ -405,7 +405,8 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
     intervals, at most the wall time per vCPU.
 
     ``at = (w_next, cursor, n_pending)``, ``window = (t0, rate, t_limit)``, ``sizes =
-    (raw_bytes, zero_bytes, fault_bytes, fault_cost)``. Returns ``(t_end, cursor, w_next,
+    (raw_bytes, zero_bytes, fault_bytes, fault_cost, follow)``; ``follow``: the background scan
+    continues after a faulted page (no preempt channel). Returns ``(t_end, cursor, w_next,
     n_pending)``.
 
     Model note: the guest's later writes are not delayed by its stalls (the write clock is
@@ -415,7 +416,7 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
     w_t, w_page = writes[0], writes[1]
     w_next, cursor, n_pending = at
     t0, rate, t_limit = window
-    raw_bytes, zero_bytes, fault_bytes, fault_cost = sizes
+    raw_bytes, zero_bytes, fault_bytes, fault_cost, follow = sizes
     n = dest_written.shape[0]
     n_w = w_t.shape[0]
     n_vcpus = vcpu_until.shape[0]
@@ -438,6 +439,8 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
                     vcpu_until[v] = end
                 sent += fault_bytes
                 t = t0 + sent / rate
+                if follow:  # one page search: the scan goes on after the requested page
+                    cursor = p + 1 if p + 1 < n else 0
             w_next += 1
         if n_pending == 0 or t >= t_limit:
             break

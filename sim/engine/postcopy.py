@@ -12,7 +12,11 @@ Model notes (departures from QEMU):
 * Exact mode does not apply the guest's writes after the switch: ``memory_match`` compares the
   destination with the source's RAM at the switch.
 * Without ``postcopy-preempt`` an urgent page waits behind :data:`POSTCOPY_QUEUE` bytes of
-  background data (a socket's worth of send buffer; an assumption).
+  background data (a socket's worth of send buffer; an assumption), and, as in QEMU
+  (``get_queued_page`` in ``migration/ram.c`` hands the requested page to the one page search),
+  the background scan then continues from the page after the faulted one: a guest writing
+  sequentially faults a few times, then finds its next pages already pushed. With a preempt
+  channel the urgent page has its own search, and the background scan stays where it was.
 * A link outage after the switch pauses post-copy (``postcopy-paused`` on both sides, as QEMU's
   ``postcopy_pause``). QEMU then waits for management to run ``migrate-recover`` on the
   destination and ``migrate`` with ``resume`` on the source; the model assumes management does
@@ -133,14 +137,15 @@ def _push_missing(mig: Migration, deadline: float) -> Generator[simpy.Event, Non
             yield from _pause(mig, deadline)
             continue
         until = min(now + MAX_WAIT_S, mig.next_change(now), deadline)
-        queue = 0.0 if mig.in_force.is_enabled("postcopy-preempt") else POSTCOPY_QUEUE
+        preempt = mig.in_force.is_enabled("postcopy-preempt")
+        queue = 0.0 if preempt else POSTCOPY_QUEUE
         fault_cost = 2 * mig.link.latency_s + (page_bytes + queue) / rate
         writes.generate_until(until)
         before = state.postcopy_stats[3]
         t_end, bitmap.cursor, writes.next, bitmap.n_pending = kernel.postcopy_chunk(
             bitmap.kernel_args(), mig.guest.zero_bits, writes.kernel_args(),
             (writes.next, bitmap.cursor, bitmap.n_pending), (now, rate, until),
-            (page_bytes, mig.scenario.wire.zero_page, page_bytes, fault_cost),
+            (page_bytes, mig.scenario.wire.zero_page, page_bytes, fault_cost, not preempt),
             mig.dest_written, state.postcopy_stats, state.vcpu_stalled_until)
         sent = int(state.postcopy_stats[3] - before)
         state.transferred += sent
