@@ -25,8 +25,8 @@ from . import kernel
 from .bitmap import MigrationBitmap
 from .content import PATTERNS, writer_spec
 
-#: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 50 MiB of buffer)
-STEP_WRITES = 1 << 21
+#: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 25 MiB of buffer, 50 ms of work)
+STEP_WRITES = 1 << 20
 
 
 class WriteBuffer:
