@@ -415,3 +415,11 @@ def test_human_monitor_command_and_the_queries(tmp_path: Path, sockdir: Path) ->
             await src.disconnect()
 
     run(main)
+
+
+def test_the_qmp_page_documents_every_command() -> None:
+    from sim.qmp.protocol import COMMANDS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "qmp.md").read_text()
+    missing = [name for name in COMMANDS if f"`{name}`" not in page]
+    assert not missing, f"docs/qmp.md does not mention {missing}"
