@@ -185,8 +185,10 @@ class Migration:
 
     def restart_source_guest(self) -> None:
         """After a failed or cancelled migration the source's guest runs again if it ran before
-        (management's ``stop`` holds it)."""
-        self.guest.running = not self.vm_paused
+        (management's ``stop`` holds it), writing from now on."""
+        if not self.guest.running and not self.vm_paused:
+            self.guest.running = True
+            self.writes.restart_at(self.env.now)
 
     def renew(self) -> None:
         """A new migration of this guest after a cancel or a failure: fresh state (the bitmap,
