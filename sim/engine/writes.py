@@ -25,8 +25,9 @@ from . import kernel
 from .bitmap import MigrationBitmap
 from .content import PATTERNS, writer_spec
 
-#: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 25 MiB of buffer, 50 ms of work)
-STEP_WRITES = 1 << 20
+#: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 6 MiB of buffer and
+#: 25 ms of work; far more than any interval of a scenario holds, but for a long idle wait)
+STEP_WRITES = 1 << 18
 
 
 class WriteBuffer:
@@ -101,7 +102,8 @@ class WriteBuffer:
         rate = self.workload.peak_writes_per_s * self.scale()
         if t_end <= self.until or rate * (t_end - self.until) <= STEP_WRITES:
             return t_end
-        return self.until + STEP_WRITES / rate
+        step = self.until + STEP_WRITES / rate
+        return step if step > self.until else t_end  # a step below float resolution: one piece
 
     def drop_applied(self) -> None:
         """Release the writes already applied (the buffer then holds only those still ahead)."""

@@ -11,7 +11,7 @@ Time: a clock task advances the simulation every ``tick`` (10 ms) of wall time t
 ``sim_t0 + speed * (wall - wall0)``, and the server also catches the simulation up just before it
 handles a client's input, so replies describe "now". The simulation runs in the event loop's
 thread (commands and simulation never race), in bounded steps: each catch-up works at most
-``budget`` (20 ms) of wall time plus one step (a chunk of at most 50 ms of sim time, or one step
+``budget`` (10 ms) of wall time plus one step (a chunk of at most 50 ms of sim time, or one step
 of a guest's writes while no migration runs: :meth:`sim.run.Testbed.advance`), so a command is
 answered within about 100 ms whatever the wait before it, and an idle guest's writes are applied
 as time passes, in bounded memory. If the simulation is slower than ``speed`` the clock falls
@@ -141,7 +141,7 @@ class QmpServer:
     """Serve ``testbed.source`` and ``testbed.destination`` over QMP (see the module docstring)."""
 
     def __init__(self, testbed: Any, source: str | Address, destination: str | Address, *,
-                 speed: float = 100.0, tick: float = 0.01, budget: float = 0.02,
+                 speed: float = 100.0, tick: float = 0.01, budget: float = 0.01,
                  limits: Limits | None = None, max_backlog: int = 16 << 20) -> None:
         if not (isinstance(speed, int | float) and speed > 0 and speed < float("inf")):
             raise ValueError(f"speed must be a positive number (got {speed!r})")
@@ -192,7 +192,9 @@ class QmpServer:
 
     async def _run_clock(self) -> None:
         while self._running:
-            await asyncio.sleep(self.tick)
+            # Behind real time: only let the clients' commands in between the bounded steps.
+            behind = self.clock_error is None and self.testbed.now < self.sim_target() - 1e-9
+            await asyncio.sleep(0 if behind else self.tick)
             self.sync()
 
     # -- events --------------------------------------------------------------------------------
