@@ -106,3 +106,23 @@ def test_budget_does_not_count_the_wait(monkeypatch: pytest.MonkeyPatch) -> None
     need = {n.what: n.bytes for n in budget.needs(late_scenario(86400.0))}
     assert need["write buffer"] == {n.what: n.bytes
                                     for n in budget.needs(late_scenario(0.0))}["write buffer"]
+
+
+def test_advance_with_a_wall_budget_falls_behind_then_catches_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Testbed.advance(until, wall_budget) does bounded work per call (one step with a zero
+    budget), applies an idle guest's writes as it goes (never more than a step waiting), and
+    successive calls reach ``until`` with every write applied."""
+    monkeypatch.setattr(writes_module, "STEP_WRITES", 10_000)
+    tb = Testbed(late_scenario(1e9))
+    buffer = tb.pairs[0].migration.writes
+    tb.advance(100.0, wall_budget=0.0)
+    assert 0 < tb.now < 100.0  # one step: 5 s of writes at 2000/s
+    calls = 1
+    while tb.now < 100.0:
+        tb.advance(100.0, wall_budget=0.0)
+        assert RATE * (tb.now - buffer.until) <= 10_000  # what waits is at most a step
+        calls += 1
+    assert calls >= 100 * RATE / 10_000
+    buffer.apply_until(100.0)
+    assert int(tb.pairs[0].migration.guest.version.sum()) == math.ceil(RATE * 100.0)
