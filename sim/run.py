@@ -148,8 +148,10 @@ class Testbed:
                 return
 
     def _idle(self) -> list[Pair]:
-        """The pairs whose source runs no migration now (their writes wait in no chunk)."""
-        return [p for p in self.pairs if not p.migration.state.running]
+        """The pairs whose source runs its guest with no migration in progress (before the
+        first, or after a failed or cancelled one): nothing else applies their writes."""
+        return [p for p in self.pairs
+                if p.migration.state.status in ("none", "failed", "cancelled")]
 
     def run(self) -> None:
         """Run until nothing is left to happen (every migration has ended)."""
