@@ -25,7 +25,9 @@ Model notes (departures from QEMU):
   (or ``cont`` during ``inmigrate``: autostart), unless :attr:`Endpoint.autostart`. In
   post-copy the destination runs the guest from the switch (libvirt sends ``cont`` then).
   ``cont`` on the source after a completed migration is refused (QEMU would restart it).
-  STOP and RESUME events are sent for ``stop`` and ``cont`` only.
+  STOP and RESUME events follow the guest of each side (``stop``/``cont``, the switchover, a
+  restart after a cancel or a failure, the destination starting), seen at the next command or
+  migration event.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Endpoint:
         self.dest_started = False  # ``cont`` after the migration completed (destination)
         self.dirty_rate = dirtyrate.DirtyRateJob()
         self._subscribers: list[EventCallback] = []
+        self._was_running = role == "source"  # for STOP / RESUME
         pair.migration.state.subscribers.append(self._on_state_event)
 
     # --- capabilities --------------------------------------------------------------------------
@@ -187,18 +190,15 @@ class Endpoint:
     def stop(self) -> None:
         """``stop``: the vCPUs of this side stop (a migration in progress goes on, and switches
         over when it can); the destination, before it runs, will wait for ``cont``."""
-        was = self.running
         if self.role == "source":
             self.pair.migration.pause_guest()
         else:
             self.autostart = self.dest_started = False
-        if was and not self.running:
-            self._emit("STOP", {})
+        self._run_state_event(self.pair.env.now)
 
     def cont(self) -> None:
         """``cont``: the vCPUs run again; on a destination still ``inmigrate`` it sets
         autostart (QEMU's qmp_cont)."""
-        was = self.running
         if self.role == "source":
             if self.status == "completed":
                 raise QmpError("migsim: the guest runs on the destination; restarting the "
@@ -208,8 +208,7 @@ class Endpoint:
             self.dest_started = True
         else:
             self.autostart = True
-        if not was and self.running:
-            self._emit("RESUME", {})
+        self._run_state_event(self.pair.env.now)
 
     def migrate_continue(self, state: str) -> None:
         """``migrate-continue``: a migration paused in ``state`` (``pre-switchover``) goes on."""
@@ -318,16 +317,24 @@ class Endpoint:
         self._subscribers.append(callback)
 
     def _on_state_event(self, t_s: float, side: str, event: str, data: dict[str, Any]) -> None:
-        """A status change or new pass of the migration: this side's QMP event, if wanted."""
+        """A status change or new pass of the migration: STOP / RESUME if the guest of this
+        side stopped or started, and this side's QMP event, if wanted."""
+        self._run_state_event(t_s)
         if side != self.role or "events" not in self.enabled:
             return
         for callback in list(self._subscribers):
             callback(event, data, t_s)
 
-    def _emit(self, event: str, data: dict[str, Any]) -> None:
-        """An event every client gets (STOP, RESUME), now."""
+    def _run_state_event(self, t_s: float) -> None:
+        """STOP or RESUME (every client gets them) when this side's guest stopped or started
+        since the last look: ``stop``/``cont``, the switchover, a restart after a cancel or a
+        failure, the destination starting."""
+        running = self.running
+        if running == self._was_running:
+            return
+        self._was_running = running
         for callback in list(self._subscribers):
-            callback(event, data, self.pair.env.now)
+            callback("RESUME" if running else "STOP", {}, t_s)
 
 
 def migration_info(mig: Migration, now: float) -> dict[str, Any]:

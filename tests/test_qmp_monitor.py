@@ -258,6 +258,9 @@ def test_pause_before_switchover_waits_for_migrate_continue(tmp_path: Path,
             await asyncio.sleep(0.05)
             statuses = [e["data"]["status"] for e in events.events if e["event"] == "MIGRATION"]
             assert statuses.index("pre-switchover") < statuses.index("device")
+            names = events.names()
+            assert names.count("STOP") == 1  # the switchover stopped the guest, before the wait
+            assert names.index("STOP") < names.index("MIGRATION", names.index("STOP"))
             assert statuses[statuses.index("pre-switchover") - 1] == "active"
             events.task.cancel()
             await src.disconnect()
@@ -269,6 +272,8 @@ def test_cancel_in_pre_switchover_restarts_the_guest(tmp_path: Path) -> None:
     tb = make_testbed(tmp_path)
     tb.source.migrate_set_capabilities([{"capability": "pause-before-switchover",
                                          "state": True}])
+    seen: list[str] = []
+    tb.source.subscribe(lambda name, data, t: seen.append(name))
     tb.source.migrate(uri="tcp:x:1")
     tb.advance(30.0)
     assert tb.source.status == "pre-switchover"
@@ -276,6 +281,7 @@ def test_cancel_in_pre_switchover_restarts_the_guest(tmp_path: Path) -> None:
     tb.advance(31.0)
     assert tb.source.status == "cancelled"
     assert tb.source.query_status() == {"running": True, "status": "running"}
+    assert seen == ["STOP", "RESUME"]  # the switchover stopped it, the cancel restarted it
 
 
 def test_a_scenario_with_pause_before_switchover_is_continued_by_its_operator() -> None:

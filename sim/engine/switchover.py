@@ -152,8 +152,8 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
         yield from destination_crashed(mig)
         return
     if stopped is not None:
-        mig.cancel(stopped)
         mig.restart_source_guest()  # QEMU restarts the source's guest (if it ran before)
+        mig.cancel(stopped)
         return
     device = mig.scenario.vm.device_state
     state.transferred += device
