@@ -429,3 +429,82 @@ def test_the_qmp_page_documents_every_command() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "qmp.md").read_text()
     missing = [name for name in COMMANDS if f"`{name}`" not in page]
     assert not missing, f"docs/qmp.md does not mention {missing}"
+
+
+def test_random_command_sequences_on_real_endpoints_never_fail_internally(
+        tmp_path: Path) -> None:
+    """Management commands in random orders (stop, cont, migrate, cancels, migrate-continue,
+    calc-dirty-rate, pause-before-switchover on and off, ...) on both sides of live testbeds:
+    every reply is a return or one of QEMU's error classes, never a migsim internal error, and
+    the sequences reach cancels, repeated migrations and pre-switchover."""
+    import json
+    import random
+
+    from sim.qmp.introspect import schema
+    from sim.qmp.protocol import COMMANDS, QmpSession
+    from sim.qmp.qapi import ARGUMENTS, EVENTS
+
+    types = {e["name"]: e for e in schema(ARGUMENTS, EVENTS, lambda name: None)}
+    rng = random.Random(4)
+    names = [n for n in COMMANDS if n not in ("quit", "qmp_capabilities")]
+
+    def value(name: str) -> Any:
+        entry = types[name]
+        meta = entry["meta-type"]
+        if meta == "builtin":
+            return {"int": rng.choice([0, 1, 2, 100, 512]), "string": rng.choice(
+                ["tcp:127.0.0.1:1", "info migrate", "info status", "x"]),
+                "boolean": rng.random() < 0.5, "number": 1.0, "null": None,
+                "value": None}[entry["json-type"]]
+        if meta == "enum":
+            return rng.choice(entry["values"]) if entry["values"] else "x"
+        if meta == "array":
+            return []
+        if meta == "alternate":
+            return value(entry["members"][0]["type"])
+        return {m["name"]: value(m["type"]) for m in entry["members"] if "default" not in m}
+
+    def arguments(name: str) -> Any:
+        if name == "migrate":
+            return {"uri": "tcp:127.0.0.1:1"}
+        if name == "migrate-set-capabilities" and rng.random() < 0.7:
+            return {"capabilities": [{"capability": "pause-before-switchover",
+                                      "state": rng.random() < 0.7}]}
+        if name == "migrate-continue":
+            return {"state": "pre-switchover"}
+        if name == "calc-dirty-rate":
+            return {"calc-time": 1}
+        return value(types[name]["arg-type"])
+
+    seen: set[str] = set()
+    accepted: set[str] = set()
+    for run_number in range(6):
+        tb = make_testbed(tmp_path, "migration: {max_bandwidth: 30MiB/s}\n")
+        if run_number % 2:
+            tb.source.migrate_set_capabilities([{"capability": "pause-before-switchover",
+                                                 "state": True}])
+        sessions = [QmpSession(tb.source), QmpSession(tb.destination)]
+        for s in sessions:
+            s.feed(b'{"execute": "qmp_capabilities"}')
+        for step in range(150):
+            s = rng.choice(sessions)
+            name = rng.choice(names + ["migrate", "migrate_cancel", "migrate-continue"] * 2)
+            args = arguments(name)
+            for raw in s.feed(json.dumps({"execute": name, "arguments": args}).encode()):
+                reply = json.loads(raw)
+                assert "return" in reply or reply["error"]["class"] in (
+                    "GenericError", "CommandNotFound"), reply
+                assert "internal error" not in json.dumps(reply), (run_number, step, name, reply)
+                if "return" in reply:
+                    accepted.add(name)
+            tb.advance(tb.now + rng.choice([0.0, 0.01, 0.3, 1.0]))
+            seen.add(tb.source.status)
+        if tb.source.status not in ("completed", "none"):  # still going: it can end
+            tb.source.migrate_cancel()
+            tb.destination.cont()
+            tb.source.migrate_continue("pre-switchover") \
+                if tb.source.status == "pre-switchover" else None
+            tb.advance(tb.now + 30)
+            assert tb.source.status in ("cancelled", "completed", "failed")
+    assert {"cancelled", "pre-switchover", "completed", "active"} <= seen
+    assert {"migrate-continue", "stop", "cont", "migrate", "migrate_cancel"} <= accepted
