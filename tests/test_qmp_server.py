@@ -493,7 +493,7 @@ def test_cli_qmp_serves_until_sigint(tmp_path: Path, sockdir: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim.cli", "qmp", str(scenario), "--source", str(src),
-         "--destination", str(dst), "--speed", "100", "-o", str(out)],
+         "--destination", str(dst), "--speed", "100", "--autostart", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
@@ -506,6 +506,11 @@ def test_cli_qmp_serves_until_sigint(tmp_path: Path, sockdir: Path) -> None:
             await client.execute("migrate", {"uri": "tcp:127.0.0.1:4444"})
             info = await poll_until(client, ("completed", "failed"))
             assert info["status"] == "completed"
+            await client.disconnect()
+            client = await connect(Address("unix", path=str(dst)))
+            # --autostart: the destination runs as soon as the migration completed (no -S)
+            assert await client.execute("query-status") == {"running": True,
+                                                            "status": "running"}
             await client.disconnect()
 
         run(main)
