@@ -262,6 +262,8 @@ class Endpoint:
         if mig.state.status == "completed":
             raise QmpError("migsim: the guest has moved to the destination; start a new "
                            "testbed for another migration")
+        if mig.state.status == "failed" and mig.dest_written is not None:
+            raise QmpError("migsim: the guest was lost in post-copy; start a new testbed")
         if resume:
             raise QmpError("Cannot resume if there is no paused migration")
         if mig.state.status != "none":  # after a cancel or a failure: a new migration
