@@ -9,7 +9,9 @@ The estimate follows the engine's data structures (:mod:`sim.engine`), per guest
   32-bit write count per page (``vm.memory``);
 * the dirty list: page numbers dirtied since the last sync, at most the pages, assumed here to
   hold about a second of writes (a heuristic: the list grows with the writes between syncs);
-* the write buffer: one 50 ms chunk of writes, 24 bytes each (``workload.writes_per_s``);
+* the write buffer: one 50 ms chunk of writes, 24 bytes each (``workload.writes_per_s``); a
+  long wait with nothing sent (``migration.start``) is applied in steps of a bounded number of
+  writes (:data:`sim.engine.writes.STEP_WRITES`), so the start does not count;
 * exact content: the source's and the destination's bytes, twice ``vm.memory`` (``vm.content``);
 * the page cache, when XBZRLE or a delta plug-in may be in force: 28 bytes a slot, plus a page a
   slot in exact mode, for at most the guest's pages (``migration.xbzrle_cache_size``);

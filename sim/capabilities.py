@@ -255,6 +255,11 @@ class InForce:
     def is_enabled(self, name: str) -> bool:
         return name in self.capabilities
 
+    @property
+    def pauses_before_switchover(self) -> bool:
+        """The switchover waits in ``pre-switchover`` for ``migrate-continue``."""
+        return "pause-before-switchover" in self.capabilities
+
 
 def qemu_in_force(source_enabled: Iterable[str], destination_supports: Iterable[str],
                   destination_enabled: Iterable[str]) -> InForce:

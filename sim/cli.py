@@ -659,6 +659,7 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     spec = _module("sim.spec")
     _module("sim.run").run_one(spec.Scenario(name="warm-up", vm=spec.VmSpec(memory=16 * MiB)))
     testbed = _module("sim.run").Testbed(scenario)
+    testbed.destination.autostart = args.autostart
 
     def ready(server: Any) -> None:
         print(f"migsim qmp: {scenario.name}: source on {server.addresses['source']}, "
@@ -754,6 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simulated seconds per wall-clock second (default 100)")
     qmp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a scenario key (repeatable)")
+    qmp.add_argument("--autostart", action="store_true",
+                     help="the destination runs the guest as soon as the migration completes "
+                          "(default: it waits for cont, as QEMU run with -S)")
     qmp.add_argument("-o", "--output", metavar="DIR",
                      help="on exit, save the result tables to DIR")
     qmp.set_defaults(func=cmd_qmp)

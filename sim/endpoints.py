@@ -18,7 +18,16 @@ Model notes (departures from QEMU):
   ``migrate``. The URI is not used: each source has its one destination.
 * ``exit-on-error`` is recorded but the destination process never exits: after a failed load it
   stays, ``status: failed``, so its ``query-migrate`` can be read.
-* One migration per pair: once it has ended, another ``migrate`` is refused.
+* A new ``migrate`` after a cancelled or failed migration starts another on the same pair (as
+  QEMU allows); after a completed one it is refused (the guest lives on the destination).
+* Run states (``stop``, ``cont``, ``query-status``): the destination starts paused, as QEMU run
+  with ``-S`` (libvirt's way): after the migration completes it is ``paused`` until ``cont``
+  (or ``cont`` during ``inmigrate``: autostart), unless :attr:`Endpoint.autostart`. In
+  post-copy the destination runs the guest from the switch (libvirt sends ``cont`` then).
+  ``cont`` on the source after a completed migration is refused (QEMU would restart it).
+  STOP and RESUME events follow the guest of each side (``stop``/``cont``, the switchover, a
+  restart after a cancel or a failure, the destination starting), seen at the next command or
+  migration event.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from . import capabilities
+from . import capabilities, dirtyrate
 from . import parameters as qemu_parameters
 from .capabilities import InForce
 from .engine import precopy
@@ -69,7 +78,12 @@ class Endpoint:
         self.extras: dict[str, Any] = qemu_parameters.unmodelled()
         self.incoming_started = False
         self.exit_on_error = True
+        #: the destination runs the guest once the migration completes (QEMU without ``-S``)
+        self.autostart = False
+        self.dest_started = False  # ``cont`` after the migration completed (destination)
+        self.dirty_rate = dirtyrate.DirtyRateJob()
         self._subscribers: list[EventCallback] = []
+        self._was_running = role == "source"  # for STOP / RESUME
         pair.migration.state.subscribers.append(self._on_state_event)
 
     # --- capabilities --------------------------------------------------------------------------
@@ -148,11 +162,89 @@ class Endpoint:
 
     @property
     def running(self) -> bool:
-        """Whether this endpoint's guest runs (the destination's only once it has completed)."""
+        """Whether this endpoint's guest runs (see :meth:`run_state`)."""
+        return self.run_state() == "running"
+
+    def run_state(self) -> str:
+        """QEMU's RunState of this side: running, paused, inmigrate, finish-migrate,
+        postmigrate."""
         mig = self.pair.migration
+        status = self.status
+        if self.role == "destination":
+            if status.startswith("postcopy"):
+                return "running"
+            if status == "completed":
+                return "running" if self.autostart or self.dest_started else "paused"
+            return "inmigrate"
+        if status in ("pre-switchover", "device") or status.startswith("postcopy"):
+            return "finish-migrate"
+        if status == "completed":
+            return "postmigrate"
+        return "running" if mig.guest.running else "paused"
+
+    def query_status(self) -> dict[str, Any]:
+        """QEMU's StatusInfo."""
+        state = self.run_state()
+        return {"running": state == "running", "status": state}
+
+    def stop(self) -> None:
+        """``stop``: the vCPUs of this side stop (a migration in progress goes on, and switches
+        over when it can); the destination, before it runs, will wait for ``cont``."""
         if self.role == "source":
-            return mig.guest.running
-        return mig.state.dest_status == "completed"
+            self.pair.migration.pause_guest()
+        else:
+            self.autostart = self.dest_started = False
+        self._run_state_event(self.pair.env.now)
+
+    def cont(self) -> None:
+        """``cont``: the vCPUs run again; on a destination still ``inmigrate`` it sets
+        autostart (QEMU's qmp_cont)."""
+        if self.role == "source":
+            if self.status == "completed":
+                raise QmpError("migsim: the guest runs on the destination; restarting the "
+                               "source after a completed migration is not modelled")
+            self.pair.migration.resume_guest()
+        elif self.status == "completed":
+            self.dest_started = True
+        else:
+            self.autostart = True
+        self._run_state_event(self.pair.env.now)
+
+    def migrate_continue(self, state: str) -> None:
+        """``migrate-continue``: a migration paused in ``state`` (``pre-switchover``) goes on."""
+        if self.status != state:
+            raise QmpError(f"Migration not in expected state: {self.status}")
+        self.pair.migration.request_continue()
+
+    def query_name(self) -> dict[str, Any]:
+        return {"name": self.pair.name or self.pair.scenario.name}
+
+    def query_migrationthreads(self) -> list[dict[str, Any]]:
+        """The migration's threads while one runs on the source (QEMU 9.x names; the thread
+        ids are made up, stable per name)."""
+        mig = self.pair.migration
+        if self.role != "source" or not mig.state.running:
+            return []
+        names = ["mig/src/main"]
+        if "multifd" in mig.caps:
+            names += [f"mig/src/send_{i}" for i in range(int(mig.spec.multifd_channels))]
+        return [{"name": n, "thread-id": 10000 + i} for i, n in enumerate(names)]
+
+    def calc_dirty_rate(self, calc_time: int, calc_time_unit: str = "second",
+                        sample_pages: int | None = None, mode: str = "page-sampling") -> None:
+        """``calc-dirty-rate``: start QEMU's page-sampling estimate (:mod:`sim.dirtyrate`)."""
+        if self.dirty_rate.status == "measuring":
+            raise QmpError("Dirty rate calculation is already in progress")
+        seconds = dirtyrate.check(calc_time, calc_time_unit, sample_pages, mode)
+        env = self.pair.env
+        job = dirtyrate.DirtyRateJob("measuring", env.now, calc_time, calc_time_unit,
+                                     sample_pages or dirtyrate.DEFAULT_SAMPLE_PAGES, mode)
+        self.dirty_rate = job
+        rng = np.random.default_rng([self.pair.scenario.seed, 2, int(env.now * 1e6)])
+        env.process(dirtyrate.measure(env, self.pair.migration, job, seconds, rng))
+
+    def query_dirty_rate(self, calc_time_unit: str | None = None) -> dict[str, Any]:
+        return self.dirty_rate.info(calc_time_unit)
 
     def migrate(self, uri: str | None = None, channels: list[Any] | None = None,
                 resume: bool = False, *, handshake: Handshake | None = None,
@@ -167,11 +259,16 @@ class Endpoint:
         mig = self.pair.migration
         if mig.state.running:
             raise QmpError("There's a migration process in progress")
-        if mig.state.status != "none":
-            raise QmpError("migsim: this testbed runs one migration per source; "
-                           "start a new one for another")
+        if mig.state.status == "completed":
+            raise QmpError("migsim: the guest has moved to the destination; start a new "
+                           "testbed for another migration")
+        if mig.state.status == "failed" and mig.dest_written is not None:
+            raise QmpError("migsim: the guest was lost in post-copy; start a new testbed")
         if resume:
             raise QmpError("Cannot resume if there is no paused migration")
+        if mig.state.status != "none":  # after a cancel or a failure: a new migration
+            mig.renew()
+            self.pair.destination.incoming_started = False
         if in_force is None:
             in_force = self.pair.qemu_in_force()
             handshake = handshake or self.pair.setup_checks(in_force)
@@ -233,11 +330,24 @@ class Endpoint:
         self._subscribers.append(callback)
 
     def _on_state_event(self, t_s: float, side: str, event: str, data: dict[str, Any]) -> None:
-        """A status change or new pass of the migration: this side's QMP event, if wanted."""
+        """A status change or new pass of the migration: STOP / RESUME if the guest of this
+        side stopped or started, and this side's QMP event, if wanted."""
+        self._run_state_event(t_s)
         if side != self.role or "events" not in self.enabled:
             return
         for callback in list(self._subscribers):
             callback(event, data, t_s)
+
+    def _run_state_event(self, t_s: float) -> None:
+        """STOP or RESUME (every client gets them) when this side's guest stopped or started
+        since the last look: ``stop``/``cont``, the switchover, a restart after a cancel or a
+        failure, the destination starting."""
+        running = self.running
+        if running == self._was_running:
+            return
+        self._was_running = running
+        for callback in list(self._subscribers):
+            callback("RESUME" if running else "STOP", {}, t_s)
 
 
 def migration_info(mig: Migration, now: float) -> dict[str, Any]:

@@ -86,6 +86,11 @@ def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
         pair.migration.refuse(err.desc)
         return
     pair.source.migrate(handshake=start.handshake, in_force=start.in_force)
+    # With pause-before-switchover the operator has nothing to do at the switchover (as
+    # libvirt without block jobs): it sends migrate-continue as soon as pre-switchover shows.
+    pair.migration.state.subscribers.append(
+        lambda t, side, event, data: pair.source.migrate_continue("pre-switchover")
+        if side == "source" and data.get("status") == "pre-switchover" else None)
 
 
 def _none(pair: Pair, wishes: list[str]) -> Start:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -124,10 +125,38 @@ class Testbed:
     def now(self) -> float:
         return float(self.env.now)
 
-    def advance(self, until: float) -> None:
-        """Run the simulation up to sim time ``until`` (nothing if it is not later than now)."""
-        if until > self.env.now:
-            self.env.run(until=until)
+    def advance(self, until: float, wall_budget: float | None = None) -> None:
+        """Run the simulation up to sim time ``until`` (nothing if it is not later than now).
+
+        A guest with no migration running has its writes applied as time passes whenever more
+        than :data:`sim.engine.writes.STEP_WRITES` of them wait, one step at a time, so a long
+        idle wait costs bounded memory (shorter waits are applied at the migration's start, as
+        in a scenario run). With ``wall_budget`` (seconds of wall time) it returns once that
+        much has passed, possibly short of ``until``: the next call goes on from there. One
+        step costs at most a chunk (50 ms of sim time) or one step of writes.
+        """
+        deadline = time.monotonic() + wall_budget if wall_budget is not None else math.inf
+        env = self.env
+        while env.now < until:
+            step = min([until, *(p.migration.writes.step_end(until) for p in self._idle())])
+            while env.peek() < step:
+                env.step()
+                if time.monotonic() >= deadline:
+                    return
+            if step > env.now:
+                env.run(until=step)
+            for pair in self._idle():
+                writes = pair.migration.writes
+                if writes.step_end(until) < until:  # more than a step waits: apply this one
+                    writes.apply_until(env.now)
+            if time.monotonic() >= deadline:
+                return
+
+    def _idle(self) -> list[Pair]:
+        """The pairs whose source runs its guest with no migration in progress (before the
+        first, or after a failed or cancelled one): nothing else applies their writes."""
+        return [p for p in self.pairs
+                if p.migration.state.status in ("none", "failed", "cancelled")]
 
     def run(self) -> None:
         """Run until nothing is left to happen (every migration has ended)."""

@@ -161,6 +161,9 @@ def test_libvirt_style_migration_completes(tmp_path: Path, sockdir: Path) -> Non
 
             assert await src.execute("query-status") == {"running": False,
                                                          "status": "postmigrate"}
+            # The destination waits for cont, as QEMU run with -S (libvirt's way)
+            assert await dst.execute("query-status") == {"running": False, "status": "paused"}
+            assert await dst.execute("cont") == {}
             assert await dst.execute("query-status") == {"running": True, "status": "running"}
             assert (await dst.execute("query-migrate"))["status"] == "completed"  # type: ignore
 
@@ -176,7 +179,7 @@ def test_libvirt_style_migration_completes(tmp_path: Path, sockdir: Path) -> Non
             assert stamps == sorted(stamps)
             assert abs(stamps[-1] - time.time()) < 60
             dst_statuses = [e["data"]["status"] for e in dst_events.named("MIGRATION")]
-            assert all(e["event"] == "MIGRATION" for e in dst_events.events)
+            assert [e["event"] for e in dst_events.events if e["event"] != "MIGRATION"] == ["RESUME"]
             if dst_statuses:
                 assert dst_statuses[-1] == "completed"
             src_events.stop()
@@ -200,7 +203,8 @@ def test_no_events_without_the_events_capability(tmp_path: Path, sockdir: Path) 
             assert info["status"] == "completed"
             assert "xbzrle-cache" not in info
             await asyncio.sleep(0.1)
-            assert log.events == []
+            # no MIGRATION / MIGRATION_PASS; STOP (the switchover) is sent always, as in QEMU
+            assert [e["event"] for e in log.events] == ["STOP"]
             log.stop()
             await src.disconnect()
 
@@ -489,7 +493,7 @@ def test_cli_qmp_serves_until_sigint(tmp_path: Path, sockdir: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim.cli", "qmp", str(scenario), "--source", str(src),
-         "--destination", str(dst), "--speed", "100", "-o", str(out)],
+         "--destination", str(dst), "--speed", "100", "--autostart", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
@@ -502,6 +506,11 @@ def test_cli_qmp_serves_until_sigint(tmp_path: Path, sockdir: Path) -> None:
             await client.execute("migrate", {"uri": "tcp:127.0.0.1:4444"})
             info = await poll_until(client, ("completed", "failed"))
             assert info["status"] == "completed"
+            await client.disconnect()
+            client = await connect(Address("unix", path=str(dst)))
+            # --autostart: the destination runs as soon as the migration completed (no -S)
+            assert await client.execute("query-status") == {"running": True,
+                                                            "status": "running"}
             await client.disconnect()
 
         run(main)

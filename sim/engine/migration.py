@@ -20,7 +20,11 @@ Model notes (where this departs from QEMU, and why):
   source would have pushed in that round trip are not counted.
 * Live commands (QMP) act between chunks: a parameter change or ``migrate_cancel`` takes effect
   when the running chunk (at most 50 ms) ends, and ``query-migrate`` counts a chunk's pages as
-  sent from its start.
+  sent from its start. ``stop`` (:meth:`Migration.pause_guest`) stops the guest's writes at once,
+  but the writes of the running chunk up to its end have been applied already.
+* A new migration of the same guest after a cancel or a failure (:meth:`Migration.renew`) starts
+  from fresh statistics; the tables keep the earlier one's events and passes, and its runs row
+  is the last migration's.
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ class Migration:
         self.cancel_reason = "migrate_cancel"  # the failure_reason a requested cancel records
         self.paused_at: float | None = None  # when a management ``stop`` paused the guest
         self.postcopy_requested = False  # migrate-start-postcopy, read by the post-copy trigger
+        self.vm_paused = False  # management's ``stop`` (until ``cont``)
+        self.switchover_gate: simpy.Event | None = None  # pre-switchover: migrate-continue
         #: destination crashes and cancels aimed at this guest (link faults live in the Link)
         self.faults = [f for f in faults if f.kind in ("destination_crash", "cancel")]
         self._fired: list[FaultSpec] = []
@@ -157,6 +163,47 @@ class Migration:
             self.cancel_requested = True
             self.cancel_reason = reason
             self.state.set_status("cancelling", self.env.now)
+            self.request_continue()  # a migration waiting in pre-switchover wakes to cancel
+
+    def request_continue(self) -> None:
+        """``migrate-continue``: a switchover waiting in ``pre-switchover`` goes on."""
+        if self.switchover_gate is not None and not self.switchover_gate.triggered:
+            self.switchover_gate.succeed()
+
+    def pause_guest(self) -> None:
+        """Management's ``stop``: the vCPUs stop now; they stay stopped after a migration that
+        fails or is cancelled, until :meth:`resume_guest`."""
+        self.vm_paused = True
+        if self.guest.running and not self.state.status.startswith("postcopy"):
+            self.writes.apply_until(self.env.now)
+            self.guest.running = False
+            self.writes.drop()
+
+    def resume_guest(self) -> None:
+        """Management's ``cont``: the vCPUs run again, unless the migration holds them stopped
+        (switchover, post-copy, completed)."""
+        self.vm_paused = False
+        held = self.state.status in ("pre-switchover", "device", "completed") or \
+            self.state.status.startswith("postcopy")
+        if not self.guest.running and not held:
+            self.guest.running = True
+            self.writes.restart_at(self.env.now)
+
+    def restart_source_guest(self) -> None:
+        """After a failed or cancelled migration the source's guest runs again if it ran before
+        (management's ``stop`` holds it), writing from now on."""
+        if not self.guest.running and not self.vm_paused:
+            self.guest.running = True
+            self.writes.restart_at(self.env.now)
+
+    def renew(self) -> None:
+        """A new migration of this guest after a cancel or a failure: fresh state (the bitmap,
+        pipeline and throttle are set up again by the migration's setup)."""
+        self.state.renew()
+        self.cancel_requested = self.postcopy_requested = False
+        self.stall = 0.0
+        self.window, self.period = RateWindow(), DirtyRatePeriod()
+        self.dest_written = None
 
     def request_postcopy(self) -> None:
         """``migrate-start-postcopy``: the switch happens at the next iteration (REF §5.1)."""
@@ -330,7 +377,7 @@ class Migration:
         self.rec.event(now, "source", "error", source_error)
         # Everything sent for a failed migration was sent for nothing.
         self.rec.event(now, "source", "bytes-wasted", str(state.transferred))
-        self.guest.running = True
+        self.restart_source_guest()
         state.total_time = now - state.t_migrate
         state.close_pass(now)
         self.encoder_stats()

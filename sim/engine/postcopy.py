@@ -86,6 +86,10 @@ def run(mig: Migration, deadline: float = math.inf) -> Generator[simpy.Event, No
     """
     env, state, bitmap = mig.env, mig.state, mig.bitmap
     t_stop = yield from stop_guest(mig, "guest stopped (postcopy)", "postcopy")
+    if mig.cancel_requested:  # cancelled while waiting in pre-switchover
+        mig.restart_source_guest()
+        mig.cancel("migrate_cancel")
+        return
     if mig.guest.exact:
         # The source is stopped: what it pushes or serves from now on is its RAM as of now.
         pending = bitmap.pending

@@ -12,7 +12,7 @@ Quantities kept by hand elsewhere before are derived here: ``sync_count`` is the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,13 @@ class MigrationState:
     plugin_counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     passes: list[Pass] = field(default_factory=list)
     subscribers: list[Subscriber] = field(default_factory=list)
+
+    def renew(self) -> None:
+        """A new migration of the same guest (after a cancel or a failure): every field back to
+        its start; the recorder and the subscribers stay."""
+        fresh = MigrationState(self.recorder, self.page_size, subscribers=self.subscribers)
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
 
     # --- derived ------------------------------------------------------------------------------
 

@@ -74,8 +74,9 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str,
                ) -> Generator[simpy.Event, None, float]:
     """The switchover's start, for stop-and-copy and post-copy alike: the thread finishes the
     sync that decided it, the vCPUs stop (no more writes, no more throttle), the state goes to
-    ``device`` (QEMU 10.0+, REF §7.5) and a last sync collects what was dirtied. Returns when
-    the guest stopped."""
+    ``device`` (QEMU 10.0+, REF §7.5) and a last sync collects what was dirtied. With
+    ``pause-before-switchover`` it first waits in ``pre-switchover`` for ``migrate-continue``,
+    the guest stopped (the wait counts in the downtime). Returns when the guest stopped."""
     yield from mig.pay_stall()
     t_stop = mig.env.now
     mig.end_pause(t_stop)  # a management pause, if any, becomes the switchover's stop
@@ -84,14 +85,28 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str,
     mig.guest.running = False
     mig.writes.drop()  # writes buffered beyond the stop never happen: the vCPUs are stopped
     mig.rec.event(t_stop, "source", "switchover", detail)
+    yield from wait_before_switchover(mig)
+    if mig.cancel_requested:
+        return t_stop  # cancelled in pre-switchover: the caller cancels
     if profile(mig.spec.qemu_version).device_state:
-        mig.state.set_status("device", t_stop)
+        mig.state.set_status("device", mig.env.now)
     stop_cost = mig.scenario.switchover_cost.stop  # vCPUs stopped, block devices inactivated
     if stop_cost > 0:
         yield mig.env.timeout(stop_cost)
     mig.sync(sync_reason)
     yield from mig.pay_stall()
     return t_stop
+
+
+def wait_before_switchover(mig: Migration) -> Generator[simpy.Event, None, None]:
+    """With ``pause-before-switchover`` in force: ``pre-switchover`` until ``migrate-continue``
+    (or a cancel), the guest already stopped (QEMU's migration_maybe_pause)."""
+    if not mig.in_force.pauses_before_switchover or mig.cancel_requested:
+        return
+    mig.switchover_gate = mig.env.event()
+    mig.state.set_status("pre-switchover", mig.env.now)
+    yield mig.switchover_gate
+    mig.switchover_gate = None
 
 
 def interrupted(mig: Migration, now: float, cancel_at: float, deadline: float) -> str | None:
@@ -141,8 +156,8 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
         yield from destination_crashed(mig)
         return
     if stopped is not None:
+        mig.restart_source_guest()  # QEMU restarts the source's guest (if it ran before)
         mig.cancel(stopped)
-        mig.guest.running = True  # QEMU restarts the source's guest
         return
     device = mig.scenario.vm.device_state
     state.transferred += device

@@ -4,6 +4,12 @@ The workload draws writes for an interval at once (vectorised); they wait here u
 loop or an idle wait reaches their time, so every page goes out with the content it had when it
 was sent. The throttle scales the rate of writes drawn from then on; a stopped guest writes
 nothing.
+
+A long wait with nothing being sent (the time before a migration starts, or between two
+migrations) is applied in steps of at most :data:`STEP_WRITES` writes, so its memory does not
+grow with its length: only each page's final state (zero flag, write count, latest content) and
+the dirty log (at most one entry a page) are kept. Intervals holding fewer writes are drawn in
+one piece, as they always were, so their results do not change.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from ..workloads import Workload, WriteBatch
 from . import kernel
 from .bitmap import MigrationBitmap
 from .content import PATTERNS, writer_spec
+
+#: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 6 MiB of buffer and
+#: 25 ms of work; far more than any interval of a scenario holds, but for a long idle wait)
+STEP_WRITES = 1 << 18
 
 
 class WriteBuffer:
@@ -74,10 +84,34 @@ class WriteBuffer:
         self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
 
     def apply_until(self, t_end: float) -> None:
-        """Apply every write before ``t_end`` to the guest's pages and the dirty log."""
-        self.generate_until(t_end)
-        self.next = kernel.apply_writes(self.guest.kernel_args(), self.bitmap.kernel_args(),
-                                        self.kernel_args(), self.next, t_end, self.guest.exact)
+        """Apply every write before ``t_end`` to the guest's pages and the dirty log, in steps
+        of at most :data:`STEP_WRITES` drawn writes (see the module docstring)."""
+        while True:
+            step_end = self.step_end(t_end)
+            self.generate_until(step_end)
+            self.next = kernel.apply_writes(self.guest.kernel_args(), self.bitmap.kernel_args(),
+                                            self.kernel_args(), self.next, step_end,
+                                            self.guest.exact)
+            if step_end >= t_end:
+                return
+            self.drop_applied()
+
+    def step_end(self, t_end: float) -> float:
+        """Where the next step of drawing writes up to ``t_end`` ends: ``t_end`` itself unless
+        the interval from :attr:`until` would hold more than :data:`STEP_WRITES` writes."""
+        rate = self.workload.peak_writes_per_s * self.scale()
+        if t_end <= self.until or rate * (t_end - self.until) <= STEP_WRITES:
+            return t_end
+        step = self.until + STEP_WRITES / rate
+        return step if step > self.until else t_end  # a step below float resolution: one piece
+
+    def drop_applied(self) -> None:
+        """Release the writes already applied (the buffer then holds only those still ahead)."""
+        if self.next >= len(self.batch.t_s):
+            self.batch = WriteBatch.empty()
+            self.seed = np.empty(0, np.uint64)
+            self.next = 0
+            self._args = self._kernel_args()
 
     def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int, int]:
         return self._args

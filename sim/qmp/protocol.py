@@ -41,8 +41,9 @@ from typing import Any, Protocol
 
 from sim.errors import QmpError
 
+from . import hmp, introspect
 from .json_stream import JsonError, JsonStream, Limits
-from .qapi import ARGUMENTS, ArgumentError, check
+from .qapi import ARGUMENTS, EVENTS, ArgumentError, check
 
 __all__ = [
     "COMMANDS", "EndpointLike", "Limits", "QmpSession", "encode", "event_message",
@@ -64,6 +65,15 @@ class EndpointLike(Protocol):
 
     @property
     def running(self) -> bool: ...
+    def query_status(self) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+    def cont(self) -> None: ...
+    def query_name(self) -> dict[str, Any]: ...
+    def query_migrationthreads(self) -> list[dict[str, Any]]: ...
+    def migrate_continue(self, state: str) -> None: ...
+    def calc_dirty_rate(self, calc_time: int, calc_time_unit: str = "second",
+                        sample_pages: int | None = None, mode: str = "page-sampling") -> None: ...
+    def query_dirty_rate(self, calc_time_unit: str | None = None) -> dict[str, Any]: ...
     def query_migrate_capabilities(self) -> list[dict[str, Any]]: ...
     def migrate_set_capabilities(self, capabilities: list[dict[str, Any]]) -> None: ...
     def query_migrate_parameters(self) -> dict[str, Any]: ...
@@ -181,26 +191,54 @@ def _query_commands(s: QmpSession, args: dict[str, Any]) -> Any:
     return [{"name": name} for name in COMMANDS]
 
 
-def _migration_status(ep: Any) -> str:
-    status = getattr(ep, "status", None)
-    if isinstance(status, str):
-        return status
-    info = ep.query_migrate()
-    return str(info.get("status", "none"))
-
-
 def _query_status(s: QmpSession, args: dict[str, Any]) -> Any:
-    """StatusInfo: QEMU's RunState names where the model can tell them apart."""
-    ep = s.endpoint
-    running = bool(ep.running)
-    if running:
-        state = "running"
-    elif ep.role == "destination":
-        state = "inmigrate"
-    else:
-        mig = _migration_status(ep)
-        state = {"completed": "postmigrate", "device": "finish-migrate"}.get(mig, "paused")
-    return {"running": running, "status": state}
+    """StatusInfo: QEMU's RunState, as the endpoint tells it."""
+    return s.endpoint.query_status()
+
+
+def _stop(s: QmpSession, args: dict[str, Any]) -> Any:
+    s.endpoint.stop()
+    return {}
+
+
+def _cont(s: QmpSession, args: dict[str, Any]) -> Any:
+    s.endpoint.cont()
+    return {}
+
+
+def _query_name(s: QmpSession, args: dict[str, Any]) -> Any:
+    return s.endpoint.query_name()
+
+
+def _query_events(s: QmpSession, args: dict[str, Any]) -> Any:
+    return [{"name": name} for name in EVENTS]
+
+
+def _query_qmp_schema(s: QmpSession, args: dict[str, Any]) -> Any:
+    return introspect.schema(ARGUMENTS, EVENTS, s._enum_values)
+
+
+def _query_migrationthreads(s: QmpSession, args: dict[str, Any]) -> Any:
+    return s.endpoint.query_migrationthreads()
+
+
+def _migrate_continue(s: QmpSession, args: dict[str, Any]) -> Any:
+    s.endpoint.migrate_continue(args["state"])
+    return {}
+
+
+def _calc_dirty_rate(s: QmpSession, args: dict[str, Any]) -> Any:
+    s.endpoint.calc_dirty_rate(args["calc-time"], args.get("calc-time-unit", "second"),
+                               args.get("sample-pages"), args.get("mode", "page-sampling"))
+    return {}
+
+
+def _query_dirty_rate(s: QmpSession, args: dict[str, Any]) -> Any:
+    return s.endpoint.query_dirty_rate(args.get("calc-time-unit"))
+
+
+def _human_monitor_command(s: QmpSession, args: dict[str, Any]) -> Any:
+    return hmp.run(s.endpoint, args["command-line"])
 
 
 def _query_migrate_capabilities(s: QmpSession, args: dict[str, Any]) -> Any:
@@ -275,6 +313,16 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("migrate_cancel", _migrate_cancel),
     Command("migrate-start-postcopy", _migrate_start_postcopy),
     Command("migrate-incoming", _migrate_incoming),
+    Command("stop", _stop),
+    Command("cont", _cont),
+    Command("query-name", _query_name),
+    Command("query-events", _query_events),
+    Command("query-qmp-schema", _query_qmp_schema),
+    Command("query-migrationthreads", _query_migrationthreads),
+    Command("migrate-continue", _migrate_continue),
+    Command("calc-dirty-rate", _calc_dirty_rate),
+    Command("query-dirty-rate", _query_dirty_rate),
+    Command("human-monitor-command", _human_monitor_command),
     Command("quit", _quit),
 )}
 assert set(COMMANDS) == set(ARGUMENTS)

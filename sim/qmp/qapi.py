@@ -294,6 +294,14 @@ MIGRATION_CHANNEL = Struct("MigrationChannel", (
     Member("addr", MIGRATION_ADDRESS),
 ))
 
+INT = Scalar("int")
+MIGRATION_STATUS = Enum("MigrationStatus", (
+    "none", "setup", "cancelling", "cancelled", "active", "postcopy-active", "postcopy-paused",
+    "postcopy-recover-setup", "postcopy-recover", "completed", "failed", "colo",
+    "pre-switchover", "device", "wait-unplug"))
+TIME_UNIT = Enum("TimeUnit", ("second", "millisecond"))
+DIRTY_RATE_MODE = Enum("DirtyRateMeasureMode", ("page-sampling", "dirty-ring", "dirty-bitmap"))
+
 NO_ARGS = Struct("")
 ARGUMENTS: dict[str, Struct] = {
     "qmp_capabilities": Struct("", (_opt("enable", ListOf(QMP_CAPABILITY)),)),
@@ -314,5 +322,25 @@ ARGUMENTS: dict[str, Struct] = {
     "migrate-incoming": Struct("", (
         _opt("uri", STR), _opt("channels", ListOf(MIGRATION_CHANNEL)),
         _opt("exit-on-error", BOOL))),
+    "stop": NO_ARGS,
+    "cont": NO_ARGS,
+    "query-name": NO_ARGS,
+    "query-events": NO_ARGS,
+    "query-qmp-schema": NO_ARGS,
+    "query-migrationthreads": NO_ARGS,
+    "migrate-continue": Struct("", (Member("state", MIGRATION_STATUS),)),
+    "calc-dirty-rate": Struct("", (
+        Member("calc-time", INT), _opt("calc-time-unit", TIME_UNIT), _opt("sample-pages", INT),
+        _opt("mode", DIRTY_RATE_MODE))),
+    "query-dirty-rate": Struct("", (_opt("calc-time-unit", TIME_UNIT),)),
+    "human-monitor-command": Struct("", (Member("command-line", STR), _opt("cpu-index", INT))),
     "quit": NO_ARGS,
+}
+
+#: the events the server sends, with their data's type
+EVENTS: dict[str, Struct] = {
+    "MIGRATION": Struct("", (Member("status", MIGRATION_STATUS),)),
+    "MIGRATION_PASS": Struct("", (Member("pass", INT),)),
+    "STOP": NO_ARGS,
+    "RESUME": NO_ARGS,
 }

@@ -7,12 +7,17 @@ SIGTERM). Each address is a unix socket path (``unix:PATH`` also works) or ``HOS
 free port). Any number of clients may connect to each socket; each gets its own
 :class:`sim.qmp.protocol.QmpSession` over that socket's endpoint.
 
-Time: a clock task advances the simulation every ``tick`` (10 ms) of wall time to
+Time: a clock task advances the simulation every ``tick`` (10 ms) of wall time towards
 ``sim_t0 + speed * (wall - wall0)``, and the server also catches the simulation up just before it
 handles a client's input, so replies describe "now". The simulation runs in the event loop's
-thread (commands and simulation never race); if a step of it takes longer than real time, the
-clock simply falls behind and catches up. An exception from the simulation is logged, stops the
-clock (:attr:`QmpServer.clock_error`) and leaves the server answering.
+thread (commands and simulation never race), in bounded steps: each catch-up works at most
+``budget`` (10 ms) of wall time plus one step (a chunk of at most 50 ms of sim time, or one step
+of a guest's writes while no migration runs: :meth:`sim.run.Testbed.advance`), so a command is
+answered within about 100 ms whatever the wait before it, and an idle guest's writes are applied
+as time passes, in bounded memory. If the simulation is slower than ``speed`` the clock falls
+behind and catches up; a command then acts at the time the simulation has reached. An exception
+from the simulation is logged, stops the clock (:attr:`QmpServer.clock_error`) and leaves the
+server answering.
 
 Events: the server subscribes to both endpoints; an endpoint emits MIGRATION / MIGRATION_PASS
 only while its ``events`` capability is on. Each is sent to every negotiated client of that
@@ -136,13 +141,14 @@ class QmpServer:
     """Serve ``testbed.source`` and ``testbed.destination`` over QMP (see the module docstring)."""
 
     def __init__(self, testbed: Any, source: str | Address, destination: str | Address, *,
-                 speed: float = 100.0, tick: float = 0.01, limits: Limits | None = None,
-                 max_backlog: int = 16 << 20) -> None:
+                 speed: float = 100.0, tick: float = 0.01, budget: float = 0.01,
+                 limits: Limits | None = None, max_backlog: int = 16 << 20) -> None:
         if not (isinstance(speed, int | float) and speed > 0 and speed < float("inf")):
             raise ValueError(f"speed must be a positive number (got {speed!r})")
         self.testbed = testbed
         self.speed = float(speed)
         self.tick = tick
+        self.budget = budget
         self.limits = limits
         self.max_backlog = max_backlog
         self.requested = {
@@ -174,18 +180,21 @@ class QmpServer:
         return self.sim_t0 + self.speed * (time.monotonic() - self._mono0)
 
     def sync(self) -> None:
-        """Advance the simulation to the present (unless it has failed)."""
+        """Advance the simulation towards the present, for at most :attr:`budget` of wall time
+        plus one step (unless it has failed)."""
         if not self._running or self.clock_error is not None:
             return
         try:
-            self.testbed.advance(self.sim_target())
+            self.testbed.advance(self.sim_target(), self.budget)
         except Exception as err:
             self.clock_error = err
             log.exception("the simulation failed; the clock is stopped, the server stays up")
 
     async def _run_clock(self) -> None:
         while self._running:
-            await asyncio.sleep(self.tick)
+            # Behind real time: only let the clients' commands in between the bounded steps.
+            behind = self.clock_error is None and self.testbed.now < self.sim_target() - 1e-9
+            await asyncio.sleep(0 if behind else self.tick)
             self.sync()
 
     # -- events --------------------------------------------------------------------------------

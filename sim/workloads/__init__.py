@@ -64,6 +64,12 @@ class Workload:
     def writes_per_s(self) -> float:
         return self.spec.writes_per_s
 
+    @property
+    def peak_writes_per_s(self) -> float:
+        """The most writes a second this workload draws, before throttling (bounds how many
+        writes an interval holds)."""
+        return self.writes_per_s
+
     def writes(self, t0: float, t1: float, rng: np.random.Generator,
                rate_scale: float = 1.0) -> WriteBatch:
         """All writes in ``[t0, t1)``; calls must tile time without gaps or overlap."""
@@ -339,6 +345,10 @@ class Trace(Workload):
         super().__init__(spec, pages, page_size)
         self._times, self._trace_pages = read_trace(spec.trace or "", pages)
 
+    @property
+    def peak_writes_per_s(self) -> float:
+        return 0.0  # the trace is in memory already: its intervals are slices of it
+
     def writes(self, t0: float, t1: float, rng: np.random.Generator,
                rate_scale: float = 1.0) -> WriteBatch:
         # Throttling stretches a trace in time only approximately: we thin it by rate_scale.
@@ -385,6 +395,10 @@ class Phased(Workload):
             pages.append(batch.page)
             t = end
         return WriteBatch(np.concatenate(times), np.concatenate(pages))
+
+    @property
+    def peak_writes_per_s(self) -> float:
+        return max((p.peak_writes_per_s for p in self._phases), default=0.0)
 
 
 WORKLOADS: dict[str, type[Workload]] = {
