@@ -291,17 +291,6 @@ class Endpoint:
             raise QmpError("Postcopy must be started after migration has been started")
         mig.request_postcopy()
 
-    def stop(self) -> None:
-        """QMP ``stop``: the source's vCPUs pause (the guest stops writing); a minimal form for
-        management controllers (:mod:`sim.controllers`). Nothing on a destination."""
-        if self.role == "source":
-            self.pair.migration.pause_guest()
-
-    def cont(self) -> None:
-        """QMP ``cont``: the source's guest runs again after a ``stop``."""
-        if self.role == "source":
-            self.pair.migration.resume_guest()
-
     def migrate_incoming(self, uri: str | None = None, channels: list[Any] | None = None,
                          exit_on_error: bool = True) -> None:
         if self.role != "destination":

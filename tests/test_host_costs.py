@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 from builders import FREE_CPU, IDLE_MEMORY, closed_form_scenario
 
-from sim.run import Testbed, run_one
+from sim.run import run_one
 from sim.scenario import loads_scenario
 from sim.spec import (
     DestinationCpuSpec,
@@ -97,15 +97,11 @@ def test_a_host_profile_sets_the_new_sections():
     (0.0, 4, 0.0),
 ])
 def test_under_tcg_a_sync_waits_for_throttled_vcpus(pct, vcpus, wait):
-    sc = _idle(vm=VmSpec(memory=IDLE_MEMORY, vcpus=vcpus), accelerator="tcg")
-    mig = Testbed(sc).pairs[0].migration
-    mig.state.throttle_pct = pct
-    assert mig.vcpu_wait() == pytest.approx(wait)
-    mig.guest.running = False  # stopped vCPUs answer at once
-    assert mig.vcpu_wait() == 0.0
-    kvm = Testbed(dataclasses.replace(sc, accelerator="kvm")).pairs[0].migration
-    kvm.state.throttle_pct = pct
-    assert kvm.vcpu_wait() == 0.0
+    from sim.engine.throttle import tcg_sync_wait
+
+    assert tcg_sync_wait("tcg", vcpus, pct, True) == pytest.approx(wait)
+    assert tcg_sync_wait("tcg", vcpus, pct, False) == 0.0  # stopped vCPUs answer at once
+    assert tcg_sync_wait("kvm", vcpus, pct, True) == 0.0
 
 
 def test_tcg_syncs_slow_a_throttled_migration():

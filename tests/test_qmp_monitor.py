@@ -295,7 +295,10 @@ def test_a_scenario_with_pause_before_switchover_is_continued_by_its_operator() 
     result = run_one(scenario)
     assert result.runs["status"].iloc[0] == "completed"
     events = result.events
-    statuses = list(events[(events.event == "MIGRATION") & (events.endpoint == "source")].detail)
+    from sim.recorder import event_field
+
+    statuses = list(event_field(events[(events.event == "MIGRATION")
+                                       & (events.endpoint == "source")], "status"))
     assert statuses.index("pre-switchover") + 1 == statuses.index("device")
 
 

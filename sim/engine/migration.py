@@ -29,7 +29,6 @@ Model notes (where this departs from QEMU, and why):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
@@ -46,11 +45,10 @@ from .bitmap import MigrationBitmap
 from .pipeline import Chunk, Pipeline
 from .profiles import max_bandwidth
 from .state import RUNNING, MigrationState
-from .throttle import NoThrottle, Throttle
+from .throttle import NoThrottle, Throttle, tcg_sync_wait
 from .writes import WriteBuffer
 
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
-THROTTLE_TIMESLICE_S = 0.01  # CPU_THROTTLE_TIMESLICE_NS (softmmu/cpu-throttle.c)
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
 
 #: in-band negotiation at setup: yields SimPy events, returns what was agreed or an error text
@@ -172,12 +170,17 @@ class Migration:
 
     def pause_guest(self) -> None:
         """Management's ``stop``: the vCPUs stop now; they stay stopped after a migration that
-        fails or is cancelled, until :meth:`resume_guest`."""
+        fails or is cancelled, until :meth:`resume_guest`. The paused time counts as guest CPU
+        lost (every vCPU) until ``cont`` or the switchover's own stop (:meth:`end_pause`).
+        Model note: writes of the running chunk (at most 50 ms) already applied stay applied."""
         self.vm_paused = True
         if self.guest.running and not self.state.status.startswith("postcopy"):
-            self.writes.apply_until(self.env.now)
+            now = self.env.now
+            self.writes.apply_until(now)
             self.guest.running = False
             self.writes.drop()
+            if self.paused_at is None:
+                self.paused_at = now
 
     def resume_guest(self) -> None:
         """Management's ``cont``: the vCPUs run again, unless the migration holds them stopped
@@ -186,8 +189,10 @@ class Migration:
         held = self.state.status in ("pre-switchover", "device", "completed") or \
             self.state.status.startswith("postcopy")
         if not self.guest.running and not held:
+            now = self.env.now
+            self.end_pause(now)
             self.guest.running = True
-            self.writes.restart_at(self.env.now)
+            self.writes.restart_at(now)
 
     def restart_source_guest(self) -> None:
         """After a failed or cancelled migration the source's guest runs again if it ran before
@@ -209,28 +214,6 @@ class Migration:
         """``migrate-start-postcopy``: the switch happens at the next iteration (REF §5.1)."""
         self.postcopy_requested = True
 
-    def pause_guest(self) -> None:
-        """QMP ``stop`` on the source: the vCPUs stop, so the guest writes nothing from now on
-        (the verbs of the switchover's stop). Model note: writes the running chunk (at most
-        50 ms) already applied stay applied."""
-        if self.paused_at is not None or not self.guest.running:
-            return
-        now = self.env.now
-        self.writes.apply_until(now)
-        self.guest.running = False
-        self.writes.drop()
-        self.paused_at = now
-
-    def resume_guest(self) -> None:
-        """QMP ``cont`` on the source after a ``stop``: the guest writes again; the paused time
-        counts as guest CPU lost (every vCPU). Nothing once the switchover has taken over."""
-        if self.paused_at is None:
-            return
-        now = self.env.now
-        self.end_pause(now)
-        self.guest.running = True
-        self.writes.restart_at(now)
-
     def end_pause(self, t: float) -> None:
         """A management pause ends at ``t`` (its ``cont``, or the switchover's own stop)."""
         if self.paused_at is not None:
@@ -250,7 +233,9 @@ class Migration:
         state, period = self.state, self.period
         before = self.bitmap.n_pending
         newly = self.bitmap.sync(self.guest)
-        self.stall += self.guest.pages * self.scenario.source_cpu.sync_per_page + self.vcpu_wait()
+        self.stall += (self.guest.pages * self.scenario.source_cpu.sync_per_page
+                       + tcg_sync_wait(self.scenario.accelerator, self.scenario.vm.vcpus,
+                                       self.state.throttle_pct, self.guest.running))
         now = self.env.now
         period.newly += newly
         if now - period.start >= DIRTY_RATE_PERIOD_S:
@@ -312,44 +297,6 @@ class Migration:
                 else:
                     crash = f.kind
         return crash
-
-    def vcpu_wait(self) -> float:
-        """Under TCG a sync runs a hook on every vCPU (``run_on_cpu``) and waits for it; a vCPU
-        that auto-converge put to sleep answers only when it wakes. A throttle of ``pct`` sleeps
-        ``pct / (1 - pct)`` timeslices of 10 ms (``cpu_throttle_thread``), asleep a share
-        ``pct`` of the time; the hook arrives at a random point of the cycle, so it waits
-        ``pct × sleep / 2`` on average, per vCPU, one after another (an expectation, not a
-        draw). Under KVM, and once the guest is stopped, the hook does not wait."""
-        if self.scenario.accelerator != "tcg" or not self.guest.running:
-            return 0.0
-        pct = self.state.throttle_pct / 100.0
-        if pct <= 0.0 or pct >= 1.0:
-            return 0.0
-        sleep = pct / (1.0 - pct) * THROTTLE_TIMESLICE_S
-        return self.scenario.vm.vcpus * pct * sleep / 2.0
-
-    def push(self, nbytes: float, horizon: float = math.inf,
-             check: Callable[[float], str | None] | None = None,
-             ) -> Generator[simpy.Event, None, str | None]:
-        """Send a block (device state, a discard list) at the link's share, in pieces that end
-        where the rate changes, waiting out outages. Returns what ``check`` reported if it
-        stopped the block, else None."""
-        env = self.env
-        left = float(nbytes)
-        while left > 0:
-            now = env.now
-            stopped = check(now) if check is not None else None
-            if stopped is not None:
-                return stopped
-            rate = self.link.share(self, now)
-            until = min(self.next_change(now), horizon)
-            if rate <= 0:
-                yield env.timeout(until - now)
-                continue
-            dt = min(left / rate, until - now)
-            left = 0.0 if dt >= left / rate else left - dt * rate
-            yield env.timeout(dt)
-        return None
 
     # --- endings ------------------------------------------------------------------------------
 

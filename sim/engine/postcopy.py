@@ -41,7 +41,7 @@ import simpy
 from ..capabilities import InForce
 from . import kernel
 from .migration import MAX_WAIT_S
-from .switchover import stop_guest
+from .switchover import push, stop_guest
 
 if TYPE_CHECKING:
     from .migration import Migration
@@ -96,7 +96,7 @@ def run(mig: Migration, deadline: float = math.inf) -> Generator[simpy.Event, No
         mig.dest[pending] = mig.guest.memory[pending]
     # The discard list names the pages the destination holds stale copies of.
     sent_at_switch = 8 * bitmap.stale_behind_cursor() + mig.scenario.vm.device_state
-    if (yield from mig.push(sent_at_switch, deadline, _past(deadline))) is not None:
+    if (yield from push(mig, sent_at_switch, deadline, _past(deadline))) is not None:
         state.downtime = env.now - t_stop
         _out_of_time(mig)
         return

@@ -20,7 +20,7 @@ records are folded into it).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import simpy
@@ -149,8 +149,8 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
             yield from fail_at_destination(mig, chunk.broken_encoder)
             return
     if stopped is None:
-        stopped = yield from mig.push(
-            mig.scenario.vm.device_state, min(cancel_at, deadline),
+        stopped = yield from push(
+            mig, mig.scenario.vm.device_state, min(cancel_at, deadline),
             lambda now: interrupted(mig, now, cancel_at, deadline))
     if stopped == "destination_crash":
         yield from destination_crashed(mig)
@@ -200,3 +200,27 @@ def fail_at_destination(mig: Migration, encoder: str) -> Generator[simpy.Event, 
     source_error = ("Sibling indicated error 1" if mig.return_path
                     else "Unable to write to socket: Connection reset by peer")
     mig.fail(error, source_error)
+
+
+def push(mig: Migration, nbytes: float, horizon: float = math.inf,
+         check: Callable[[float], str | None] | None = None,
+         ) -> Generator[simpy.Event, None, str | None]:
+    """Send a block (device state, a discard list) at the link's share, in pieces that end
+    where the rate changes, waiting out outages. Returns what ``check`` reported if it
+    stopped the block, else None."""
+    env = mig.env
+    left = float(nbytes)
+    while left > 0:
+        now = env.now
+        stopped = check(now) if check is not None else None
+        if stopped is not None:
+            return stopped
+        rate = mig.link.share(mig, now)
+        until = min(mig.next_change(now), horizon)
+        if rate <= 0:
+            yield env.timeout(until - now)
+            continue
+        dt = min(left / rate, until - now)
+        left = 0.0 if dt >= left / rate else left - dt * rate
+        yield env.timeout(dt)
+    return None

@@ -143,3 +143,22 @@ def choose(in_force: InForce) -> type[Throttle]:
         if in_force.is_enabled(capability):
             return policy
     return NoThrottle
+
+
+THROTTLE_TIMESLICE_S = 0.01  # CPU_THROTTLE_TIMESLICE_NS (softmmu/cpu-throttle.c)
+
+
+def tcg_sync_wait(accelerator: str, vcpus: int, throttle_pct: float, running: bool) -> float:
+    """What a dirty-bitmap sync waits for throttled vCPUs. Under TCG a sync runs a hook on every
+    vCPU (``run_on_cpu``) and waits for it; a vCPU that auto-converge put to sleep answers only
+    when it wakes. A throttle of ``pct`` sleeps ``pct / (1 - pct)`` timeslices of 10 ms
+    (``cpu_throttle_thread``), asleep a share ``pct`` of the time; the hook arrives at a random
+    point of the cycle, so it waits ``pct × sleep / 2`` on average, per vCPU, one after another
+    (an expectation, not a draw). Under KVM, and once the guest is stopped, nothing waits."""
+    if accelerator != "tcg" or not running:
+        return 0.0
+    pct = throttle_pct / 100.0
+    if pct <= 0.0 or pct >= 1.0:
+        return 0.0
+    sleep = pct / (1.0 - pct) * THROTTLE_TIMESLICE_S
+    return vcpus * pct * sleep / 2.0
