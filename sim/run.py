@@ -138,13 +138,19 @@ class Testbed:
         deadline = time.monotonic() + wall_budget if wall_budget is not None else math.inf
         env = self.env
         while env.now < until:
-            step = min([until, *(p.migration.writes.step_end(until) for p in self._idle())])
+            idle = self._idle()
+            step = min([until, *(p.migration.writes.step_end(until) for p in idle)])
             while env.peek() < step:
                 env.step()
                 if time.monotonic() >= deadline:
                     return
-            if step > env.now:
-                env.run(until=step)
+                if len(self._idle()) != len(idle):
+                    # A migration ended: its guest's writes now bound the step (otherwise the
+                    # clock would jump to ``until`` and leave them all to apply at once).
+                    break
+            else:
+                if step > env.now:
+                    env.run(until=step)
             for pair in self._idle():
                 writes = pair.migration.writes
                 if writes.step_end(until) < until:  # more than a step waits: apply this one

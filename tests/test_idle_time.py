@@ -126,3 +126,29 @@ def test_advance_with_a_wall_budget_falls_behind_then_catches_up(
     assert calls >= 100 * RATE / 10_000
     buffer.apply_until(100.0)
     assert int(tb.pairs[0].migration.guest.version.sum()) == math.ceil(RATE * 100.0)
+
+
+def test_a_migration_that_ends_mid_advance_does_not_jump_the_clock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration cancelled (max_time) while advance() runs towards a far ``until``: from then
+    on its guest's writes bound the steps. Before, the clock jumped to ``until`` at once and the
+    next call had to apply every write up to it (the QMP server at a high --speed hung)."""
+    from sim.negotiation import operate
+
+    monkeypatch.setattr(writes_module, "STEP_WRITES", 10_000)
+    sc = Scenario(name="cut", seed=5, vm=VmSpec(memory=16 * MiB),
+                  workload=WorkloadSpec(kind="uniform", writes_per_s=RATE),
+                  migration=MigrationSpec(max_time=1.0, downtime_limit=1e-6, max_bandwidth=1e6))
+    tb = Testbed(sc)
+    tb.env.process(operate(tb.pairs[0], sc.negotiation))
+    mig = tb.pairs[0].migration
+    far = 1e5  # 2e8 writes away: a call that jumped there would apply them all at once
+    while mig.state.status not in ("cancelled", "completed", "failed"):
+        tb.advance(far, wall_budget=0.02)
+        assert tb.now < far
+    assert mig.state.status == "cancelled"
+    for _ in range(5):
+        tb.advance(far, wall_budget=0.0)
+        # what waits to be applied is at most a step, however far ``until`` is
+        assert RATE * (tb.now - mig.writes.until) <= 10_000
+    assert tb.now < far
