@@ -1,0 +1,311 @@
+"""migsim capture: the stream parser on streams built here from the format's rules, and (slow) a
+real QEMU migration captured end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.capture import capture_bytes
+from sim.stream import ZERO_DIGEST, StreamError, StreamParser
+
+PAGE = 4096
+RAM = 8 * PAGE  # block "pc.ram"
+ROM = 2 * PAGE  # block "pc.rom"
+
+
+def name(text: str) -> bytes:
+    return bytes([len(text)]) + text.encode()
+
+
+def uleb(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def xbzrle_record(at: int, data: bytes) -> bytes:
+    """One changed run at ``at`` in an otherwise unchanged page: zrun, nzrun, bytes."""
+    return uleb(at) + uleb(len(data)) + data
+
+
+def blake(page: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(page, digest_size=8).digest(), "big")
+
+
+def page_of(seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(1, 256, PAGE, dtype=np.uint8).tobytes()
+
+
+class Stream:
+    """A stream built from the format, with the records a correct parser must find."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(struct.pack(">II", 0x5145564D, 3))
+        self.expected: list[tuple[int, str, int, str, int, int]] = []  # pass block page kind wire digest
+        self.pages: dict[tuple[str, int], bytes] = {}
+
+    def config(self, machine: str = "pc-i440fx-7.2") -> Stream:
+        self.data += b"\x07" + struct.pack(">I", len(machine)) + machine.encode()
+        return self
+
+    def start(self, sid: int, idstr: str, full: bool = False) -> Stream:
+        self.data += bytes([4 if full else 1]) + struct.pack(">I", sid) + name(idstr) \
+            + struct.pack(">II", 0, 4)
+        return self
+
+    def header(self, kind: int, sid: int) -> Stream:
+        self.data += bytes([kind]) + struct.pack(">I", sid)
+        return self
+
+    def footer(self, sid: int) -> Stream:
+        self.data += b"\x7e" + struct.pack(">I", sid)
+        return self
+
+    def mem_size(self) -> Stream:
+        self.data += struct.pack(">Q", (RAM + ROM) | 0x04)
+        self.data += name("pc.ram") + struct.pack(">Q", RAM) + name("pc.rom") + struct.pack(">Q", ROM)
+        return self
+
+    def eos(self) -> Stream:
+        self.data += struct.pack(">Q", 0x10)
+        return self
+
+    def _record(self, pass_: int, block: str, page: int, flags: int, cont: bool,
+                payload: bytes, kind: str, content: bytes) -> Stream:
+        rec = struct.pack(">Q", page * PAGE | flags | (0x20 if cont else 0))
+        rec += b"" if cont else name(block)
+        rec += payload
+        self.data += rec
+        self.pages[(block, page)] = content
+        self.expected.append((pass_, block, page, kind, len(rec), blake(content)))
+        return self
+
+    def zero(self, pass_: int, block: str, page: int, cont: bool = False) -> Stream:
+        return self._record(pass_, block, page, 0x02, cont, b"\x00", "zero", bytes(PAGE))
+
+    def raw(self, pass_: int, block: str, page: int, content: bytes, cont: bool = False) -> Stream:
+        return self._record(pass_, block, page, 0x08, cont, content, "page", content)
+
+    def xbzrle(self, pass_: int, block: str, page: int, at: int, data: bytes,
+               cont: bool = False) -> Stream:
+        enc = xbzrle_record(at, data)
+        old = self.pages[(block, page)]
+        new = old[:at] + data + old[at + len(data):]
+        return self._record(pass_, block, page, 0x40, cont,
+                            b"\x01" + struct.pack(">H", len(enc)) + enc, "xbzrle", new)
+
+
+def example() -> Stream:
+    """Header, config, ram START (MEM_SIZE), two PARTs (raw/zero/xbzrle/continue), END, a
+    device FULL section, EOF."""
+    s = Stream().config().start(2, "ram").mem_size().eos().footer(2)
+    s.header(2, 2)
+    s.raw(1, "pc.ram", 0, page_of(1)).zero(1, "pc.ram", 1, cont=True)
+    s.raw(1, "pc.ram", 5, page_of(2), cont=True).raw(1, "pc.rom", 0, page_of(3))
+    s.eos().footer(2)
+    s.data += b"\x08" + struct.pack(">HH", 3, 4) + b"\x00\x00\x00\x07"  # a QEMU_VM_COMMAND
+    s.header(2, 2)
+    s.xbzrle(2, "pc.ram", 0, 100, b"\xaa\xbb\xcc").raw(2, "pc.ram", 3, page_of(4), cont=True)
+    s.xbzrle(2, "pc.ram", 5, 0, b"\x01" * 40, cont=True)
+    s.eos().footer(2)
+    s.header(3, 2).zero(3, "pc.ram", 0).raw(3, "pc.ram", 7, page_of(5), cont=True)
+    s.eos().footer(2)
+    s.start(3, "timer", full=True)
+    s.data += b"device state that is not parsed" * 10
+    s.footer(3)
+    s.data += b"\x00"
+    return s
+
+
+def chunked(data: bytes, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.integers(0, len(data), rng.integers(1, 60)))
+    bounds = [0, *cuts.tolist(), len(data)]
+    return [bytes(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def parsed(cap) -> list[tuple[int, str, int, str, int, int]]:  # type: ignore[no-untyped-def]
+    c = cap.records.columns
+    return list(zip(c["pass"], c["block"], c["page"], c["kind"], c["wire_bytes"], c["digest"],
+                    strict=True))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_records_are_the_same_whatever_the_chunking(seed: int) -> None:
+    s = example()
+    cap = capture_bytes(chunked(bytes(s.data), seed))
+    assert cap.error is None
+    assert parsed(cap) == s.expected
+    summary = cap.summary
+    assert summary is not None and summary.machine == "pc-i440fx-7.2"
+    assert [(b.name, b.used_bytes) for b in summary.blocks] == [("pc.ram", RAM), ("pc.rom", ROM)]
+    tail = len(b"device state that is not parsed" * 10) + 5 + 1  # + footer + EOF
+    start_full = 1 + 4 + len(name("timer")) + 8
+    assert summary.device_bytes == start_full + tail
+    assert summary.commands and summary.commands[0][1] == 3
+
+
+def test_one_byte_chunks_and_zero_digest() -> None:
+    s = example()
+    data = bytes(s.data)
+    cap = capture_bytes([data[i:i + 1] for i in range(len(data))])
+    assert parsed(cap) == s.expected
+    zero = [r for r in parsed(cap) if r[3] == "zero"]
+    assert zero and all(r[5] == ZERO_DIGEST == blake(bytes(PAGE)) for r in zero)
+
+
+def test_passes_follow_the_scan_wrapping() -> None:
+    s = example()
+    cap = capture_bytes([bytes(s.data)])
+    # pass 1: ram 0,1,5 then rom 0; pass 2 wraps to ram 0; the END section wraps again
+    assert [r[0] for r in parsed(cap)] == [p for p, *_ in s.expected]
+
+
+def test_xbzrle_content_follows_the_previous_version() -> None:
+    s = example()
+    versions: list[bytes] = []
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            versions.append(data)
+
+    cap = capture_bytes([bytes(s.data)], content=Sink())
+    v = cap.records.columns["version"]
+    kinds = cap.records.columns["kind"]
+    assert [k for k, x in zip(kinds, v, strict=True) if x >= 0] == \
+        [k for k in kinds if k != "zero"]
+    first_xb = kinds.index("xbzrle")
+    page = versions[v[first_xb]]
+    old = page_of(1)
+    assert page[:100] == old[:100] and page[100:103] == b"\xaa\xbb\xcc" and page[103:] == old[103:]
+
+
+@pytest.mark.parametrize("cut", [3, 9, 40, 200, 5000, -40])
+def test_truncated_stream_keeps_the_records_before(cut: int) -> None:
+    s = example()
+    data = bytes(s.data)
+    end = data.index(b"\x04\x00\x00\x00\x03")  # the FULL section: from there on, device state
+    stop = cut if cut > 0 else end + cut
+    cap = capture_bytes(chunked(data[:stop], cut % 7))
+    assert cap.error is not None
+    assert "truncated" in str(cap.error) and str(cap.error).startswith(f"byte {cap.error.offset}")
+    got = parsed(cap)
+    assert got == s.expected[:len(got)]
+    if cut == -40:
+        assert len(got) >= len(s.expected) - 2
+
+
+def test_truncated_device_state_is_not_an_error() -> None:
+    data = bytes(example().data)
+    assert capture_bytes([data[:-20]]).error is None
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda d: b"QEVX" + d[4:], "not a QEMU migration stream"),
+    (lambda d: d[:4] + b"\x00\x00\x00\x02" + d[8:], "stream version 2"),
+])
+def test_bad_header(damage, problem) -> None:  # type: ignore[no-untyped-def]
+    cap = capture_bytes([damage(bytes(example().data))])
+    assert cap.error is not None and problem in str(cap.error) and cap.error.offset in (0, 4)
+    assert not parsed(cap)
+
+
+def test_corruption_names_the_offset_and_keeps_earlier_records() -> None:
+    s = example()
+    data = bytearray(s.data)
+    # the 3rd record's header (ram page 5, CONTINUE): give it an unknown flag
+    ram5 = struct.pack(">Q", 5 * PAGE | 0x08 | 0x20)
+    at = bytes(data).index(ram5)
+    data[at + 7] |= 0x01
+    cap = capture_bytes(chunked(bytes(data), 3))
+    assert cap.error is not None and cap.error.offset == at
+    assert "unknown ram record flags 0x1" in str(cap.error)
+    assert parsed(cap) == s.expected[:2]
+
+
+@pytest.mark.parametrize(("old", "new", "start", "problem"), [
+    (b"\x7e\x00\x00\x00\x02\x02", b"\x7e\x00\x00\x00\x09\x02", 0, "footer of section 9"),
+    (name("pc.rom"), name("pc.xxx"), 200, "unknown RAMBlock 'pc.xxx'"),  # 200: past MEM_SIZE
+    (b"\x08\x00\x03", b"\x66\x00\x03", 200, "unknown section type 0x66"),
+])
+def test_corrupted_records(old: bytes, new: bytes, start: int, problem: str) -> None:
+    data = bytes(example().data)
+    at = data.index(old, start)
+    cap = capture_bytes([data[:at] + new + data[at + len(old):]])
+    assert cap.error is not None and problem in str(cap.error)
+
+
+def test_offset_beyond_the_block() -> None:
+    s = Stream().config().start(2, "ram").mem_size().eos().footer(2).header(2, 2)
+    s.raw(1, "pc.rom", 2, page_of(1))  # pc.rom has 2 pages
+    cap = capture_bytes([bytes(s.data)])
+    assert cap.error is not None and "beyond RAMBlock 'pc.rom'" in str(cap.error)
+
+
+def test_the_parser_refuses_more_after_damage() -> None:
+    seen = []
+    parser = StreamParser(seen.append)
+    with pytest.raises(StreamError):
+        parser.feed(b"QEVX\x00\x00\x00\x03", 0.0)
+    with pytest.raises(StreamError):
+        parser.feed(b"more", 1.0)
+
+
+def test_tables_count_the_stream(tmp_path: Path) -> None:
+    from sim.capture import write
+    from sim.result import Result
+
+    s = example()
+    cap = capture_bytes(chunked(bytes(s.data), 1))
+    write(cap, tmp_path / "cap", None)
+    result = Result.load(tmp_path / "cap")
+    run = result.runs.iloc[0]
+    kinds = [e[3] for e in s.expected]
+    assert run["normal_pages"] == kinds.count("page")
+    assert run["zero_pages"] == kinds.count("zero")
+    assert run["xbzrle_records"] == kinds.count("xbzrle")
+    assert run["transferred_bytes"] == len(s.data)
+    assert run["status"] == "completed"
+    assert list(result.passes["pass"]) == [1, 2, 3]
+    assert result.passes["pages_sent"].sum() == len(s.expected)
+    records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
+    assert len(records) == len(s.expected) and records["t_s"].min() >= 0
+
+
+def test_cli_damaged_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A sender that stops mid-record: one line naming the byte offset, exit 2, tables kept."""
+    import socket
+    import threading
+
+    s = example()
+    data = bytes(s.data)[:5000]  # inside the second record
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "capture", "--listen", "127.0.0.1:0",
+                             "-o", str(tmp_path / "cap")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    port = int(line.strip().rsplit(":", 1)[1].split()[0])
+
+    def send() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(data)
+
+    threading.Thread(target=send).start()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "byte " in lines[0] and "truncated" in lines[0]
+    assert "Traceback" not in err
+    records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
+    assert len(records) >= 1 and list(records["page"][:1]) == [0]
