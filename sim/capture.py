@@ -42,6 +42,7 @@ from sim.stream import Record, StreamError, StreamParser, Summary
 
 CHUNK_BYTES = 1 << 20
 POLL_S = 0.1
+QMP_CONNECT_S = 5.0
 RECORD_COLUMNS = ("t_s", "pass", "block", "page", "kind", "wire_bytes", "digest", "version")
 CONTENT_KINDS = ("page", "xbzrle", "compressed")
 
@@ -89,6 +90,7 @@ class Capture:
     final: dict[str, Any] = field(default_factory=dict)
     error: StreamError | None = None
     summary: Summary | None = None
+    qmp_error: str = ""  # why --qmp gave nothing (the socket was busy or gone)
 
     @property
     def t0(self) -> float:
@@ -146,7 +148,14 @@ async def _poll(socket_path: str, cap: Capture, done: asyncio.Event) -> None:
     from qemu.qmp import QMPClient
 
     client = QMPClient("migsim-capture")
-    await client.connect(socket_path)
+    try:
+        await asyncio.wait_for(client.connect(socket_path), QMP_CONNECT_S)
+    except (Exception, asyncio.TimeoutError) as err:  # a QMP socket takes one client at a time
+        cap.qmp_error = f"{socket_path}: no QMP session ({type(err).__name__}: {err}); " \
+            "the tables have the stream's counters only"
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+        return
     try:
         while not done.is_set():
             reply: dict[str, Any] = await client.execute("query-migrate")  # type: ignore[assignment]

@@ -705,6 +705,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     cap = _module("sim.capture").run_capture(
         addresses["listen"], out, forward=addresses.get("forward"), content=args.content,
         qmp=args.qmp, on_ready=ready, command=args.command_line)
+    if cap.qmp_error:
+        print(f"migsim capture: warning: --qmp {cap.qmp_error}", file=sys.stderr)
     if cap.error is not None:
         print(f"migsim capture: {out}: {_one_line(str(cap.error))} (records before it written)",
               file=sys.stderr)

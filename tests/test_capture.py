@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -309,3 +310,159 @@ def test_cli_damaged_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in err
     records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
     assert len(records) >= 1 and list(records["page"][:1]) == [0]
+
+
+# -- a real QEMU migration, captured -------------------------------------------------------------
+
+def _real_qemu_available() -> bool:
+    import importlib.util
+    import shutil
+
+    return all(shutil.which(b) for b in ("qemu-system-x86_64", "as", "ld")) and \
+        importlib.util.find_spec("qemu.qmp") is not None
+
+
+real_qemu = pytest.mark.skipif(not _real_qemu_available(),
+                               reason="needs qemu-system-x86_64, GNU as/ld and qemu.qmp")
+
+
+async def _real_capture(tmp: Path, capabilities: tuple[str, ...],
+                        forward: bool) -> tuple[Any, dict, dict | None, int]:  # type: ignore[type-arg]
+    """Migrate the validation guest from a real QEMU into `capture` (sink, or relayed to a real
+    destination); returns the capture, the source's final query-migrate, the destination's, and
+    how many XBZRLE hits QEMU skipped (its trace)."""
+    import asyncio
+
+    from sim.capture import Capture, Records, serve
+    from sim.qmp.server import parse_address
+    from sim.stream import StreamParser
+    from sim.units import MiB
+    from sim.validation.guest import GuestParams, assemble, write_image
+    from sim.validation.qemu import QemuProcess, find_qemu
+
+    binary = find_qemu()
+    assert binary is not None
+    guest = GuestParams(base=4 * MiB, pages=2048, touches_per_s=4000.0, bytes_per_touch=64,
+                        fill_end=24 * MiB)
+    sector = assemble(tmp)
+    memory = 64 * MiB
+    src = QemuProcess("source", binary, write_image(tmp / "s.img", guest, sector), memory, tmp,
+                      incoming=False)
+    dst = QemuProcess("destination", binary, write_image(tmp / "d.img", guest, sector), memory,
+                      tmp, incoming=True) if forward else None
+    src.args += ["-qmp", f"unix:{tmp / 'cap.qmp'},server=on,wait=off"]  # one client per socket
+    # QEMU's trace of the XBZRLE hits that send nothing (unchanged since cached): its
+    # xbzrle-cache.pages counts them, the stream cannot show them
+    src.args += ["-trace", "enable=save_xbzrle_page_skipping", "-D", str(tmp / "trace.log")]
+    records = Records()
+    cap = Capture(StreamParser(records.add), records)
+    try:
+        src.start()
+        if dst is not None:
+            dst.start()
+        await src.connect()
+        caps = [{"capability": c, "state": True} for c in capabilities]
+        if dst is not None:
+            await dst.connect()
+        for q in (src, dst):
+            if q is not None:
+                await q.execute("migrate-set-capabilities", {"capabilities": caps})
+        await src.execute("migrate-set-parameters", {"max-bandwidth": 32 * MiB,
+                                                      "downtime-limit": 100,
+                                                      "xbzrle-cache-size": 32 * MiB})
+        await asyncio.sleep(1.5)  # the guest fills its pages and starts writing
+        target = None
+        if dst is not None:
+            await dst.execute("migrate-incoming", {"uri": "tcp:127.0.0.1:0"})
+            address = (await dst.execute("query-migrate"))["socket-address"][0]
+            target = parse_address(f"{address['host']}:{address['port']}")
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve(parse_address("127.0.0.1:0"), cap, forward=target,
+                                         qmp=str(tmp / "cap.qmp"), on_ready=ready.set_result))
+        where = await ready
+        await src.execute("migrate", {"uri": f"tcp:{where}"})
+        await asyncio.wait_for(task, 120)
+        final = cap.final
+        dst_info = None
+        if dst is not None:
+            for _ in range(100):
+                dst_info = await dst.execute("query-migrate")
+                if dst_info.get("status") in ("completed", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+        await src.close()  # flushes the trace
+        trace = tmp / "trace.log"
+        skipped = trace.read_text().count("save_xbzrle_page_skipping") if trace.exists() else -1
+        return cap, final, dst_info, skipped
+    finally:
+        await src.close()
+        if dst is not None:
+            await dst.close()
+
+
+def _within(parsed: float, qemu: float, rel: float = 0.01) -> bool:
+    return abs(parsed - qemu) <= rel * max(qemu, 1)
+
+
+@pytest.mark.slow
+@real_qemu
+@pytest.mark.parametrize("capabilities", [(), ("xbzrle",)], ids=["defaults", "xbzrle"])
+def test_real_migration_counts_match_qemu(tmp_path: Path, capabilities: tuple[str, ...]) -> None:
+    import asyncio
+    import tempfile
+
+    from sim.capture import write
+    from sim.result import Result
+
+    with tempfile.TemporaryDirectory(prefix="migsim-cap-") as tmp:  # short unix socket paths
+        cap, final, _, skipped = asyncio.run(_real_capture(Path(tmp), capabilities,
+                                                           forward=False))
+    assert cap.error is None, cap.error
+    assert not cap.qmp_error
+    assert final.get("status") == "completed", final
+    kinds = pd.Series(cap.records.columns["kind"])
+    ram, xb = final["ram"], final.get("xbzrle-cache") or {}
+    counts = {"normal": int((kinds == "page").sum()), "zero": int((kinds == "zero").sum()),
+              "xbzrle": int((kinds == "xbzrle").sum())}
+    wire = pd.Series(cap.records.columns["wire_bytes"])
+    xbzrle_bytes = int((wire[kinds == "xbzrle"] - 8).sum())
+    print(counts, xbzrle_bytes, skipped, {
+        "normal": ram["normal"], "duplicate": ram["duplicate"], "transferred": ram["transferred"],
+        "stream": cap.chunks[-1][1], "ram_bytes": cap.parser.summary.ram_bytes,
+        "passes": max(cap.records.columns["pass"]), "syncs": ram["dirty-sync-count"],
+        "xbzrle-cache": xb})
+    assert _within(counts["normal"], ram["normal"])
+    assert _within(counts["zero"], ram["duplicate"])
+    if capabilities:
+        # QEMU's xbzrle pages are cache hits: the records sent plus the unchanged pages it
+        # skipped (no record; counted from its trace); its xbzrle bytes leave out the 8-byte
+        # header of each record. No overflow at 64-byte writes.
+        assert xb["overflow"] == 0
+        assert counts["xbzrle"] > 0 and _within(xbzrle_bytes, xb["bytes"])
+        if skipped >= 0:
+            assert _within(counts["xbzrle"] + skipped, xb["pages"])
+    else:
+        assert counts["xbzrle"] == 0
+    assert _within(cap.parser.summary.ram_bytes, ram["transferred"], 0.05)
+    write(cap, tmp_path / "cap", None)
+    result = Result.load(tmp_path / "cap")
+    assert result.runs["normal_pages"].iloc[0] == counts["normal"]
+    proc = subprocess.run([sys.executable, "-m", "sim", "plot", str(tmp_path / "cap")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "cap").glob("*.png"))
+
+
+@pytest.mark.slow
+@real_qemu
+def test_real_migration_forwarded_to_a_real_destination(tmp_path: Path) -> None:
+    import asyncio
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="migsim-cap-") as tmp:
+        cap, final, dst_info, _ = asyncio.run(_real_capture(Path(tmp), (), forward=True))
+    assert cap.error is None, cap.error
+    assert final.get("status") == "completed", final
+    assert dst_info is not None and dst_info.get("status") == "completed", dst_info
+    kinds = pd.Series(cap.records.columns["kind"])
+    assert _within(int((kinds == "page").sum()), final["ram"]["normal"])
