@@ -284,15 +284,13 @@ def test_tables_count_the_stream(tmp_path: Path) -> None:
     assert len(records) == len(s.expected) and records["t_s"].min() >= 0
 
 
-def test_cli_damaged_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    """A sender that stops mid-record: one line naming the byte offset, exit 2, tables kept."""
+def _cli_capture(data: bytes, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`migsim capture` on a free port, fed ``data`` by a sender that then closes."""
     import socket
     import threading
 
-    s = example()
-    data = bytes(s.data)[:5000]  # inside the second record
     proc = subprocess.Popen([sys.executable, "-m", "sim", "capture", "--listen", "127.0.0.1:0",
-                             "-o", str(tmp_path / "cap")], stdout=subprocess.PIPE,
+                             "-o", str(out), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -300,16 +298,50 @@ def test_cli_damaged_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
     def send() -> None:
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(data)
+            for chunk in chunked(data, 5):
+                sock.sendall(chunk)
 
     threading.Thread(target=send).start()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "byte " in lines[0] and "truncated" in lines[0]
-    assert "Traceback" not in err
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, line + stdout, stderr)
+
+
+def test_cli_damaged_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A sender that stops mid-record: one line naming the byte offset, exit 2, tables kept."""
+    s = example()
+    proc = _cli_capture(bytes(s.data)[:5000], tmp_path / "cap")  # inside the second record
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "byte 5000: stream truncated" in lines[0], lines
     records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
-    assert len(records) >= 1 and list(records["page"][:1]) == [0]
+    assert list(records["page"]) == [0, 1] and list(records["kind"]) == ["page", "zero"]
+    runs = pd.read_parquet(tmp_path / "cap" / "runs.parquet")
+    assert runs["status"].iloc[0] == "failed" and "byte 5000" in runs["failure_reason"].iloc[0]
+
+
+def test_cli_content_keeps_every_page_version(tmp_path: Path) -> None:
+    from sim.capture import read_pages
+
+    s = example()
+    proc = _cli_capture(bytes(s.data), tmp_path / "cap", "--content")
+    assert proc.returncode == 0, proc.stderr
+    records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
+    pages = read_pages(tmp_path / "cap")
+    sent = records[records["kind"] != "zero"]
+    assert list(sent["version"]) == list(range(len(pages)))
+    assert (records[records["kind"] == "zero"]["version"] == -1).all()
+    # each version's digest is the digest the format says (the page after the record)
+    assert [blake(p.tobytes()) for p in pages] == [e[5] for e in s.expected if e[3] != "zero"]
+    assert list(records["digest"]) == [e[5] for e in s.expected]
+
+
+def test_cli_refuses_non_loopback_addresses(tmp_path: Path) -> None:
+    for args in (["--listen", "10.1.2.3:4444"], ["--listen", "127.0.0.1:0", "--forward",
+                                                 "192.168.0.1:5555"]):
+        proc = subprocess.run([sys.executable, "-m", "sim", "capture", *args, "-o",
+                               str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "only loopback hosts" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 # -- a real QEMU migration, captured -------------------------------------------------------------
@@ -326,8 +358,9 @@ real_qemu = pytest.mark.skipif(not _real_qemu_available(),
                                reason="needs qemu-system-x86_64, GNU as/ld and qemu.qmp")
 
 
-async def _real_capture(tmp: Path, capabilities: tuple[str, ...],
-                        forward: bool) -> tuple[Any, dict, dict | None, int]:  # type: ignore[type-arg]
+async def _real_capture(tmp: Path, capabilities: tuple[str, ...], forward: bool,
+                        content: Any = None
+                        ) -> tuple[Any, dict, dict | None, int]:  # type: ignore[type-arg]
     """Migrate the validation guest from a real QEMU into `capture` (sink, or relayed to a real
     destination); returns the capture, the source's final query-migrate, the destination's, and
     how many XBZRLE hits QEMU skipped (its trace)."""
@@ -354,7 +387,7 @@ async def _real_capture(tmp: Path, capabilities: tuple[str, ...],
     # QEMU's trace of the XBZRLE hits that send nothing (unchanged since cached): its
     # xbzrle-cache.pages counts them, the stream cannot show them
     src.args += ["-trace", "enable=save_xbzrle_page_skipping", "-D", str(tmp / "trace.log")]
-    records = Records()
+    records = Records(content)
     cap = Capture(StreamParser(records.add), records)
     try:
         src.start()
@@ -390,6 +423,9 @@ async def _real_capture(tmp: Path, capabilities: tuple[str, ...],
                 if dst_info.get("status") in ("completed", "failed"):
                     break
                 await asyncio.sleep(0.1)
+            if content is not None:  # the destination's RAM, for the test to compare
+                await dst.execute("pmemsave", {"val": 0, "size": memory,
+                                               "filename": str(tmp / "dst.ram")})
         await src.close()  # flushes the trace
         trace = tmp / "trace.log"
         skipped = trace.read_text().count("save_xbzrle_page_skipping") if trace.exists() else -1
@@ -456,13 +492,40 @@ def test_real_migration_counts_match_qemu(tmp_path: Path, capabilities: tuple[st
 @pytest.mark.slow
 @real_qemu
 def test_real_migration_forwarded_to_a_real_destination(tmp_path: Path) -> None:
+    """Relayed to a real destination with XBZRLE on, the destination completes, and the pages
+    rebuilt from the captured versions (XBZRLE applied by migsim's decoder) equal the
+    destination's RAM byte for byte."""
     import asyncio
     import tempfile
 
+    versions: list[bytes] = []
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            versions.append(data)
+
     with tempfile.TemporaryDirectory(prefix="migsim-cap-") as tmp:
-        cap, final, dst_info, _ = asyncio.run(_real_capture(Path(tmp), (), forward=True))
+        cap, final, dst_info, _ = asyncio.run(_real_capture(Path(tmp), ("xbzrle",),
+                                                            forward=True, content=Sink()))
+        dst_ram = np.fromfile(Path(tmp) / "dst.ram", dtype=np.uint8).reshape(-1, PAGE)
     assert cap.error is None, cap.error
     assert final.get("status") == "completed", final
     assert dst_info is not None and dst_info.get("status") == "completed", dst_info
-    kinds = pd.Series(cap.records.columns["kind"])
+    c = cap.records.columns
+    kinds = pd.Series(c["kind"])
     assert _within(int((kinds == "page").sum()), final["ram"]["normal"])
+    assert (kinds == "xbzrle").sum() > 0
+    rebuilt = np.zeros_like(dst_ram)
+    seen = np.zeros(len(dst_ram), dtype=bool)
+    for block, page, kind, version in zip(c["block"], c["page"], c["kind"], c["version"],
+                                          strict=True):
+        if block != "pc.ram":
+            continue
+        rebuilt[page] = 0 if kind == "zero" else np.frombuffer(versions[version], np.uint8)
+        seen[page] = True
+    # guest-physical 0xa0000-0xfffff shows VGA and ROM windows, not pc.ram
+    ram = np.ones(len(dst_ram), dtype=bool)
+    ram[0xA0000 // PAGE:0x100000 // PAGE] = False
+    assert seen.all()
+    differing = np.flatnonzero(ram & (rebuilt != dst_ram).any(axis=1))
+    assert differing.size == 0, differing[:10]
