@@ -428,7 +428,7 @@ class StreamParser:
             if name in self.postcopy_page_sizes:
                 self._u64(p)
                 p += 8
-            if self.ignore_shared:
+            if self.ignore_shared or "x-ignore-shared" in self.summary.capabilities:
                 self._u64(p)
                 p += 8
             if used == 0 or used > left:

@@ -247,6 +247,24 @@ def test_corrupted_records(old: bytes, new: bytes, start: int, problem: str) -> 
     assert cap.error is not None and problem in str(cap.error)
 
 
+def test_ignore_shared_from_the_configuration() -> None:
+    """With x-ignore-shared QEMU lists it in the configuration and MEM_SIZE gives each block's
+    address too (be64 after its length)."""
+    s = Stream().config()
+    s.data += b"\x05" + name("configuration/capabilities") + struct.pack(">II", 1, 1) \
+        + name("x-ignore-shared")
+    s.start(2, "ram")
+    s.data += struct.pack(">Q", (RAM + ROM) | 0x04)
+    s.data += name("pc.ram") + struct.pack(">QQ", RAM, 0) + name("pc.rom") \
+        + struct.pack(">QQ", ROM, 0xFFFE0000)
+    s.eos().footer(2).header(3, 2).raw(1, "pc.rom", 1, page_of(9)).eos().footer(2)
+    s.data += b"\x00"
+    cap = capture_bytes(chunked(bytes(s.data), 2))
+    assert cap.error is None, cap.error
+    assert cap.summary is not None and cap.summary.capabilities == ["x-ignore-shared"]
+    assert cap.summary.eof and parsed(cap) == s.expected
+
+
 def test_offset_beyond_the_block() -> None:
     s = Stream().config().start(2, "ram").mem_size().eos().footer(2).header(2, 2)
     s.raw(1, "pc.rom", 2, page_of(1))  # pc.rom has 2 pages
