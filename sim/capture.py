@@ -91,6 +91,7 @@ class Capture:
     error: StreamError | None = None
     summary: Summary | None = None
     qmp_error: str = ""  # why --qmp gave nothing (the socket was busy or gone)
+    capabilities: list[str] = field(default_factory=list)  # enabled on the source (--qmp)
 
     @property
     def t0(self) -> float:
@@ -157,8 +158,10 @@ async def _poll(socket_path: str, cap: Capture, done: asyncio.Event) -> None:
             await client.disconnect()
         return
     try:
+        reply: Any = await client.execute("query-migrate-capabilities")
+        cap.capabilities = [str(c["capability"]) for c in reply if c.get("state")]
         while not done.is_set():
-            reply: dict[str, Any] = await client.execute("query-migrate")  # type: ignore[assignment]
+            reply = await client.execute("query-migrate")
             cap.samples.append((time.time(), dict(reply)))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(done.wait(), POLL_S)
@@ -226,7 +229,7 @@ def write(cap: Capture, out: Path, pages_file: Path | None,
     """The folder: the four tables, ``records.parquet`` and (``pages_file``) ``pages.zst``."""
     frame = cap.records.frame(cap.t0)
     result = stream_tables(frame, cap.parser.summary, cap.chunks, cap.samples, cap.final,
-                           cap.error)
+                           cap.error, cap.capabilities)
 
     def extra(tmp: Path) -> None:
         frame.to_parquet(tmp / "records.parquet", index=False)

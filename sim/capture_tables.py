@@ -1,5 +1,8 @@
 """The four migsim tables of a captured migration: what the stream shows, plus QMP's counters.
 
+``downtime_bytes`` here includes the device state (QEMU's counter has RAM only); ``capabilities``
+are those the source's QMP reports on, plus those its records prove (XBZRLE, compression).
+
 From the stream (:mod:`sim.stream`): page counts by kind, bytes on the wire (``transferred_bytes``
 is every byte received, device state included; ``precopy_bytes`` those before the ``ram`` END
 section, ``downtime_bytes`` the rest), passes (QEMU's scan rounds), and ``samples`` every 100 ms
@@ -74,15 +77,18 @@ def _qmp_known(final: Mapping[str, Any], samples: Sequence[tuple[float, dict[str
 
 def _runs(records: pd.DataFrame, summary: Summary, chunks: Sequence[tuple[float, int]],
           samples: Sequence[tuple[float, dict[str, Any]]], final: Mapping[str, Any],
-          error: StreamError | None) -> dict[str, Any]:
+          error: StreamError | None, capabilities: Sequence[str]) -> dict[str, Any]:
     t0 = chunks[0][0] if chunks else NAN
     received = chunks[-1][1] if chunks else 0
     end = summary.ram_end_offset
     xbzrle = records[records["kind"] == "xbzrle"]
     status = "failed" if error is not None else str(final.get("status", "completed"))
+    # the source's capabilities (QMP), the configuration's, and those its records prove
+    seen = {"xbzrle": len(xbzrle) > 0, "compress": _count(records, "compressed") > 0}
+    in_force = set(capabilities) | set(summary.capabilities) | {c for c, on in seen.items() if on}
     known: dict[str, Any] = dict(
         status=status, failure_reason=str(error) if error is not None else "",
-        negotiation="qemu", capabilities=",".join(summary.capabilities),
+        negotiation="qemu", capabilities=",".join(sorted(in_force)),
         total_time_s=chunks[-1][0] - t0 if chunks else NAN,
         transferred_bytes=received,
         precopy_bytes=end if end is not None else received,
@@ -153,9 +159,10 @@ def _events(summary: Summary, chunks: Sequence[tuple[float, int]],
 
 def stream_tables(records: pd.DataFrame, summary: Summary, chunks: Sequence[tuple[float, int]],
                   samples: Sequence[tuple[float, dict[str, Any]]], final: Mapping[str, Any],
-                  error: StreamError | None) -> Result:
-    """runs, passes, samples and events of one capture (``records``: records.parquet's frame)."""
-    run = _runs(records, summary, chunks, samples, final, error)
+                  error: StreamError | None, capabilities: Sequence[str] = ()) -> Result:
+    """runs, passes, samples and events of one capture (``records``: records.parquet's frame;
+    ``capabilities``: those the source's QMP reported on)."""
+    run = _runs(records, summary, chunks, samples, final, error, capabilities)
     if samples and chunks:
         obs = Observed(RUN_ID, t0=chunks[0][0], samples=list(samples))
         sample_rows = samples_rows(obs)

@@ -296,6 +296,7 @@ def test_tables_count_the_stream(tmp_path: Path) -> None:
     assert run["xbzrle_records"] == kinds.count("xbzrle")
     assert run["transferred_bytes"] == len(s.data)
     assert run["status"] == "completed"
+    assert run["capabilities"] == "xbzrle"  # proved by its records
     assert list(result.passes["pass"]) == [1, 2, 3]
     assert result.passes["pages_sent"].sum() == len(s.expected)
     records = pd.read_parquet(tmp_path / "cap" / "records.parquet")
@@ -501,6 +502,8 @@ def test_real_migration_counts_match_qemu(tmp_path: Path, capabilities: tuple[st
     write(cap, tmp_path / "cap", None)
     result = Result.load(tmp_path / "cap")
     assert result.runs["normal_pages"].iloc[0] == counts["normal"]
+    assert result.runs["capabilities"].iloc[0] == ",".join(sorted(capabilities))
+    assert result.runs["dirty_sync_count"].iloc[0] == ram["dirty-sync-count"]
     proc = subprocess.run([sys.executable, "-m", "sim", "plot", str(tmp_path / "cap")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
