@@ -157,6 +157,52 @@ def test_records_are_the_same_whatever_the_chunking(seed: int) -> None:
     assert summary.commands and summary.commands[0][1] == 3
 
 
+def random_stream(seed: int) -> Stream:
+    """Random passes over both blocks: raw, zero and (on pages already sent) XBZRLE records,
+    CONTINUE whenever the block does not change, a few records per PART."""
+    rng = np.random.default_rng(seed)
+    s = Stream().config().start(2, "ram").mem_size().eos().footer(2)
+    pages = [("pc.ram", p) for p in range(RAM // PAGE)] + [("pc.rom", p) for p in range(ROM // PAGE)]
+    last = None
+    for number in range(1, int(rng.integers(2, 5)) + 1):
+        chosen = sorted(rng.choice(len(pages), int(rng.integers(1, len(pages))), replace=False))
+        if number == 1:
+            chosen = list(range(len(pages)))  # the first pass sends everything
+        elif chosen[0] != 0:  # a scan round ends where it wraps: start the next one at page 0
+            chosen = [0, *chosen]
+        s.header(2, 2)
+        for i, idx in enumerate(chosen):
+            block, page = pages[idx]
+            cont = last == block
+            kind = rng.choice(["raw", "zero", "xbzrle"] if (block, page) in s.pages else
+                              ["raw", "zero"])
+            if kind == "raw":
+                s.raw(number, block, page, page_of(int(rng.integers(1 << 30))), cont=cont)
+            elif kind == "zero":
+                s.zero(number, block, page, cont=cont)
+            else:
+                at = int(rng.integers(0, PAGE - 64))
+                s.xbzrle(number, block, page, at, rng.integers(1, 256, 50, dtype=np.uint8)
+                         .tobytes(), cont=cont)
+            last = block
+            if i % 5 == 4 and i + 1 < len(chosen):
+                s.eos().footer(2).header(2, 2)
+        s.eos().footer(2)
+    s.header(3, 2).eos().footer(2)
+    s.start(3, "timer", full=True)
+    s.data += b"\x01\x02\x03"
+    return s
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_streams_any_chunking(seed: int) -> None:
+    s = random_stream(seed)
+    first = capture_bytes([bytes(s.data)])
+    again = capture_bytes(chunked(bytes(s.data), seed + 100))
+    assert first.error is None and again.error is None
+    assert parsed(first) == parsed(again) == s.expected
+
+
 def test_one_byte_chunks_and_zero_digest() -> None:
     s = example()
     data = bytes(s.data)
