@@ -122,7 +122,44 @@ class Summary:
     eof: bool = False  # QEMU_VM_EOF seen (only when no device section hides it)
 
 
-class StreamParser:
+class _Buffer:
+    """Big-endian reads at a position of a growing buffer; :class:`_Short` when it ends there
+    (nothing is consumed: the item is read again, whole, when more bytes have come)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+
+    def _need(self, at: int, n: int) -> None:
+        if at + n > len(self._buf):
+            raise _Short
+
+    def _u8(self, at: int) -> int:
+        self._need(at, 1)
+        return self._buf[at]
+
+    def _u16(self, at: int) -> int:
+        self._need(at, 2)
+        return int(struct.unpack_from(">H", self._buf, at)[0])
+
+    def _u32(self, at: int) -> int:
+        self._need(at, 4)
+        return int(struct.unpack_from(">I", self._buf, at)[0])
+
+    def _u64(self, at: int) -> int:
+        self._need(at, 8)
+        return int(struct.unpack_from(">Q", self._buf, at)[0])
+
+    def _name(self, at: int) -> tuple[str, int]:
+        n = self._u8(at)
+        self._need(at + 1, n)
+        return bytes(self._buf[at + 1:at + 1 + n]).decode("latin-1"), at + 1 + n
+
+    def _fail(self, at: int, problem: str) -> StreamError:
+        return StreamError(self._base + at, problem)
+
+
+class StreamParser(_Buffer):
     """Feed chunks with :meth:`feed`; finish with :meth:`close`. Parsed records go to
     ``on_record`` as they complete. ``ignore_shared``: the source had ``x-ignore-shared`` (each
     RAMBlock then also carries its address); ``postcopy_page_sizes``: blocks whose page size
@@ -131,13 +168,12 @@ class StreamParser:
     def __init__(self, on_record: Callable[[Record], None], *, keep_content: bool = True,
                  ignore_shared: bool = False,
                  postcopy_page_sizes: frozenset[str] = frozenset()) -> None:
+        super().__init__()
         self.on_record = on_record
         self.keep_content = keep_content
         self.ignore_shared = ignore_shared
         self.postcopy_page_sizes = postcopy_page_sizes
         self.summary = Summary()
-        self._buf = bytearray()
-        self._base = 0  # stream offset of _buf[0]
         self._pos = 0  # parse position in _buf
         self._state = "header"
         self._section = -1  # the ram section being read (its id), -1 outside one
@@ -193,36 +229,6 @@ class StreamParser:
             raise StreamError(self.received, f"stream truncated {where} "
                               f"({len(self._buf) - self._pos} bytes of an incomplete item)")
         return self.summary
-
-    # -- reading primitives: raise _Short when the buffer ends, without consuming ---------------
-
-    def _need(self, at: int, n: int) -> None:
-        if at + n > len(self._buf):
-            raise _Short
-
-    def _u8(self, at: int) -> int:
-        self._need(at, 1)
-        return self._buf[at]
-
-    def _u16(self, at: int) -> int:
-        self._need(at, 2)
-        return int(struct.unpack_from(">H", self._buf, at)[0])
-
-    def _u32(self, at: int) -> int:
-        self._need(at, 4)
-        return int(struct.unpack_from(">I", self._buf, at)[0])
-
-    def _u64(self, at: int) -> int:
-        self._need(at, 8)
-        return int(struct.unpack_from(">Q", self._buf, at)[0])
-
-    def _name(self, at: int) -> tuple[str, int]:
-        n = self._u8(at)
-        self._need(at + 1, n)
-        return bytes(self._buf[at + 1:at + 1 + n]).decode("latin-1"), at + 1 + n
-
-    def _fail(self, at: int, problem: str) -> StreamError:
-        return StreamError(self._base + at, problem)
 
     # -- one item ---------------------------------------------------------------------------------
 
