@@ -596,3 +596,56 @@ def test_real_migration_forwarded_to_a_real_destination(tmp_path: Path) -> None:
     assert seen.all()
     differing = np.flatnonzero(ram & (rebuilt != dst_ram).any(axis=1))
     assert differing.size == 0, differing[:10]
+
+
+@pytest.mark.slow
+@real_qemu
+def test_real_migration_through_the_command_line(tmp_path: Path) -> None:
+    """`migsim capture --content --qmp` as a sink for a real QEMU source: exit 0, its runs row
+    holds the stream's counts and QEMU's times, pages.zst one version per non-zero record."""
+    import asyncio
+    import tempfile
+
+    from sim.capture import read_pages
+    from sim.units import MiB
+    from sim.validation.guest import GuestParams, assemble, write_image
+    from sim.validation.qemu import QemuProcess, find_qemu
+
+    out = tmp_path / "cap"
+
+    async def migrate(tmp: Path) -> tuple[dict, subprocess.CompletedProcess[str]]:  # type: ignore[type-arg]
+        binary = find_qemu()
+        assert binary is not None
+        guest = GuestParams(base=4 * MiB, pages=1024, touches_per_s=2000.0, fill_end=16 * MiB)
+        src = QemuProcess("source", binary, write_image(tmp / "s.img", guest, assemble(tmp)),
+                          32 * MiB, tmp, incoming=False)
+        src.args += ["-qmp", f"unix:{tmp / 'cap.qmp'},server=on,wait=off"]
+        try:
+            src.start()
+            await src.connect()
+            await asyncio.sleep(1.0)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sim", "capture", "--listen", "127.0.0.1:0", "-o",
+                str(out), "--content", "--qmp", str(tmp / "cap.qmp"),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            assert proc.stdout is not None
+            where = (await proc.stdout.readline()).decode().strip().rsplit(" ", 1)[1]
+            await src.execute("migrate", {"uri": f"tcp:{where}"})
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+            final = await src.execute("query-migrate")
+            return final, subprocess.CompletedProcess([], proc.returncode or 0,
+                                                      stdout.decode(), stderr.decode())
+        finally:
+            await src.close()
+
+    with tempfile.TemporaryDirectory(prefix="migsim-cap-") as tmp:
+        final, proc = asyncio.run(migrate(Path(tmp)))
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    assert final["status"] == "completed"
+    runs = pd.read_parquet(out / "runs.parquet").iloc[0]
+    assert runs["status"] == "completed"
+    assert runs["normal_pages"] == final["ram"]["normal"]
+    assert runs["zero_pages"] == final["ram"]["duplicate"]
+    assert runs["total_time_s"] == final["total-time"] / 1000
+    records = pd.read_parquet(out / "records.parquet")
+    assert len(read_pages(out)) == int((records["kind"] != "zero").sum())
