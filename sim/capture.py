@@ -257,13 +257,22 @@ def run_capture(listen: Address, out: Path, *, forward: Address | None = None,
         writer = zstandard.ZstdCompressor(level=3).stream_writer(handle, closefd=False)
     try:
         records = Records(writer)
-        parser = StreamParser(records.add, keep_content=True)
-        cap = asyncio.run(serve(listen, Capture(parser, records), forward=forward, qmp=qmp,
-                                on_ready=on_ready))
+        cap = Capture(StreamParser(records.add, keep_content=True), records)
+        try:
+            asyncio.run(serve(listen, cap, forward=forward, qmp=qmp, on_ready=on_ready))
+        except KeyboardInterrupt:  # interrupted mid-stream: keep what came, as a truncation
+            if not cap.chunks:
+                raise
+            cap.close()
+            interrupted = True
+        else:
+            interrupted = False
         if writer is not None and handle is not None:
             writer.close()
             handle.close()
         write(cap, out, pages_file, command)
+        if interrupted:
+            raise KeyboardInterrupt
         return cap
     finally:
         if handle is not None and not handle.closed:

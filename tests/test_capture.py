@@ -400,6 +400,27 @@ def test_cli_content_keeps_every_page_version(tmp_path: Path) -> None:
     assert list(records["digest"]) == [e[5] for e in s.expected]
 
 
+def test_cli_interrupted_mid_stream_writes_what_came(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "capture", "--listen", "127.0.0.1:0",
+                             "-o", str(tmp_path / "cap")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(bytes(example().data)[:6000])
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "migsim: interrupted"
+    runs = pd.read_parquet(tmp_path / "cap" / "runs.parquet")
+    assert runs["status"].iloc[0] == "failed" and "byte 6000" in runs["failure_reason"].iloc[0]
+    assert len(pd.read_parquet(tmp_path / "cap" / "records.parquet")) == 2
+
+
 def test_cli_refuses_non_loopback_addresses(tmp_path: Path) -> None:
     for args in (["--listen", "10.1.2.3:4444"], ["--listen", "127.0.0.1:0", "--forward",
                                                  "192.168.0.1:5555"]):
