@@ -149,9 +149,15 @@ async def _poll(socket_path: str, cap: Capture, done: asyncio.Event) -> None:
     from qemu.qmp import QMPClient
 
     client = QMPClient("migsim-capture")
+    connect = asyncio.ensure_future(asyncio.wait_for(client.connect(socket_path), QMP_CONNECT_S))
+    ended = asyncio.ensure_future(done.wait())
+    await asyncio.wait([connect, ended], return_when=asyncio.FIRST_COMPLETED)
+    ended.cancel()
+    if not connect.done():  # the stream ended first: no use waiting for a session any more
+        connect.cancel()
     try:
-        await asyncio.wait_for(client.connect(socket_path), QMP_CONNECT_S)
-    except Exception as err:  # a timeout too: a QMP socket takes one client at a time
+        await connect
+    except (Exception, asyncio.CancelledError) as err:  # a QMP socket takes one client at a time
         cap.qmp_error = f"{socket_path}: no QMP session ({type(err).__name__}: {err}); " \
             "the tables have the stream's counters only"
         with contextlib.suppress(Exception):
@@ -173,6 +179,8 @@ async def _poll(socket_path: str, cap: Capture, done: asyncio.Event) -> None:
                 cap.final = info
                 break
             await asyncio.sleep(0.05)
+    except Exception as err:  # QEMU went away: keep the replies so far
+        cap.qmp_error = f"{socket_path}: QMP session lost ({type(err).__name__}: {err})"
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
