@@ -679,6 +679,44 @@ def cmd_qmp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    """Record a real QEMU migration arriving on a loopback socket (sim/capture.py)."""
+    server_mod = _module("sim.qmp.server")
+    addresses = {}
+    for option in ("listen", "forward"):
+        text = getattr(args, option)
+        if text is None:
+            continue
+        try:
+            address = server_mod.parse_address(text)
+        except server_mod.AddressError as err:
+            raise UsageError(f"--{option}: {err}") from None
+        if address.kind != "tcp":
+            raise UsageError(f"--{option} {text}: expected HOST:PORT (QEMU migrates over tcp:)")
+        addresses[option] = address
+    if "forward" in addresses and addresses["forward"].port == 0:
+        raise UsageError(f"--forward {args.forward}: give the destination's port")
+    if args.qmp is not None and not Path(args.qmp).exists():
+        raise UsageError(f"--qmp {args.qmp}: no such socket")
+    out = Path(args.output)
+
+    def ready(where: str) -> None:
+        print(f"migsim capture: waiting for one migration on {where}", flush=True)
+
+    cap = _module("sim.capture").run_capture(
+        addresses["listen"], out, forward=addresses.get("forward"), content=args.content,
+        qmp=args.qmp, on_ready=ready, command=args.command_line)
+    if cap.qmp_error:
+        print(f"migsim capture: warning: --qmp {cap.qmp_error}", file=sys.stderr)
+    if cap.error is not None:
+        print(f"migsim capture: {out}: {_one_line(str(cap.error))} (records before it written)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    count = len(cap.records.columns["kind"])
+    print(f"wrote {out}/: {count} page records, {cap.chunks[-1][1] if cap.chunks else 0} bytes")
+    return EXIT_OK
+
+
 # -- parser and entry point ----------------------------------------------------------------------
 
 
@@ -761,6 +799,21 @@ def build_parser() -> argparse.ArgumentParser:
     qmp.add_argument("-o", "--output", metavar="DIR",
                      help="on exit, save the result tables to DIR")
     qmp.set_defaults(func=cmd_qmp)
+
+    cap = sub.add_parser("capture", parents=[common],
+                         help="record a real QEMU migration stream (a sink, or --forward)")
+    cap.add_argument("--listen", required=True, metavar="HOST:PORT",
+                     help="where the source's `migrate tcp:HOST:PORT` connects (loopback; "
+                          "port 0: any free port, printed)")
+    cap.add_argument("-o", "--output", required=True, metavar="DIR",
+                     help="records.parquet, the four tables and (--content) pages.zst")
+    cap.add_argument("--forward", metavar="HOST:PORT",
+                     help="relay the stream to a real destination (`migrate-incoming` there)")
+    cap.add_argument("--content", action="store_true",
+                     help="also keep every sent page version (pages.zst)")
+    cap.add_argument("--qmp", metavar="SOCKET",
+                     help="the source's QMP unix socket: poll query-migrate, join its counters")
+    cap.set_defaults(func=cmd_capture)
 
     plot = sub.add_parser("plot", parents=[common], help="(re)draw the standard figures")
     plot.add_argument("results_dir", metavar="RESULTS_DIR",
