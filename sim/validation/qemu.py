@@ -46,6 +46,7 @@ QEMU_BINARY = "qemu-system-x86_64"
 POLL_S = 0.1  # query-migrate period, as the simulator's samples
 CONNECT_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 30.0  # the guest's initial fill of its working set
+PRE_RATE_S = 1.0  # at least this long between the guest's readiness and `migrate`: its rate
 HARD_TIMEOUT_S = 180.0  # a migration still running then is cancelled and reported as failed
 
 
@@ -80,6 +81,8 @@ class Measurement:
     touches_per_s: float  # the guest's touch rate measured from its own counters
     wall_s: float
     qemu_version: str = ""  # major.minor of the source QEMU (query-version)
+    # the touch rate before `migrate` (no migration thread, no throttle), over PRE_RATE_S
+    touches_before_per_s: float = float("nan")
 
 
 def _die_with_parent() -> None:
@@ -291,10 +294,15 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         await asyncio.gather(src.connect(), dst.connect())
         version = (await src.execute("query-version"))["qemu"]
         await _wait_ready(src)
+        ready_touches = (await src.read_dwords(TOUCHES_ADDR, 1))[0]
+        ready_t = time.monotonic()
         before = await _ram_dump(src, settings.memory, workdir / "before.ram")
         zero_pages = int((~before.any(axis=1)).sum())
         del before
         await _configure(src, dst, settings, obs)
+        await asyncio.sleep(max(0.0, PRE_RATE_S - (time.monotonic() - ready_t)))
+        pre_rate = ((await src.read_dwords(TOUCHES_ADDR, 1))[0] - ready_touches) / max(
+            1e-9, time.monotonic() - ready_t)
         touches0 = await _migrate(src, dst, settings, obs)
         ram_total = int(last_stats(obs).get("ram", {}).get("total", settings.memory))
         touches1 = (await src.read_dwords(TOUCHES_ADDR, 1))[0]
@@ -317,7 +325,7 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         ticks = (await src.read_dwords(TICKS_ADDR, 1))[0]
         obs.events.append((obs.end_t, "harness", "guest", f"touches={touches1} ticks={ticks}"))
         return Measurement(obs, ram_total, zero_pages, rate, time.monotonic() - started,
-                           f"{version['major']}.{version['minor']}")
+                           f"{version['major']}.{version['minor']}", pre_rate)
     finally:
         await asyncio.gather(src.close(), dst.close())
 
