@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -614,6 +615,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     elif qemu.find_qemu() is None:
         raise UsageError("calibrate --real-qemu: qemu-system-x86_64 not found "
                          "(apt-get install --no-install-recommends qemu-system-x86)")
+    elif importlib.util.find_spec("qemu") is None or importlib.util.find_spec("qemu.qmp") is None:
+        raise UsageError("calibrate --real-qemu: the qemu.qmp client is not installed "
+                         "(pip install qemu.qmp)")
     out = Path(args.output)
     print(f"migsim calibrate: {'refitting ' + str(recorded) if recorded else 'measuring this host'}"
           f" -> {out}", file=sys.stderr)
