@@ -294,3 +294,17 @@ def test_a_host_profile_goes_under_the_case_model_keys(tmp_path):
     own = with_host(Scenario(), host, {"source_cpu": {"per_page": 0}})
     assert own.source_cpu == Scenario().source_cpu
     assert with_host(Scenario(), None, {}) == Scenario()
+
+
+def test_rel_or_within_takes_the_looser_of_the_two():
+    """"Downtime within 50% or 1.5 ms": 3 ms against 1 ms fails both, 2.4 ms passes on the
+    absolute slack, 60 ms against 50 ms on the relative one; or_within belongs to rel only."""
+    from sim.validation.cases import CaseError, _check
+
+    check = _check({"quantity": "downtime_s", "rel": 0.5, "or_within": 0.0015}, "x")
+    assert check.judge(0.001, 0.003)[1] is False
+    assert check.judge(0.001, 0.0024)[1] is True
+    assert check.judge(0.050, 0.060)[1] is True
+    assert "or ±0.0015" in check.tolerance_text()
+    with pytest.raises(CaseError, match="or_within goes with rel"):
+        _check({"quantity": "downtime_s", "abs": 1, "or_within": 0.1}, "x")

@@ -19,7 +19,8 @@ code. A model case looks like::
 A real-QEMU case has a ``qemu:`` section instead of ``scenario:`` (see :mod:`sim.validation.real`)
 and its checks carry no expected value: QEMU's measurement is the expected value.
 
-Check rules: ``rel`` (|model − expected| ≤ rel·|expected|), ``abs``, ``at_least`` with
+Check rules: ``rel`` (|model − expected| ≤ rel·|expected|, or ≤ ``or_within`` in the quantity's
+unit when given: "downtime within 50% or 1.5 ms"), ``abs``, ``at_least`` with
 ``at_most`` (a range: both bounds, each derived from the source; a one-sided bound is refused,
 since it passes values orders of magnitude off), ``equals`` (strings; ``true`` in a real case
 means "equal to QEMU's"), ``report`` (shown, never judged).
@@ -60,6 +61,7 @@ class Check:
     vm: str | None = None  # a fleet's guest
     note: str = ""
     upper: float | None = None  # a range's upper bound (``expected`` is its lower one)
+    slack: float = 0.0  # rel: also within this much, in the quantity's unit ("50% or 1.5 ms")
 
     @property
     def judged(self) -> bool:
@@ -68,6 +70,8 @@ class Check:
     def tolerance_text(self) -> str:
         if self.rule == "between":
             return f"in [{float(self.expected or 0):g}, {float(self.upper or 0):g}]"
+        if self.rule == "rel" and self.slack > 0:
+            return f"±{self.tol:.3g} rel or ±{self.slack:g}"
         return {
             "rel": f"±{self.tol:.3g} rel",
             "abs": f"±{self.tol:.3g}",
@@ -92,7 +96,7 @@ class Check:
         if math.isnan(m) or math.isnan(e):
             return rel, False
         ok = {
-            "rel": abs(m - e) <= self.tol * abs(e),
+            "rel": abs(m - e) <= max(self.tol * abs(e), self.slack),
             "abs": abs(m - e) <= self.tol,
             "at_least": m >= e,
             "at_most": m <= e,
@@ -169,11 +173,17 @@ def _check(item: Any, where: str) -> Check:
     if isinstance(expected, bool) or (expected is not None
                                       and not isinstance(expected, int | float | str)):
         raise CaseError(f"{where}: {item['quantity']}: expected must be a number or a string")
-    unknown = set(item) - {"quantity", "expected", "vm", "note", *RULES}
+    unknown = set(item) - {"quantity", "expected", "vm", "note", "or_within", *RULES}
     if unknown:
         raise CaseError(f"{where}: {item['quantity']}: unknown key(s) {', '.join(sorted(unknown))}")
+    slack = item.get("or_within", 0.0)
+    if "or_within" in item and (rule != "rel" or isinstance(slack, bool)
+                                or not isinstance(slack, int | float) or slack < 0):
+        raise CaseError(f"{where}: {item['quantity']}: or_within goes with rel and is a number "
+                        "≥ 0 in the quantity's unit")
     return Check(quantity=str(item["quantity"]), rule=rule, expected=expected, tol=tol,
-                 vm=item.get("vm"), note=str(item.get("note", "")), upper=upper)
+                 vm=item.get("vm"), note=str(item.get("note", "")), upper=upper,
+                 slack=float(slack))
 
 
 def load_case(path: Path) -> Case:
