@@ -150,6 +150,8 @@ def entries(app: str) -> list[Entry]:
             parent = os.path.dirname(parent)
 
     add("bin/busybox", BUSYBOX)
+    for lib in libraries(BUSYBOX):  # none for busybox-static; a dynamic busybox works too
+        add(lib, os.path.realpath(lib))
     for program in spec.programs:
         where = shutil.which(program)
         if where is None:

@@ -30,7 +30,7 @@ from typing import Any
 from sim.units import MiB
 
 from .cases import Case, Check
-from .linux import APPS, READY_MARKER, build_initramfs, find_kernel, missing
+from .linux import READY_MARKER, build_initramfs, find_kernel, missing
 from .qemu import QemuError, QemuProcess, find_qemu
 from .suite import Row, judge
 
@@ -118,7 +118,7 @@ async def _migrate(app: str, binary: str, workdir: Path) -> LinuxRun:
         await src.execute("migrate", {"uri": f"tcp:{await ready}"})
         try:
             await asyncio.wait_for(asyncio.shield(task), MIGRATE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await src.execute("migrate_cancel")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(task, 30.0)
