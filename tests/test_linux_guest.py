@@ -131,3 +131,38 @@ def test_real_linux_migration_through_capture_matches_qemu(tmp_path: Path, app: 
 
     write(run.capture, tmp_path / "cap", None)
     assert Result.load(tmp_path / "cap").runs["normal_pages"].iloc[0] == got["normal pages"][0]
+
+
+# -- the real Redis capture in the repository (no QEMU needed) -----------------------------------
+
+REDIS_CAPTURE = Path(__file__).parent / "data" / "captures" / "redis"
+GUEST_RAM_PAGES = 256 * 1024 * 1024 // 4096
+
+
+def test_repository_redis_capture_follows_the_stream_rules() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from sim.result import Result
+
+    records = pd.read_parquet(REDIS_CAPTURE / "records.parquet")
+    run = Result.load(REDIS_CAPTURE).runs.iloc[0]
+    assert run["status"] == "completed"
+    kinds = records["kind"].astype(str)
+    assert int((kinds == "page").sum()) == run["normal_pages"] == 28248  # QEMU's ram.normal
+    assert int((kinds == "zero").sum()) == run["zero_pages"] == 38508  # QEMU's ram.duplicate
+    assert set(kinds) == {"page", "zero"}  # no XBZRLE at QEMU's defaults
+    # the first round sends every page of the guest's RAM exactly once
+    ram = records[(records["pass"] == 1) & (records["block"].astype(str) == "pc.ram")]
+    assert np.array_equal(np.sort(ram["page"].to_numpy()), np.arange(GUEST_RAM_PAGES))
+    # wire size: 8-byte header, then the block name (1 + len) unless RAM_SAVE_FLAG_CONTINUE,
+    # then 1 byte (zero) or 4096 bytes (raw page)
+    name = 1 + records["block"].astype(str).str.len().to_numpy()
+    body = np.where(kinds == "zero", 1, 4096) + 8
+    wire = records["wire_bytes"].to_numpy()
+    assert np.all((wire == body) | (wire == body + name))
+    # a block's first record names it
+    first = records.groupby("block", observed=True).head(1)
+    assert np.all(first["wire_bytes"].to_numpy() == (body + name)[first.index.to_numpy()])
+    assert np.all(np.diff(records["t_s"].to_numpy()) >= 0)
+    assert np.all(np.diff(records["pass"].to_numpy()) >= 0)
