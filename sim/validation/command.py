@@ -88,12 +88,11 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
 
 def _linux_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]) -> list[Row]:
     """The real Linux guests (``--linux``), each migrated through a capture relay."""
-    from .linux import APPS
-    from .linux_capture import run_linux
+    from .linux_capture import LINUX_CASES, run_linux
     from .qemu import find_qemu
 
     binary = find_qemu()
-    apps = [a for a in APPS if not patterns or any(fnmatch.fnmatch(f"linux-{a}", p)
+    apps = [a for a in LINUX_CASES if not patterns or any(fnmatch.fnmatch(f"linux-{a}", p)
                                                    for p in patterns)]
     if binary is None or not apps:
         return []  # _real_rows has said why
@@ -104,9 +103,9 @@ def _linux_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None
 
 
 def _linux_ids() -> list[str]:
-    from .linux import APPS
+    from .linux_capture import LINUX_CASES
 
-    return [f"linux-{a}" for a in APPS]
+    return [f"linux-{a}" for a in LINUX_CASES]
 
 
 def _load_real_cases() -> list[Case]:

@@ -7,9 +7,14 @@ kernel and initramfs with ``-incoming defer``, and the source migrates at QEMU's
 parameters and capabilities to a capture relay (:func:`sim.capture.serve` with ``forward``) in
 front of the destination, which polls the source's ``query-migrate`` on a second QMP socket.
 Checked: the page records parsed from the stream against QEMU's own counters of the same
-migration: ``ram.normal`` (raw pages), ``ram.duplicate`` (zero pages), ``xbzrle-cache.pages``
-(0 at the defaults) and ``ram.transferred`` (the stream's bytes up to the device state), each
-within 1%, and that the migration completed on both sides.
+migration: ``ram.normal`` (raw pages), ``ram.normal-bytes``, ``ram.duplicate`` (zero pages),
+``xbzrle-cache.pages`` and ``bytes`` (0 at the defaults) and ``ram.transferred`` (the stream's
+bytes up to the device state), each within 1%, and that the migration completed on both sides.
+QEMU's XBZRLE hits include pages the stream cannot show as XBZRLE records (unchanged since
+cached: nothing sent; overflowed: sent raw, counted as 4096 XBZRLE bytes); with XBZRLE on, the
+source runs with QEMU's ``save_xbzrle_page_skipping`` and ``save_xbzrle_page_overflow`` traces
+and those are added to the records (``migration/ram.c``, ``save_xbzrle_page``). The default
+cases run at QEMU's defaults; ``redis-xbzrle`` adds XBZRLE at 16 MiB/s, so pages recur.
 
 RAM equality of the two sides is not checked: under TCG, QEMU 7.2 can miss a guest store made
 during a dirty-bitmap sync, so a migrated Linux guest may differ from its source; timing and
@@ -39,18 +44,46 @@ BOOT_TIMEOUT_S = 180.0  # TCG boots the distribution kernel in 10-40 s on a shar
 LOAD_S = 5.0  # the application's load runs this long before `migrate`
 MIGRATE_TIMEOUT_S = 240.0  # then migrate_cancel: the run is reported as not completed
 TOLERANCE = 0.01
+# QEMU's traces of the XBZRLE hits the stream cannot show as XBZRLE records: unchanged since
+# cached (nothing sent), and overflowed (sent as a raw page; QEMU counts 4096 xbzrle bytes)
+SKIP_TRACE = "save_xbzrle_page_skipping"
+OVERFLOW_TRACE = "save_xbzrle_page_overflow"
+
+
+@dataclass(frozen=True)
+class LinuxCase:
+    """One migration of one guest: the application and what is asked of QEMU besides its
+    defaults (capabilities on both sides, parameters on the source)."""
+
+    name: str  # the case id is linux-<name>
+    app: str
+    capabilities: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, int], ...] = ()
+
+
+LINUX_CASES: dict[str, LinuxCase] = {c.name: c for c in (
+    LinuxCase("idle", "idle"),
+    LinuxCase("redis", "redis"),
+    LinuxCase("memcached", "memcached"),
+    LinuxCase("stress-ng", "stress-ng"),
+    # XBZRLE on real Redis pages: a 16 MiB/s limit makes several rounds, so pages recur
+    LinuxCase("redis-xbzrle", "redis", ("xbzrle",),
+              (("max-bandwidth", 16 * MiB), ("xbzrle-cache-size", 64 * MiB))),
+)}
 
 
 @dataclass
 class LinuxRun:
     """One captured migration of a Linux guest and QEMU's own view of it."""
 
-    app: str
+    case: LinuxCase
     capture: Any  # sim.capture.Capture
     final: dict[str, Any]  # the source's last query-migrate
     destination: dict[str, Any]  # the destination's query-migrate after the end
     boot_s: float
     wall_s: float
+    skipped: int = 0  # XBZRLE hits QEMU sent nothing for (unchanged since cached; its trace)
+    overflowed: int = 0  # XBZRLE hits whose encoding overflowed (sent raw; its trace)
 
 
 def _linux_process(role: str, binary: str, kernel: Path, initrd: Path, workdir: Path,
@@ -86,7 +119,7 @@ async def _status(q: QemuProcess) -> dict[str, Any]:
     return info
 
 
-async def _migrate(app: str, binary: str, workdir: Path) -> LinuxRun:
+async def _migrate(case: LinuxCase, binary: str, workdir: Path) -> LinuxRun:
     from sim.capture import Capture, Records, serve
     from sim.qmp.server import parse_address
     from sim.stream import StreamParser
@@ -95,10 +128,14 @@ async def _migrate(app: str, binary: str, workdir: Path) -> LinuxRun:
     if kernel is None:
         raise QemuError("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
     started = time.monotonic()
-    initrd = build_initramfs(app, workdir / f"{app}.cpio.gz")
+    initrd = build_initramfs(case.app, workdir / f"{case.app}.cpio.gz")
     src = _linux_process("source", binary, kernel, initrd, workdir, incoming=False)
     dst = _linux_process("destination", binary, kernel, initrd, workdir, incoming=True)
     src.args += ["-qmp", f"unix:{workdir / 'capture.qmp'},server=on,wait=off"]
+    trace = workdir / "trace.log"
+    if "xbzrle" in case.capabilities:
+        src.args += ["-trace", f"enable={SKIP_TRACE}", "-trace", f"enable={OVERFLOW_TRACE}",
+                     "-D", str(trace)]
     records = Records()
     cap = Capture(StreamParser(records.add, keep_content=False), records)
     try:
@@ -108,6 +145,12 @@ async def _migrate(app: str, binary: str, workdir: Path) -> LinuxRun:
         await _wait_marker(src, workdir / "source.serial")
         boot_s = time.monotonic() - started
         await asyncio.sleep(LOAD_S)
+        if case.capabilities:
+            caps = [{"capability": c, "state": True} for c in case.capabilities]
+            for q in (src, dst):
+                await q.execute("migrate-set-capabilities", {"capabilities": caps})
+        if case.parameters:
+            await src.execute("migrate-set-parameters", dict(case.parameters))
         await dst.execute("migrate-incoming", {"uri": "tcp:127.0.0.1:0"})
         address = (await dst.execute("query-migrate"))["socket-address"][0]
         target = parse_address(f"{address['host']}:{address['port']}")
@@ -123,19 +166,23 @@ async def _migrate(app: str, binary: str, workdir: Path) -> LinuxRun:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(task, 30.0)
         final = cap.final or await _status(src)
-        return LinuxRun(app, cap, final, await _status(dst), boot_s,
-                        time.monotonic() - started)
+        dst_info = await _status(dst)
+        wall_s = time.monotonic() - started
+        await src.close()  # flushes the trace
+        text = trace.read_text() if trace.exists() else ""
+        return LinuxRun(case, cap, final, dst_info, boot_s, wall_s, text.count(SKIP_TRACE),
+                        text.count(OVERFLOW_TRACE))
     finally:
         await asyncio.gather(src.close(), dst.close())
 
 
-def migrate_linux(app: str, binary: str | None = None) -> LinuxRun:
-    """Boot ``app``'s guest twice, migrate it through a capture relay; tear everything down."""
+def migrate_linux(case: LinuxCase, binary: str | None = None) -> LinuxRun:
+    """Boot the case's guest twice, migrate it through a capture relay; tear everything down."""
     binary = binary or find_qemu()
     if binary is None:
         raise QemuError("qemu-system-x86_64 not found")
     with tempfile.TemporaryDirectory(prefix="migsim-linux-") as tmp:  # short socket paths
-        return asyncio.run(_migrate(app, binary, Path(tmp)))
+        return asyncio.run(_migrate(case, binary, Path(tmp)))
 
 
 def counts(run: LinuxRun) -> dict[str, tuple[float, float]]:
@@ -148,22 +195,28 @@ def counts(run: LinuxRun) -> dict[str, tuple[float, float]]:
     return {
         "normal pages": (ram.get("normal", 0), sum(1 for k in kinds if k == "page")),
         "zero pages": (ram.get("duplicate", 0), sum(1 for k in kinds if k == "zero")),
-        "xbzrle pages": (xb.get("pages", 0), sum(1 for k in kinds if k == "xbzrle")),
+        # QEMU counts every cache hit; the stream shows those encoded (the rest: its traces)
+        "xbzrle pages": (xb.get("pages", 0), sum(1 for k in kinds if k == "xbzrle")
+                         + run.skipped + run.overflowed),
+        # QEMU's xbzrle bytes leave out each record's 8-byte header and add 4096 per overflow
+        "xbzrle bytes": (xb.get("bytes", 0),
+                         sum(w - 8 for k, w in zip(kinds, wire, strict=True) if k == "xbzrle")
+                         + 4096 * run.overflowed),
         "ram bytes": (ram.get("transferred", 0), summary.ram_bytes),
         "normal bytes": (ram.get("normal-bytes", 0),
                          sum(w - 8 for k, w in zip(kinds, wire, strict=True) if k == "page")),
     }
 
 
-def _case(app: str) -> Case:
-    return Case(id=f"linux-{app}", title=f"a Linux guest running {app}, captured",
+def _case(case: LinuxCase) -> Case:
+    return Case(id=f"linux-{case.name}", title=f"a Linux guest running {case.app}, captured",
                 source="QEMU query-migrate of the same migration", path=Path(__file__),
                 checks=(), kind="qemu")
 
 
 def rows(run: LinuxRun) -> list[Row]:
     """One row per counter (QEMU expected, the capture judged) plus both sides' outcome."""
-    case = _case(run.app)
+    case = _case(run.case)
     out = [judge(case, Check(q, "rel", tol=TOLERANCE), float(e), float(m))
            for q, (e, m) in counts(run).items()]
     out.append(judge(case, Check("status (source, destination)", "equals"), "completed",
@@ -176,34 +229,37 @@ def rows(run: LinuxRun) -> list[Row]:
     return out
 
 
-def run_linux(apps: list[str], outdir: Path | None, log: Callable[[str], None] = print,
+def run_linux(names: list[str], outdir: Path | None, log: Callable[[str], None] = print,
               binary: str | None = None) -> list[Row]:
-    """Each application's capture check; a missing package skips that application."""
+    """Each named case's capture check; a missing package skips that case."""
     from sim.capture import write
 
     out: list[Row] = []
-    for app in apps:
-        need = missing(app)
+    for name in names:
+        case = LINUX_CASES[name]
+        need = missing(case.app)
         if need:
-            log(f"  linux-{app}: skipped: apt-get install --no-install-recommends "
+            log(f"  linux-{name}: skipped: apt-get install --no-install-recommends "
                 f"{' '.join(need)}")
             continue
         try:
-            run = migrate_linux(app, binary)
+            run = migrate_linux(case, binary)
         except (QemuError, OSError) as err:
-            log(f"  linux-{app}: error: {err}")
-            out.append(judge(_case(app), Check("capture vs query-migrate", "equals"), "ran",
+            log(f"  linux-{name}: error: {err}")
+            out.append(judge(_case(case), Check("capture vs query-migrate", "equals"), "ran",
                              None, note=f"error: {err}"))
             continue
         ram = run.final.get("ram", {})
-        log(f"  linux-{app}: {run.final.get('status')} in {run.final.get('total-time', 0)} ms, "
-            f"{ram.get('normal', 0)} normal + {ram.get('duplicate', 0)} zero pages, "
-            f"{ram.get('dirty-sync-count', 0)} syncs (boot {run.boot_s:.0f} s, "
-            f"wall {run.wall_s:.0f} s)")
+        xb = run.final.get("xbzrle-cache") or {}
+        log(f"  linux-{name}: {run.final.get('status')} in {run.final.get('total-time', 0)} ms, "
+            f"{ram.get('normal', 0)} normal + {ram.get('duplicate', 0)} zero + "
+            f"{xb.get('pages', 0)} xbzrle pages, {ram.get('dirty-sync-count', 0)} syncs "
+            f"(boot {run.boot_s:.0f} s, wall {run.wall_s:.0f} s)")
         if outdir is not None:
-            write(run.capture, outdir / "linux" / app, None)
+            write(run.capture, outdir / "linux" / name, None)
         out.extend(rows(run))
     return out
 
 
-__all__ = ["LinuxRun", "counts", "migrate_linux", "rows", "run_linux"]
+__all__ = ["LINUX_CASES", "LinuxCase", "LinuxRun", "counts", "migrate_linux", "rows",
+           "run_linux"]
