@@ -45,7 +45,7 @@ fuzz: $(STAMP)
 	  --hypothesis-show-statistics tests/test_bad_scenarios.py -k 'mutated or random_overrides'
 
 # The model against closed forms, published results and (when QEMU is installed) real QEMU,
-# with real Linux guests captured (each skipped when its packages are missing; about 1 min).
+# with real Linux guests captured (each skipped when its packages are missing; about 1.5 min).
 validate: $(STAMP)
 	$(BIN)/migsim validate --real-qemu --linux -o ci-artifacts/validation
 
