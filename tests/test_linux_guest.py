@@ -139,6 +139,10 @@ def test_real_linux_migration_through_capture_matches_qemu(tmp_path: Path, name:
 
     write(run.capture, tmp_path / "cap", None)
     assert Result.load(tmp_path / "cap").runs["normal_pages"].iloc[0] == got["normal pages"][0]
+    proc = subprocess.run([sys.executable, "-m", "sim", "plot", str(tmp_path / "cap")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cap" / "timeline.png").exists()
 
 
 # -- the real Redis capture in the repository (no QEMU needed) -----------------------------------
