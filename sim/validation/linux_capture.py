@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sim.units import MiB
 
 from .cases import Case, Check
@@ -188,23 +190,24 @@ def migrate_linux(case: LinuxCase, binary: str | None = None) -> LinuxRun:
 def counts(run: LinuxRun) -> dict[str, tuple[float, float]]:
     """quantity -> (QEMU's counter, the capture's value)."""
     cols = run.capture.records.columns
-    kinds, wire = cols["kind"], cols["wire_bytes"]
+    kinds = np.asarray(cols["kind"], dtype=object)
+    wire = np.asarray(cols["wire_bytes"], dtype=np.int64)
+    raw, xbzrle = kinds == "page", kinds == "xbzrle"
     ram = run.final.get("ram", {})
     xb = run.final.get("xbzrle-cache") or {}
     summary = run.capture.parser.summary
+    hidden = run.skipped + run.overflowed
     return {
-        "normal pages": (ram.get("normal", 0), sum(1 for k in kinds if k == "page")),
-        "zero pages": (ram.get("duplicate", 0), sum(1 for k in kinds if k == "zero")),
+        "normal pages": (ram.get("normal", 0), int(raw.sum())),
+        # QEMU's normal bytes are the pages' payloads: each record less its 8-byte header
+        "normal bytes": (ram.get("normal-bytes", 0), int((wire[raw] - 8).sum())),
+        "zero pages": (ram.get("duplicate", 0), int((kinds == "zero").sum())),
         # QEMU counts every cache hit; the stream shows those encoded (the rest: its traces)
-        "xbzrle pages": (xb.get("pages", 0), sum(1 for k in kinds if k == "xbzrle")
-                         + run.skipped + run.overflowed),
+        "xbzrle pages": (xb.get("pages", 0), int(xbzrle.sum()) + hidden),
         # QEMU's xbzrle bytes leave out each record's 8-byte header and add 4096 per overflow
         "xbzrle bytes": (xb.get("bytes", 0),
-                         sum(w - 8 for k, w in zip(kinds, wire, strict=True) if k == "xbzrle")
-                         + 4096 * run.overflowed),
+                         int((wire[xbzrle] - 8).sum()) + 4096 * run.overflowed),
         "ram bytes": (ram.get("transferred", 0), summary.ram_bytes),
-        "normal bytes": (ram.get("normal-bytes", 0),
-                         sum(w - 8 for k, w in zip(kinds, wire, strict=True) if k == "page")),
     }
 
 
