@@ -595,8 +595,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     exit 1 if any quantity is out of tolerance (sim/validation)."""
     if args.host is not None:
         _check_files([args.host])
+    if args.linux and not args.real_qemu:
+        raise UsageError("validate: --linux needs --real-qemu")
     return int(_module("sim.validation.command").main(
-        real_qemu=args.real_qemu, output=args.output, patterns=args.case, host=args.host))
+        real_qemu=args.real_qemu, output=args.output, patterns=args.case, host=args.host,
+        linux=args.linux))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -843,6 +846,10 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--real-qemu", action="store_true",
                      help="also migrate a tiny guest between two real QEMUs on loopback and "
                           "compare (skipped if qemu-system-x86_64 is missing)")
+    val.add_argument("--linux", action="store_true",
+                     help="with --real-qemu: also migrate real Linux guests (idle, Redis, "
+                          "memcached, stress-ng) through a capture and check its page counts "
+                          "against QEMU's (skipped per guest if its packages are missing)")
     val.add_argument("-o", "--output", metavar="DIR",
                      help="where validation.csv, the figure and the QEMU tables go "
                           "(default results/validation)")

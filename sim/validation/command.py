@@ -86,6 +86,28 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
     return run_cases(cases, runner=runner, on_case=_progress(out))
 
 
+def _linux_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]) -> list[Row]:
+    """The real Linux guests (``--linux``), each migrated through a capture relay."""
+    from .linux_capture import LINUX_CASES, run_linux
+    from .qemu import find_qemu
+
+    binary = find_qemu()
+    apps = [a for a in LINUX_CASES if not patterns or any(fnmatch.fnmatch(f"linux-{a}", p)
+                                                   for p in patterns)]
+    if binary is None or not apps:
+        return []  # _real_rows has said why
+    if importlib.util.find_spec("qemu") is None or importlib.util.find_spec("qemu.qmp") is None:
+        return []
+    out(f"real Linux guests through migsim capture ({binary}; captures in {outdir / 'linux'}):")
+    return run_linux(apps, outdir, log=out, binary=binary)
+
+
+def _linux_ids() -> list[str]:
+    from .linux_capture import LINUX_CASES
+
+    return [f"linux-{a}" for a in LINUX_CASES]
+
+
 def _load_real_cases() -> list[Case]:
     from .real import load_real_cases
 
@@ -99,7 +121,7 @@ def _no_case(message: str) -> int:
 
 def main(real_qemu: bool = False, output: str | Path | None = None,
          patterns: Sequence[str] = (), out: Callable[[str], None] = print,
-         host: str | Path | None = None) -> int:
+         host: str | Path | None = None, linux: bool = False) -> int:
     """Run the suite; returns the exit status."""
     outdir = Path(output) if output is not None else DEFAULT_OUTPUT
     started = time.monotonic()
@@ -110,13 +132,17 @@ def main(real_qemu: bool = False, output: str | Path | None = None,
     cases = _selected(every, patterns)
     if patterns and not cases:
         real = _load_real_cases() if real_qemu else []
-        if not _selected(real, patterns):
-            ids = ", ".join(c.id for c in every + real)
+        linux_ids = _linux_ids() if real_qemu and linux else []
+        if not _selected(real, patterns) and not [
+                i for i in linux_ids if any(fnmatch.fnmatch(i, p) for p in patterns)]:
+            ids = ", ".join([c.id for c in every + real] + linux_ids)
             return _no_case(f"--case {' '.join(patterns)}: matches none of the cases ({ids})")
     out(f"closed forms and published results ({len(cases)} cases):")
     rows = run_cases(cases, on_case=_progress(out))
     if real_qemu:
         rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None)
+        if linux:
+            rows += _linux_rows(patterns, outdir, out)
     if not rows:
         return _no_case("no case was run (the real-QEMU cases were skipped)")
     out("")
