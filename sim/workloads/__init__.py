@@ -87,6 +87,10 @@ class Workload:
         t = t0 + (k - c0) / rate
         return WriteBatch(t, self._pages(k, rng))
 
+    def prepare(self, guest: Any) -> None:
+        """Set the guest's memory before the run (a replay starts from the captured content);
+        the synthetic workloads leave it as the VM spec drew it."""
+
     def resume_at(self, t: float) -> None:
         """Move the clock to ``t`` with no writes in between (a phase that was not running)."""
         self._t = t
@@ -361,6 +365,47 @@ class Trace(Workload):
         return WriteBatch(t, p)
 
 
+class Replay(Workload):
+    """Writes drawn from per-page Poisson rates fitted from a ``migsim capture`` folder
+    (:mod:`sim.replay`): the total is Poisson with the summed rate, each write's page is drawn
+    with probability proportional to its rate, and throttling scales every rate."""
+
+    name = "replay"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        from ..replay import CAPTURE_PAGE_BYTES, fit
+
+        self.fit = fit(spec.capture or "")
+        if page_size != CAPTURE_PAGE_BYTES or pages != self.fit.rates.size:
+            raise ValueError(f"the capture is of {self.fit.memory} bytes of 4 KiB pages; "
+                             f"the guest has {pages} pages of {page_size} bytes")
+        self._total = self.fit.writes_per_s
+        self._cumulative = np.cumsum(self.fit.rates)
+
+    @property
+    def writes_per_s(self) -> float:
+        return self._total
+
+    def writes(self, t0: float, t1: float, rng: np.random.Generator,
+               rate_scale: float = 1.0) -> WriteBatch:
+        if t0 != self._t:
+            raise ValueError(f"workload asked for [{t0}, {t1}) but its clock is at {self._t}")
+        self._t = t1
+        mean = self._total * rate_scale * (t1 - t0)
+        if mean <= 0.0:
+            return WriteBatch.empty()
+        n = int(rng.poisson(mean))
+        t = np.sort(t0 + rng.random(n) * (t1 - t0))
+        page = np.searchsorted(self._cumulative, rng.random(n) * self._total, side="right")
+        return WriteBatch(t, np.minimum(page, self.pages - 1).astype(np.int64))
+
+    def prepare(self, guest: Any) -> None:
+        from ..replay import initial_content
+
+        guest.set_initial(self.fit.zero, initial_content(self.fit) if guest.exact else None)
+
+
 class Phased(Workload):
     """Runs ``phases`` one after another (each a workload for ``duration`` s), then repeats them."""
 
@@ -402,7 +447,8 @@ class Phased(Workload):
 
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Idle, Uniform, Hotspot, Zipf, Sequential, Phased, Trace)
+    cls.name: cls for cls in (Idle, Uniform, Hotspot, Zipf, Sequential, Phased, Trace,
+                               Replay)
 }
 
 
