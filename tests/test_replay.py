@@ -17,7 +17,7 @@ import zstandard
 from sim import cli
 from sim.errors import ScenarioError
 from sim.guest import Guest
-from sim.replay import fit
+from sim.replay import fit, read_versions
 from sim.run import run
 from sim.scenario import load_scenario
 from sim.spec import LinkSpec, MigrationSpec
@@ -126,6 +126,65 @@ def closed_form_capture(folder: Path, rates: np.ndarray, bandwidth: float, limit
         starts.append(t)
     write_capture(folder, passes, starts, rates.size)
     return passes
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "scenarios" / "captures" / "synthetic-hotset"
+
+
+def make_example(folder: Path) -> None:
+    """``scenarios/captures/synthetic-hotset``: a 4 MiB guest (1024 pages; 64 hot pages written
+    4 times a second, 256 warm ones 0.5 times, 300 zero and never written) migrated at 4 MiB/s
+    with no headers, to a 30 ms downtime limit. Each page holds 128 random bytes; each write
+    changes a run of 32 bytes, so pages.zst holds the real versions."""
+    rng = np.random.default_rng(2026)
+    pages = 1024
+    rates = np.zeros(pages)
+    rates[:64], rates[64:320] = 4.0, 0.5
+    memory = np.zeros((pages, PAGE), np.uint8)
+    offsets = rng.integers(0, PAGE - 128, pages)
+    for i in range(pages - 300):  # a loop per page: a tiny, one-off data set
+        memory[i, offsets[i]:offsets[i] + 128] = rng.integers(1, 256, 128, dtype=np.uint8)
+    bandwidth = 4 * 1024 * 1024
+    passes, starts, content, t = [np.arange(pages)], [0.0], [memory.copy()], 0.0
+    while True:
+        length = passes[-1].size * PAGE / bandwidth
+        if len(passes) > 1 and length <= 0.03 or len(passes) > 30:
+            break
+        t += length
+        writes = rng.poisson(rates * length)
+        for i in np.flatnonzero(writes):
+            for _ in range(writes[i]):
+                at = rng.integers(0, PAGE - 32)
+                memory[i, at:at + 32] = rng.integers(1, 256, 32, dtype=np.uint8)
+        passes.append(np.flatnonzero(writes))
+        starts.append(t)
+        content.append(memory[passes[-1]].copy())
+    zero = np.zeros(pages, bool)
+    zero[pages - 300:] = True
+    write_capture(folder, passes, starts, pages, content=content)
+    frame = pd.read_parquet(folder / "records.parquet")  # zero pages: zero records, no version
+    first = frame["pass"] == 1
+    frame.loc[first & zero[frame["page"]], "kind"] = "zero"
+    frame.loc[first & zero[frame["page"]], "wire_bytes"] = 9
+    kept = frame["kind"] != "zero"
+    frame["version"] = np.where(kept, np.cumsum(kept) - 1, -1)
+    frame.to_parquet(folder / "records.parquet", index=False)
+    versions = np.concatenate(content)[(np.concatenate(passes) < pages - 300)
+                                       | (np.arange(frame.shape[0]) >= pages)]
+    (folder / "pages.zst").write_bytes(zstandard.ZstdCompressor(level=19).compress(
+        versions.tobytes()))
+
+
+def test_the_shipped_example_is_the_synthetic_capture_above(tmp_path: Path) -> None:
+    make_example(tmp_path / "c")
+    for name in ("records.parquet", "events.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(EXAMPLE / name),
+                                      pd.read_parquet(tmp_path / "c" / name))
+    np.testing.assert_array_equal(read_versions(EXAMPLE), read_versions(tmp_path / "c"))
+    fitted = fit(EXAMPLE)
+    assert fitted.zero.sum() == 300
+    assert (fitted.write_size, fitted.write_pattern) == (32, "clustered")
+    assert fitted.rates[320:].max() == 0
 
 
 def replay_scenario(tmp_path: Path, capture: str, memory: int, extra: str = "") -> Path:
