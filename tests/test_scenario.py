@@ -300,7 +300,7 @@ ERRORS = [
      "s.yaml:2: workload.kind: 'hotsopt' is not a known workload kind; did you mean 'hotspot'?"),
     ("workload:\n  kind: markov\n",
      "s.yaml:2: workload.kind: 'markov' is not a known workload kind; valid: idle, uniform, "
-     "hotspot, zipf, sequential, phased, trace"),
+     "hotspot, zipf, sequential, phased, trace, replay"),
     ("workload:\n  kind: phased\n",
      "s.yaml:1: workload.phases: a phased workload needs at least one phase (got [])"),
     ("workload:\n  kind: trace\n",
