@@ -64,6 +64,10 @@ class Fit:
     rates: np.ndarray  # float64[pages]: writes per second of each page
     first_version: np.ndarray  # int64[pages]: row of pages.zst of each page's first record, -1: zero
     zero: np.ndarray  # bool[pages]: page zero at the start (first record zero, or never sent)
+    # each page's captured versions after its first, in time order: rows of pages.zst
+    # later_rows[later_start[i]:later_start[i + 1]] (CSR)
+    later_start: np.ndarray  # int64[pages + 1]
+    later_rows: np.ndarray  # int64
     intervals: int  # sync intervals the rates were fitted on (passes - 1)
     covered_s: float  # their total length
     write_size: int | None  # from pages.zst (None without it)
@@ -128,12 +132,18 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
     rates, intervals, covered = _rates(page, number, t, pages)
     first_version = np.full(pages, -1, np.int64)
     zero = np.ones(pages, np.bool_)
+    later_start = np.zeros(pages + 1, np.int64)
+    later_rows = np.empty(0, np.int64)
     if page.size:
         order = np.lexsort((t, page))  # by page, then time
-        firsts = order[np.concatenate([[True], page[order][1:] != page[order][:-1]])]
+        is_first = np.concatenate([[True], page[order][1:] != page[order][:-1]])
+        firsts = order[is_first]
         is_content = np.isin(kind[firsts], CONTENT_KINDS)
         zero[page[firsts]] = ~is_content
         first_version[page[firsts]] = np.where(is_content, version[firsts], -1)
+        later = order[~is_first & (version[order] >= 0)]
+        later_rows = version[later]
+        later_start[1:] = np.cumsum(np.bincount(page[later], minlength=pages))
     size, pattern = None, None
     if (path / "pages.zst").is_file():
         versions = read_versions(path)
@@ -141,7 +151,8 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
             raise CaptureError("records.parquet names a version beyond pages.zst")
         size, pattern = _write_size(page, t, kind, version, versions, rates,
                                     covered / max(intervals, 1))
-    return Fit(path, memory, rates, first_version, zero, intervals, covered, size, pattern)
+    return Fit(path, memory, rates, first_version, zero, later_start, later_rows, intervals,
+               covered, size, pattern)
 
 
 def _blocks(events: object) -> tuple[dict[str, int], int]:

@@ -256,6 +256,42 @@ def test_exact_mode_starts_from_the_captured_content(tmp_path: Path) -> None:
     assert result.runs["status"].iloc[0] == "completed"
 
 
+def test_exact_writes_step_pages_through_their_captured_versions(tmp_path: Path) -> None:
+    """A write sets its page to the page's next captured version, cycling over those after the
+    first; a page without later versions gets the write pattern."""
+    pages = 64
+    rng = np.random.default_rng(4)
+    v = [rng.integers(1, 256, size=(pages, PAGE), dtype=np.uint8) for _ in range(3)]
+    # pass 1: every page; passes 2 and 3: pages 0..7 (rows 64.. of pages.zst), equal intervals
+    write_capture(tmp_path / "c", [np.arange(pages), np.arange(8), np.arange(8)],
+                  [0.0, 1.0, 2.0], pages, content=[v[0], v[1][:8], v[2][:8]])
+    scenario = load_scenario(replay_scenario(tmp_path, "c", pages * PAGE, ""))
+    scenario = replace(scenario, vm=replace(scenario.vm, content="exact"))
+    guest = Guest(scenario.vm, np.random.default_rng(0))
+    workload = make_workload(scenario.workload, pages, PAGE)
+    workload.prepare(guest)
+    rows = workload.content_rows(np.array([0, 3, 0, 0, 9, 3]))
+    np.testing.assert_array_equal(rows, [64, 67, 72, 64, -1, 75])  # page 3: rows 67 then 75
+    rows = workload.content_rows(np.array([0]))
+    np.testing.assert_array_equal(rows, [72])  # its 4th write: the cycle goes on
+    # through the engine: after a second of writes each page 0..7 holds one of its versions
+    from sim.engine.bitmap import MigrationBitmap
+    from sim.engine.writes import WriteBuffer
+
+    guest = Guest(scenario.vm, np.random.default_rng(0))
+    workload = make_workload(scenario.workload, pages, PAGE)
+    workload.prepare(guest)
+    buffer = WriteBuffer(guest, MigrationBitmap(pages, 18), workload, scenario.workload,
+                         np.random.default_rng(1), np.random.default_rng(2), lambda: 1.0)
+    buffer.apply_until(1.0)
+    written = np.flatnonzero(guest.version)
+    assert written.size and written.max() < 8
+    for p in written:
+        assert any((guest.memory[p] == v[i][p]).all() for i in (1, 2))
+    for p in np.setdiff1d(np.arange(pages), written):
+        assert (guest.memory[p] == v[0][p]).all()
+
+
 def test_scattered_writes_are_recognised(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     first = rng.integers(1, 256, size=(64, PAGE), dtype=np.uint8)

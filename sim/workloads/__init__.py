@@ -87,9 +87,17 @@ class Workload:
         t = t0 + (k - c0) / rate
         return WriteBatch(t, self._pages(k, rng))
 
+    #: uint8[rows, page_size]: page contents a write may set (a replay's captured versions)
+    content_versions: np.ndarray = np.zeros((1, 8), np.uint8)
+
     def prepare(self, guest: Any) -> None:
         """Set the guest's memory before the run (a replay starts from the captured content);
         the synthetic workloads leave it as the VM spec drew it."""
+
+    def content_rows(self, page: np.ndarray) -> np.ndarray | None:
+        """For writes to ``page`` (in time order), the row of :attr:`content_versions` each sets
+        its page to in exact mode (-1: the write pattern changes it); None: none do."""
+        return None
 
     def resume_at(self, t: float) -> None:
         """Move the clock to ``t`` with no writes in between (a phase that was not running)."""
@@ -401,9 +409,31 @@ class Replay(Workload):
         return WriteBatch(t, np.minimum(page, self.pages - 1).astype(np.int64))
 
     def prepare(self, guest: Any) -> None:
-        from ..replay import initial_content
+        from ..replay import initial_content, read_versions
 
         guest.set_initial(self.fit.zero, initial_content(self.fit) if guest.exact else None)
+        if guest.exact and self.fit.later_rows.size and (self.fit.folder / "pages.zst").is_file():
+            self.content_versions = read_versions(self.fit.folder)
+            self._written = np.zeros(self.pages, np.int64)  # writes so far, per page
+
+    def content_rows(self, page: np.ndarray) -> np.ndarray | None:
+        """The k-th write of a page sets it to its (k mod n)-th later captured version (n: the
+        versions captured after its first), cycling; -1 for a page with none."""
+        if not hasattr(self, "_written") or not page.size:
+            return None
+        starts, rows = self.fit.later_start, self.fit.later_rows
+        order = np.argsort(page, kind="stable")
+        ordered = page[order]
+        first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+        group_start = np.maximum.accumulate(np.where(first, np.arange(page.size), 0))
+        nth = np.empty(page.size, np.int64)
+        nth[order] = self._written[ordered] + np.arange(page.size) - group_start
+        np.add.at(self._written, page, 1)
+        count = starts[page + 1] - starts[page]
+        out = np.full(page.size, -1, np.int64)
+        has = count > 0
+        out[has] = rows[starts[page[has]] + nth[has] % count[has]]
+        return out
 
 
 class Phased(Workload):
