@@ -112,13 +112,13 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
     if missing:
         raise CaptureError(f"records.parquet lacks the columns {', '.join(missing)}")
     offsets, memory = _blocks(events)
-    block = records["block"].astype(str).to_numpy()
-    unknown = sorted(set(block) - set(offsets))
+    block = records["block"].astype(str)
+    unknown = sorted(set(block.unique()) - set(offsets))
     if unknown:
         raise CaptureError(f"records.parquet names RAMBlocks the stream did not announce: "
                            f"{', '.join(unknown[:3])}")
     pages = memory // CAPTURE_PAGE_BYTES
-    start = np.array([offsets[b] for b in block], np.int64) if block.size else np.empty(0, np.int64)
+    start = block.map(offsets).to_numpy(np.int64)
     page = start + records["page"].to_numpy(np.int64)
     t = records["t_s"].to_numpy(np.float64)
     number = records["pass"].to_numpy(np.int64)

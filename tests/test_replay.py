@@ -333,3 +333,30 @@ def test_bad_capture_folders_are_one_line(tmp_path: Path, damage: str, problem: 
     assert problem in line and "\n" not in line
     assert cli.main(["check", str(path)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_capture_paths_are_relative_to_the_scenario_or_to_the_working_folder_for_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = np.full(64, 1.0)
+    equal_interval_capture(tmp_path / "here" / "c", rates, 0.5, 4)
+    equal_interval_capture(tmp_path / "there" / "d", rates, 0.5, 4)
+    path = replay_scenario(tmp_path / "here", "c", 64 * PAGE)
+    assert load_scenario(path).workload.capture == str(tmp_path / "here" / "c")
+    monkeypatch.chdir(tmp_path / "there")
+    scenario = load_scenario(path, {"workload.capture": "d"})
+    assert Path(scenario.workload.capture or "").resolve() == (tmp_path / "there" / "d").resolve()
+
+
+def test_two_blocks_are_laid_end_to_end(tmp_path: Path) -> None:
+    """Pages of the second RAMBlock follow the first's in the replayed guest."""
+    folder = write_capture(tmp_path / "c", [np.arange(8), np.arange(2)], [0.0, 1.0], 8)
+    frame = pd.read_parquet(folder / "records.parquet")
+    frame["block"] = ["pc.ram"] * 4 + ["vga.vram"] * 4 + ["vga.vram"] * 2
+    frame["page"] = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    frame.to_parquet(folder / "records.parquet", index=False)
+    detail = json.dumps({"blocks": {"pc.ram": 4 * PAGE, "vga.vram": 4 * PAGE}})
+    pd.DataFrame({"event": ["stream-start"], "detail": [detail]}).to_parquet(
+        folder / "events.parquet")
+    fitted = fit(folder)
+    assert fitted.memory == 8 * PAGE
+    assert (fitted.rates[4:6] > 0).all() and (fitted.rates[[0, 1, 2, 3, 6, 7]] == 0).all()
