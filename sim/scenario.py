@@ -1164,7 +1164,7 @@ def _replay_workloads(scenario: Scenario, doc: _Document, fail: _Fail, from_cwd:
             return w
         if not w.capture:
             raise fail(f"{path}.capture", "a replay workload needs a capture folder", "null")
-        folder = base / w.capture
+        folder = (base / w.capture).absolute()  # saved results name it wherever they are
         try:
             fitted = fit(folder)
         except CaptureError as e:

@@ -342,6 +342,9 @@ def test_capture_paths_are_relative_to_the_scenario_or_to_the_working_folder_for
     equal_interval_capture(tmp_path / "there" / "d", rates, 0.5, 4)
     path = replay_scenario(tmp_path / "here", "c", 64 * PAGE)
     assert load_scenario(path).workload.capture == str(tmp_path / "here" / "c")
+    # a results folder's scenario.yaml names it absolutely, so it loads from anywhere
+    monkeypatch.chdir(tmp_path / "here")
+    assert Path(load_scenario(Path("s.yaml")).workload.capture or "").is_absolute()
     monkeypatch.chdir(tmp_path / "there")
     scenario = load_scenario(path, {"workload.capture": "d"})
     assert Path(scenario.workload.capture or "").resolve() == (tmp_path / "there" / "d").resolve()
