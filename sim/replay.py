@@ -258,15 +258,12 @@ def read_versions(folder: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, CAPTURE_PAGE_BYTES)
 
 
-def initial_content(fitted: Fit) -> np.ndarray | None:
-    """uint8[pages, 4096]: each page's first captured version (zero where none); None for a
-    capture without ``pages.zst``."""
-    if not (fitted.folder / "pages.zst").is_file():
-        return None
+def initial_content(fitted: Fit, versions: np.ndarray) -> np.ndarray:
+    """uint8[pages, 4096]: each page's first captured version (zero where none); ``versions``
+    is ``pages.zst`` (:func:`read_versions`)."""
     memory = np.zeros((fitted.first_version.size, CAPTURE_PAGE_BYTES), np.uint8)
     has = fitted.first_version >= 0
-    if has.any():
-        memory[has] = read_versions(fitted.folder)[fitted.first_version[has]]
+    memory[has] = versions[fitted.first_version[has]]
     return memory
 
 

@@ -4,7 +4,8 @@ A workload turns a spec into page writes. Writes arrive at a steady rate (``writ
 by the CPU share auto-converge leaves the guest): write number ``k`` of the run happens when the
 cumulative write count crosses ``k``. So the arrival process is deterministic and the closed forms
 of the papers (a constant dirty rate) hold exactly; randomness is only in *which* page is written,
-drawn from the run's one ``numpy.random.Generator``.
+drawn from the run's one ``numpy.random.Generator``. The exception is ``replay``, whose writes
+are Poisson at rates fitted from a capture (:mod:`sim.replay`).
 
 Everything is vectorised: a call returns arrays for all writes in an interval, never a loop per
 write. ``WORKLOADS`` is the registry (name → class); an unknown name lists the valid ones.
@@ -390,6 +391,7 @@ class Replay(Workload):
                              f"the guest has {pages} pages of {page_size} bytes")
         self._total = self.fit.writes_per_s
         self._cumulative = np.cumsum(self.fit.rates)
+        self._written: np.ndarray | None = None  # exact mode: writes so far, per page
 
     @property
     def writes_per_s(self) -> float:
@@ -411,15 +413,19 @@ class Replay(Workload):
     def prepare(self, guest: Any) -> None:
         from ..replay import initial_content, read_versions
 
-        guest.set_initial(self.fit.zero, initial_content(self.fit) if guest.exact else None)
-        if guest.exact and self.fit.later_rows.size and (self.fit.folder / "pages.zst").is_file():
-            self.content_versions = read_versions(self.fit.folder)
-            self._written = np.zeros(self.pages, np.int64)  # writes so far, per page
+        if not (guest.exact and (self.fit.folder / "pages.zst").is_file()):
+            guest.set_initial(self.fit.zero)
+            return
+        versions = read_versions(self.fit.folder)
+        guest.set_initial(self.fit.zero, initial_content(self.fit, versions))
+        if self.fit.later_rows.size:
+            self.content_versions = versions
+            self._written = np.zeros(self.pages, np.int64)
 
     def content_rows(self, page: np.ndarray) -> np.ndarray | None:
         """The k-th write of a page sets it to its (k mod n)-th later captured version (n: the
         versions captured after its first), cycling; -1 for a page with none."""
-        if not hasattr(self, "_written") or not page.size:
+        if self._written is None or not page.size:
             return None
         starts, rows = self.fit.later_start, self.fit.later_rows
         order = np.argsort(page, kind="stable")
