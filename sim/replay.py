@@ -5,7 +5,10 @@ QEMU sent. A page sent in pass ``k + 1`` (``k >= 1``) was written between the di
 that started pass ``k`` and the one that started pass ``k + 1`` (``migration/ram.c``: each sync
 collects the pages written since the previous one). Interval ``j`` (``j = 1 .. K - 1`` for ``K``
 passes) runs from the first record of pass ``j`` to the first record of pass ``j + 1``; its
-length is ``d_j``.
+length is ``d_j``. The last pass is left out when there are three or more: it holds the pages
+written between the last sync before the stop (QEMU syncs when the pending bytes fall below the
+threshold, often inside a round, at a time the stream does not show) and the stop, not those of
+a whole interval.
 
 **Model.** Each page is written by an independent Poisson process of rate ``rate_i``, constant
 over the capture. Page ``i`` is sent again in pass ``j + 1`` when it was written at least once in
@@ -188,10 +191,12 @@ def _rates(page: np.ndarray, number: np.ndarray, t: np.ndarray,
     starts = np.array([t[number == p].min() for p in passes])  # a loop per pass, not per page
     starts = np.maximum.accumulate(starts)
     lengths = np.diff(starts)
+    if passes.size > 2:  # the last pass: written between an unseen sync and the stop
+        lengths = lengths[:-1]
     covered = float(lengths.sum())
     if covered <= 0.0:
         return rates, 0, 0.0
-    later = number != passes[0]
+    later = (number != passes[0]) & (np.searchsorted(passes, number) <= lengths.size)
     interval = np.searchsorted(passes, number[later]) - 1  # pass k + 1 -> interval k
     dirty_page = page[later]
     d = lengths[interval]
