@@ -373,9 +373,10 @@ def test_two_blocks_are_laid_end_to_end(tmp_path: Path) -> None:
 def test_a_real_capture_replayed_at_its_own_settings(tmp_path: Path) -> None:
     """The validation guest migrated from a real QEMU 7.2 into `capture` (64 MiB, 32 MiB/s,
     100 ms; tests/test_capture.py), fitted and replayed at the same settings: the run's totals
-    come within 5% of the real ones (measured: total time 1.102 s against 1.105 s, 9587 normal
-    pages against 9657, 6 syncs each). Scan rounds and syncs split the passes differently, so
-    only totals are compared. The device state (300 KiB) is set by hand, not from the capture."""
+    come within the issue's 15% of the real ones (measured over 5 captures: total time 1.00 to
+    1.10 s against 1.10 to 1.11 s, normal pages 8892 to 9587 against 9617 to 9657; one replay in
+    five stopped a sync earlier). Scan rounds and syncs split the passes differently, so only
+    totals are compared. The device state (300 KiB) is set by hand, not from the capture."""
     import asyncio
     import tempfile
 
@@ -397,7 +398,7 @@ def test_a_real_capture_replayed_at_its_own_settings(tmp_path: Path) -> None:
     replayed = run(load_scenario(path)).runs.iloc[0]
     ram = final["ram"]
     assert replayed.status == "completed"
-    assert replayed.total_time_s == pytest.approx(final["total-time"] / 1000, rel=0.05)
-    assert replayed.normal_pages == pytest.approx(ram["normal"], rel=0.05)
+    assert replayed.total_time_s == pytest.approx(final["total-time"] / 1000, rel=0.15)
+    assert replayed.normal_pages == pytest.approx(ram["normal"], rel=0.15)
     assert replayed.zero_pages == pytest.approx(ram["duplicate"], rel=0.01)
-    assert replayed.transferred_bytes == pytest.approx(ram["transferred"], rel=0.05)
+    assert replayed.transferred_bytes == pytest.approx(ram["transferred"], rel=0.15)
