@@ -373,9 +373,9 @@ def test_two_blocks_are_laid_end_to_end(tmp_path: Path) -> None:
 def test_a_real_capture_replayed_at_its_own_settings(tmp_path: Path) -> None:
     """The validation guest migrated from a real QEMU 7.2 into `capture` (64 MiB, 32 MiB/s,
     100 ms; tests/test_capture.py), fitted and replayed at the same settings: the run's totals
-    come within the issue's 15% of the real ones (measured over 5 captures: total time 1.00 to
-    1.10 s against 1.10 to 1.11 s, normal pages 8892 to 9587 against 9617 to 9657; one replay in
-    five stopped a sync earlier). Scan rounds and syncs split the passes differently, so only
+    come within the issue's 15% of the real ones (measured over 4 captures: total time 1.00 to
+    1.10 s against 1.10 to 1.11 s, normal pages 8892 to 9543 against 9617 to 9657; two replays in
+    four stopped a sync earlier). Scan rounds and syncs split the passes differently, so only
     totals are compared. The device state (300 KiB) is set by hand, not from the capture."""
     import asyncio
     import tempfile
