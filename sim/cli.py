@@ -545,8 +545,8 @@ def _redraw(result: Result, outdir: Path) -> list[str]:
 
 
 def _input_files(scenario: Scenario) -> list[str]:
-    """Files a scenario reads besides itself (``trace:`` of any workload, phase or guest), which
-    an -o folder must not hold."""
+    """Files a scenario reads besides itself (``trace:`` or ``capture:`` of any workload, phase or
+    guest), which an -o folder must not hold."""
     import dataclasses
 
     found: list[str] = []
@@ -555,7 +555,7 @@ def _input_files(scenario: Scenario) -> list[str]:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
                 item = getattr(value, f.name)
-                if f.name == "trace" and isinstance(item, str | Path):
+                if f.name in ("trace", "capture") and isinstance(item, str | Path):
                     found.append(str(item))
                 else:
                     walk(item)

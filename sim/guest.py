@@ -58,6 +58,17 @@ class Guest:
         """bool[pages]: which pages are all zero now (a copy)."""
         return bits.unpack(self.zero_bits, self.pages)
 
+    def set_initial(self, zero: np.ndarray, content: np.ndarray | None = None) -> None:
+        """Start from given memory: ``zero`` (bool[pages]) says which pages are all zero; in
+        exact mode ``content`` (uint8[pages, page_size]) is their bytes, or, when None, the
+        drawn random bytes are kept for the pages not zero."""
+        self.zero_bits[:] = bits.pack(np.asarray(zero, np.bool_))
+        if self.exact:
+            if content is not None:
+                self.memory[:] = content
+            else:
+                self.memory[zero] = 0
+
     def reserve_dirty(self, writes: int) -> None:
         """Room in the dirty list for ``writes`` more newly dirtied pages (never beyond RAM)."""
         capacity = self.dirty_list.shape[0]

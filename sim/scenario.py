@@ -1139,9 +1139,52 @@ def _finish(doc: _Document, data: dict[str, Any],
     def fail(path: str, problem: str, got: str) -> ScenarioError:
         return doc.error(path, f"{problem} (got {doc.shown(path, got)})")
 
+    scenario = _replay_workloads(scenario, doc, fail,
+                                 from_cwd=any("capture" in k for k in (overrides or {})))
     _check(scenario, fail)
     if scenario.sweep is not None:
         _check_sweep(scenario, doc)
+    return scenario
+
+
+def _replay_workloads(scenario: Scenario, doc: _Document, fail: _Fail, from_cwd: bool) -> Scenario:
+    """Each ``replay`` workload's capture, read now: its path made relative to the scenario's
+    folder (to the working folder from ``--set``), and ``writes_per_s`` (the fitted rates' sum),
+    ``write_size`` and ``write_pattern`` (from ``pages.zst``, when there is one) taken from it."""
+    from sim.replay import CAPTURE_PAGE_BYTES, CaptureError, fit
+
+    base = Path.cwd() if from_cwd or doc.file.startswith("<") else Path(doc.file).parent
+
+    def resolve(w: WorkloadSpec, vm: Any, path: str) -> WorkloadSpec:
+        phases = tuple(dataclasses.replace(p, workload=resolve(p.workload, vm,
+                                                               f"{path}.phases[{i}]"))
+                       for i, p in enumerate(w.phases))
+        w = dataclasses.replace(w, phases=phases) if phases else w
+        if w.kind != "replay":
+            return w
+        if not w.capture:
+            raise fail(f"{path}.capture", "a replay workload needs a capture folder", "null")
+        folder = (base / w.capture).absolute()  # saved results name it wherever they are
+        try:
+            fitted = fit(folder)
+        except CaptureError as e:
+            raise fail(f"{path}.capture", str(e), str(w.capture)) from None
+        if vm.memory != fitted.memory or vm.page_size != CAPTURE_PAGE_BYTES:
+            raise fail(f"{path}.capture", f"the capture is of {fitted.memory} bytes of RAM "
+                       f"({_size(fitted.memory)}) in 4 KiB pages: set vm.memory to "
+                       f"{fitted.memory}B and vm.page_size to 4KiB", str(w.capture))
+        return dataclasses.replace(
+            w, capture=str(folder), writes_per_s=fitted.writes_per_s,
+            write_size=fitted.write_size or w.write_size,
+            write_pattern=fitted.write_pattern or w.write_pattern)
+
+    scenario = dataclasses.replace(scenario,
+                                   workload=resolve(scenario.workload, scenario.vm, "workload"))
+    if scenario.vms:
+        guests = tuple(dataclasses.replace(g, workload=resolve(g.workload, g.vm,
+                                                               f"vms[{i}].workload"))
+                       for i, g in enumerate(scenario.vms))
+        scenario = dataclasses.replace(scenario, vms=guests)
     return scenario
 
 

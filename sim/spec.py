@@ -69,6 +69,8 @@ class WorkloadSpec:
     word_size: int = field(default=8, metadata={"unit": "size", "gt": 0})
     phases: tuple[PhaseSpec, ...] = ()
     trace: str | None = None  # trace: path of a CSV/Parquet dirty log with columns t_s, page
+    # replay: a `migsim capture` folder (relative to the scenario file's folder)
+    capture: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ EXPECTED_STATUS = {
     "xbzrle-raw": "cancelled",
     "xbzrle-small-cache": "cancelled",
     "xbzrle-full-rewrites": "cancelled",
+    "replay-example": "completed",
 }
 
 
@@ -138,3 +139,13 @@ def test_controllers_sweep_shows_what_its_comment_says(results):
     assert runs.loc["kubevirt", "status"] == "completed"
     assert runs.loc["kubevirt", "downtime_s"] <= 1.05 + 0.1  # under its ceiling (+ one window)
     assert (results["controllers"].runs.pages_lost == 0).all()
+
+
+def test_replay_example_starts_from_the_capture(results):
+    """The capture's 300 zero pages go out as zero pages in pass 1, and XBZRLE encodes re-sent
+    real pages (the captured bytes plus 32-byte writes) to a small share of a page."""
+    run = results["replay-example"].runs.iloc[0]
+    first = results["replay-example"].passes.iloc[0]
+    assert first.pages_sent == 1024 and first.zero_pages == 300
+    assert run.xbzrle_pages > 0 and run.xbzrle_encoding_rate > 10
+    assert run.memory_match

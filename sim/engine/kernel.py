@@ -13,8 +13,10 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
   pages and KVM's dirty log ``D`` (bit-packed, and listed in order of first dirtying);
 * ``bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)``: the migration bitmap
   ``B``, bit-packed, with its pending count per block of ``2**BLOCK_SHIFT`` pages;
-* ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size)``: the buffered guest
-  writes in time order and what a write does to a page (:mod:`sim.engine.content`);
+* ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size, row, rows)``: the
+  buffered guest writes in time order and what a write does to a page (:mod:`sim.engine.content`);
+  in exact mode a write whose ``row`` is >= 0 sets the page to ``rows[row]`` instead (a replay's
+  captured versions, :mod:`sim.replay`);
 * ``at = (w_next, cursor, n_pending, started)``: where the writes, the scan and the round are;
 * ``window = (t0, rate, byte_budget, t_limit)``: the chunk's start, link share and limits;
 * ``wire = (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero)``: record sizes;
@@ -102,7 +104,7 @@ def _xbzrle_size(sizes, writes_since, page, version):
 def _apply_write(k, guest, bitmap, writes, exact):
     dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
     pending_bits, _, chunk_cleared, clear_shift = bitmap
-    _, w_page, w_seed, zero_pattern, pattern, write_size, word_size = writes
+    _, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
     p = w_page[k]
     version[p] += 1
     if zero_pattern:
@@ -110,7 +112,10 @@ def _apply_write(k, guest, bitmap, writes, exact):
     else:
         bits.drop(zero_bits, p)
     if exact:
-        apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
+        if w_row[k] >= 0:
+            mem[p][:] = rows[w_row[k]]
+        else:
+            apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
     # The write is absorbed (KVM log cleared later) only while the page still waits in B and
     # its clear-chunk has not been re-armed this pass; otherwise it dirties D (REF §1.3).
     if not (bits.test(pending_bits, p) and not chunk_cleared[p >> clear_shift]) \

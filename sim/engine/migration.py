@@ -93,6 +93,7 @@ class Migration:
         self.guest = Guest(scenario.vm, rng)
         self.page_size = scenario.vm.page_size
         self.workload = make_workload(scenario.workload, self.guest.pages, self.page_size)
+        self.workload.prepare(self.guest)
         self.state = MigrationState(recorder, self.page_size, t_migrate=self.spec.start,
                                     expected_downtime=self.spec.downtime_limit)
         self.bitmap = MigrationBitmap(self.guest.pages, self.spec.clear_bitmap_shift)

@@ -15,6 +15,7 @@ one piece, as they always were, so their results do not change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class WriteBuffer:
         """Forget the writes not applied yet (the vCPUs stopped: they never happen)."""
         self.batch = WriteBatch.empty()
         self.seed = np.empty(0, np.uint64)
+        self.row = np.empty(0, np.int64)
         self.next = 0
         self._args = self._kernel_args()
 
@@ -72,13 +74,17 @@ class WriteBuffer:
         n = len(batch)
         seeds = (self.content_rng.integers(0, 2**63, size=n, dtype=np.int64)
                  .astype(np.uint64) if self.guest.exact else np.zeros(n, np.uint64))
+        rows = self.workload.content_rows(batch.page) if self.guest.exact else None
+        if rows is None:
+            rows = np.full(n, -1, np.int64)
         if self.next >= len(self.batch.t_s):  # all applied (the common case): no copies
-            self.batch, self.seed = batch, seeds
+            self.batch, self.seed, self.row = batch, seeds, rows
         else:
             keep = slice(self.next, None)
             self.batch = WriteBatch(np.concatenate([self.batch.t_s[keep], batch.t_s]),
                                     np.concatenate([self.batch.page[keep], batch.page]))
             self.seed = np.concatenate([self.seed[keep], seeds])
+            self.row = np.concatenate([self.row[keep], rows])
         self.next = 0
         self._args = self._kernel_args()
         self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
@@ -110,12 +116,13 @@ class WriteBuffer:
         if self.next >= len(self.batch.t_s):
             self.batch = WriteBatch.empty()
             self.seed = np.empty(0, np.uint64)
+            self.row = np.empty(0, np.int64)
             self.next = 0
             self._args = self._kernel_args()
 
-    def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int, int]:
+    def kernel_args(self) -> tuple[Any, ...]:
         return self._args
 
-    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int, int]:
+    def _kernel_args(self) -> tuple[Any, ...]:
         return (self.batch.t_s, self.batch.page, self.seed, self.zero_pattern, self.pattern,
-                self.write_size, self.word_size)
+                self.write_size, self.word_size, self.row, self.workload.content_versions)

@@ -4,7 +4,8 @@ A workload turns a spec into page writes. Writes arrive at a steady rate (``writ
 by the CPU share auto-converge leaves the guest): write number ``k`` of the run happens when the
 cumulative write count crosses ``k``. So the arrival process is deterministic and the closed forms
 of the papers (a constant dirty rate) hold exactly; randomness is only in *which* page is written,
-drawn from the run's one ``numpy.random.Generator``.
+drawn from the run's one ``numpy.random.Generator``. The exception is ``replay``, whose writes
+are Poisson at rates fitted from a capture (:mod:`sim.replay`).
 
 Everything is vectorised: a call returns arrays for all writes in an interval, never a loop per
 write. ``WORKLOADS`` is the registry (name → class); an unknown name lists the valid ones.
@@ -86,6 +87,18 @@ class Workload:
         k = np.arange(k0, k1, dtype=np.int64)
         t = t0 + (k - c0) / rate
         return WriteBatch(t, self._pages(k, rng))
+
+    #: uint8[rows, page_size]: page contents a write may set (a replay's captured versions)
+    content_versions: np.ndarray = np.zeros((1, 8), np.uint8)
+
+    def prepare(self, guest: Any) -> None:
+        """Set the guest's memory before the run (a replay starts from the captured content);
+        the synthetic workloads leave it as the VM spec drew it."""
+
+    def content_rows(self, page: np.ndarray) -> np.ndarray | None:
+        """For writes to ``page`` (in time order), the row of :attr:`content_versions` each sets
+        its page to in exact mode (-1: the write pattern changes it); None: none do."""
+        return None
 
     def resume_at(self, t: float) -> None:
         """Move the clock to ``t`` with no writes in between (a phase that was not running)."""
@@ -361,6 +374,74 @@ class Trace(Workload):
         return WriteBatch(t, p)
 
 
+class Replay(Workload):
+    """Writes drawn from per-page Poisson rates fitted from a ``migsim capture`` folder
+    (:mod:`sim.replay`): the total is Poisson with the summed rate, each write's page is drawn
+    with probability proportional to its rate, and throttling scales every rate."""
+
+    name = "replay"
+
+    def __init__(self, spec: WorkloadSpec, pages: int, page_size: int) -> None:
+        super().__init__(spec, pages, page_size)
+        from ..replay import CAPTURE_PAGE_BYTES, fit
+
+        self.fit = fit(spec.capture or "")
+        if page_size != CAPTURE_PAGE_BYTES or pages != self.fit.rates.size:
+            raise ValueError(f"the capture is of {self.fit.memory} bytes of 4 KiB pages; "
+                             f"the guest has {pages} pages of {page_size} bytes")
+        self._total = self.fit.writes_per_s
+        self._cumulative = np.cumsum(self.fit.rates)
+        self._written: np.ndarray | None = None  # exact mode: writes so far, per page
+
+    @property
+    def writes_per_s(self) -> float:
+        return self._total
+
+    def writes(self, t0: float, t1: float, rng: np.random.Generator,
+               rate_scale: float = 1.0) -> WriteBatch:
+        if t0 != self._t:
+            raise ValueError(f"workload asked for [{t0}, {t1}) but its clock is at {self._t}")
+        self._t = t1
+        mean = self._total * rate_scale * (t1 - t0)
+        if mean <= 0.0:
+            return WriteBatch.empty()
+        n = int(rng.poisson(mean))
+        t = np.sort(t0 + rng.random(n) * (t1 - t0))
+        page = np.searchsorted(self._cumulative, rng.random(n) * self._total, side="right")
+        return WriteBatch(t, np.minimum(page, self.pages - 1).astype(np.int64))
+
+    def prepare(self, guest: Any) -> None:
+        from ..replay import initial_content, read_versions
+
+        if not (guest.exact and (self.fit.folder / "pages.zst").is_file()):
+            guest.set_initial(self.fit.zero)
+            return
+        versions = read_versions(self.fit.folder)
+        guest.set_initial(self.fit.zero, initial_content(self.fit, versions))
+        if self.fit.later_rows.size:
+            self.content_versions = versions
+            self._written = np.zeros(self.pages, np.int64)
+
+    def content_rows(self, page: np.ndarray) -> np.ndarray | None:
+        """The k-th write of a page sets it to its (k mod n)-th later captured version (n: the
+        versions captured after its first), cycling; -1 for a page with none."""
+        if self._written is None or not page.size:
+            return None
+        starts, rows = self.fit.later_start, self.fit.later_rows
+        order = np.argsort(page, kind="stable")
+        ordered = page[order]
+        first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+        group_start = np.maximum.accumulate(np.where(first, np.arange(page.size), 0))
+        nth = np.empty(page.size, np.int64)
+        nth[order] = self._written[ordered] + np.arange(page.size) - group_start
+        np.add.at(self._written, page, 1)
+        count = starts[page + 1] - starts[page]
+        out = np.full(page.size, -1, np.int64)
+        has = count > 0
+        out[has] = rows[starts[page[has]] + nth[has] % count[has]]
+        return out
+
+
 class Phased(Workload):
     """Runs ``phases`` one after another (each a workload for ``duration`` s), then repeats them."""
 
@@ -402,7 +483,8 @@ class Phased(Workload):
 
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Idle, Uniform, Hotspot, Zipf, Sequential, Phased, Trace)
+    cls.name: cls for cls in (Idle, Uniform, Hotspot, Zipf, Sequential, Phased, Trace,
+                               Replay)
 }
 
 
