@@ -8,10 +8,13 @@ RAM (no zero pages) is sent exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sim.run import Testbed
 from sim.spec import (
     GuestSpec,
     MigrationSpec,
@@ -74,3 +77,29 @@ def samples_frame(run_id: str = "r0", n: int = 20, throttle: float = 0.0) -> pd.
         "throttle_pct": [min(throttle, 10.0 * i) for i in range(n)],
         "status": ["active"] * (n - 1) + ["completed"],
     })
+
+
+def yaml_testbed(folder: Path, base: str, extra: str = "") -> Testbed:
+    """A Testbed of the scenario ``base`` plus ``extra`` (YAML, dedented), written in ``folder``."""
+    import textwrap
+
+    import sim
+
+    path = folder / "scenario.yaml"
+    path.write_text(textwrap.dedent(base) + textwrap.dedent(extra))
+    return Testbed(sim.load_scenario(path))
+
+
+def track_buffer(tb: Testbed) -> Callable[[], int]:
+    """The most writes the source's write buffer has held at once, from now on."""
+    buffer = tb.pairs[0].migration.writes
+    longest = 0
+    generate = buffer.generate_until
+
+    def tracked(t_end: float) -> None:
+        nonlocal longest
+        generate(t_end)
+        longest = max(longest, len(buffer.batch))
+
+    buffer.generate_until = tracked  # type: ignore[method-assign]
+    return lambda: longest

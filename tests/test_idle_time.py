@@ -10,6 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from builders import track_buffer
 
 from sim import budget
 from sim.engine import writes as writes_module
@@ -29,19 +30,10 @@ def late_scenario(start: float, kind: str = "uniform", content: str = "modelled"
 def wait_before(testbed: Testbed, t: float) -> int:
     """Apply the guest's writes up to ``t`` as the migration's start does; returns the most
     writes the buffer held at once."""
-    buffer = testbed.pairs[0].migration.writes
-    longest = 0
-    generate = buffer.generate_until
-
-    def tracked(t_end: float) -> None:
-        nonlocal longest
-        generate(t_end)
-        longest = max(longest, len(buffer.batch))
-
-    buffer.generate_until = tracked  # type: ignore[method-assign]
+    longest = track_buffer(testbed)
     testbed.advance(t)
-    buffer.apply_until(t)
-    return longest
+    testbed.pairs[0].migration.writes.apply_until(t)
+    return longest()
 
 
 @pytest.mark.parametrize("content", ["modelled", "exact"])

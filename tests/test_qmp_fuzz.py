@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,13 +282,6 @@ def test_a_huge_token_trickled_byte_by_byte_is_scanned_once() -> None:
 
 
 # -- a live server -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mf", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def read_until_id(reader: asyncio.StreamReader, tag: Any,

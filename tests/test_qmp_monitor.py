@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
-import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import track_buffer, yaml_testbed
 
 qmp = pytest.importorskip("qemu.qmp")
 from qemu.qmp import ExecuteError, QMPClient  # noqa: E402
+from qmp_clients import connect, run  # noqa: E402
 
-import sim  # noqa: E402
 from sim.engine import writes as writes_module  # noqa: E402
-from sim.qmp.server import Address, serve  # noqa: E402
+from sim.qmp.server import serve  # noqa: E402
 from sim.run import Testbed  # noqa: E402
 
 BASE = """
@@ -34,17 +31,8 @@ link: {bandwidth: 1Gbit/s}
 """
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def make_testbed(tmp_path: Path, extra: str = "") -> Testbed:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(textwrap.dedent(BASE) + textwrap.dedent(extra))
-    return Testbed(sim.load_scenario(path))
+    return yaml_testbed(tmp_path, BASE, extra)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,18 +42,6 @@ def warm_kernels(tmp_path_factory: pytest.TempPathFactory) -> None:
     tb.advance(0.2)
     tb.source.migrate(uri="tcp:x:1")
     tb.advance(30.0)
-
-
-def run(coro_fn: Callable[[], Awaitable[None]], timeout: float = 120.0) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(coro_fn(), timeout)
-    asyncio.run(main())
-
-
-async def connect(address: Address) -> QMPClient:
-    client = QMPClient(f"test-{address}")
-    await client.connect(address.path if address.kind == "unix" else (address.host, address.port))
-    return client
 
 
 class Timed:
@@ -90,21 +66,6 @@ class Timed:
                 return dict(info)
             assert time.monotonic() < deadline, f"still {info.get('status')} after {timeout} s"
             await asyncio.sleep(0.01)
-
-
-def track_buffer(tb: Testbed) -> Callable[[], int]:
-    """The most writes the source's buffer has held at once, from now on."""
-    buffer = tb.pairs[0].migration.writes
-    longest = 0
-    generate = buffer.generate_until
-
-    def tracked(t_end: float) -> None:
-        nonlocal longest
-        generate(t_end)
-        longest = max(longest, len(buffer.batch))
-
-    buffer.generate_until = tracked  # type: ignore[method-assign]
-    return lambda: longest
 
 
 # -- item 1: a monitor that never stalls --------------------------------------------------------

@@ -7,21 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import yaml_testbed
 
 qmp = pytest.importorskip("qemu.qmp")
 from qemu.qmp import ExecuteError, QMPClient  # noqa: E402
+from qmp_clients import connect, run  # noqa: E402
 
 import sim  # noqa: E402
 from sim.qmp.server import Address, AddressError, QmpServer, parse_address, serve  # noqa: E402
@@ -39,18 +38,8 @@ link: {bandwidth: 1Gbit/s}
 """
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory for unix sockets (sun_path is 108 bytes; tmp_path can be longer)."""
-    path = Path(tempfile.mkdtemp(prefix="mq", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def make_testbed(tmp_path: Path, extra: str = "") -> Testbed:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(textwrap.dedent(BASE) + textwrap.dedent(extra))
-    return Testbed(sim.load_scenario(path))
+    return yaml_testbed(tmp_path, BASE, extra)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,20 +50,6 @@ def warm_kernels(tmp_path_factory: pytest.TempPathFactory) -> None:
     tb.advance(0.2)
     tb.source.migrate(uri="tcp:x:1")
     tb.advance(60.0)
-
-
-def run(coro_fn: Callable[[], Awaitable[None]], timeout: float = 120.0) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(coro_fn(), timeout)
-    asyncio.run(main())
-
-
-async def connect(address: Address, negotiate: bool = True) -> QMPClient:
-    client = QMPClient(f"test-{address}")
-    client.negotiate = negotiate
-    target: Any = address.path if address.kind == "unix" else (address.host, address.port)
-    await client.connect(target)
-    return client
 
 
 async def poll_until(client: QMPClient, states: tuple[str, ...],
