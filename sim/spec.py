@@ -256,8 +256,8 @@ class SwitchoverCostSpec:
     a host profile sets them.
     """
 
-    stop: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
-    start: float = field(default=0.0, metadata={"unit": "time", "ge": 0})
+    stop: float = field(default=0.0, metadata={"unit": "time", "ge": 0, "le": 3600})
+    start: float = field(default=0.0, metadata={"unit": "time", "ge": 0, "le": 3600})
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +323,9 @@ class ControllerSpec:
 
     # a built-in (none, libvirt, nova, kubevirt, vmotion-like) or module:Class (a plug-in)
     kind: str = "none"
-    # how often it reads query-migrate (None: the controller's own interval)
-    poll_interval: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
+    # how often it reads query-migrate (None: the controller's own interval); at least 10 ms
+    # (management clients poll every 50 ms to seconds; finer would only cost simulation time)
+    poll_interval: float | None = field(default=None, metadata={"unit": "time", "ge": 0.01})
     # libvirt: virsh migrate --timeout (seconds after the start)
     timeout: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
     # what a timeout does: suspend | postcopy (libvirt), abort | force_complete (nova)

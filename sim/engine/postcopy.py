@@ -85,7 +85,7 @@ def run(mig: Migration, deadline: float = math.inf) -> Generator[simpy.Event, No
     the run if post-copy has not finished by then.
     """
     env, state, bitmap = mig.env, mig.state, mig.bitmap
-    t_stop = yield from stop_guest(mig, "guest stopped (postcopy)", "postcopy")
+    t_stop = yield from stop_guest(mig, "guest stopped (postcopy)", "postcopy", deadline)
     if mig.cancel_requested:  # cancelled while waiting in pre-switchover
         mig.restart_source_guest()
         mig.cancel("migrate_cancel")

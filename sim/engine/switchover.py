@@ -70,7 +70,7 @@ def choose(spec: MigrationSpec) -> QemuDrain | ClassicRounds:
     return POLICIES[spec.switchover]()
 
 
-def stop_guest(mig: Migration, detail: str, sync_reason: str,
+def stop_guest(mig: Migration, detail: str, sync_reason: str, deadline: float = math.inf,
                ) -> Generator[simpy.Event, None, float]:
     """The switchover's start, for stop-and-copy and post-copy alike: the thread finishes the
     sync that decided it, the vCPUs stop (no more writes, no more throttle), the state goes to
@@ -91,8 +91,8 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str,
     if profile(mig.spec.qemu_version).device_state:
         mig.state.set_status("device", mig.env.now)
     stop_cost = mig.scenario.switchover_cost.stop  # vCPUs stopped, block devices inactivated
-    if stop_cost > 0:
-        yield mig.env.timeout(stop_cost)
+    if stop_cost > 0:  # not past the run's hard cap: the caller ends the run there
+        yield mig.env.timeout(max(0.0, min(stop_cost, deadline - mig.env.now)))
     mig.sync(sync_reason)
     yield from mig.pay_stall()
     return t_stop
@@ -126,7 +126,7 @@ def stop_and_copy(mig: Migration, cancel_at: float = math.inf, deadline: float =
                   ) -> Generator[simpy.Event, None, None]:
     """Stop-and-copy (REF §1.6): stop the guest, last sync, send the rest at full speed."""
     env, state = mig.env, mig.state
-    t_stop = yield from stop_guest(mig, "guest stopped", "completion")
+    t_stop = yield from stop_guest(mig, "guest stopped", "completion", min(cancel_at, deadline))
     stopped = None
     while mig.bitmap.n_pending > 0:
         now = env.now
