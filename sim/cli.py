@@ -628,8 +628,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal.calibrate(out, recorded is None, recorded,
                       log=lambda line: print(line, file=sys.stderr))
     except (cal.CalibrationError, qemu.QemuError) as err:
+        # recorded runs that cannot be read or fitted are bad input; a measurement that failed
+        # on this host is a failed run
         print(f"migsim calibrate: {err}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return EXIT_USAGE if recorded is not None else EXIT_INTERNAL
     print(f"wrote {out}")
     return EXIT_OK
 

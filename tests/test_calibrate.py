@@ -110,7 +110,7 @@ def test_a_damaged_recording_is_one_line(tmp_path):
     (tmp_path / "runs" / "written").mkdir(parents=True)
     (tmp_path / "runs" / "written" / "runs.parquet").write_text("not parquet")
     out = _migsim("calibrate", "--from", "runs", "-o", "h.yaml", cwd=tmp_path)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("migsim calibrate: ")
 
 
