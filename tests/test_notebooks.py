@@ -43,6 +43,7 @@ SMALL: dict[str, dict[str, object]] = {
     "05-plugin-encoder": {
         "MEMORY": "128MiB", "HOT_SET": "8MiB", "BANDWIDTH": "300Mbit/s", "CACHE": "16MiB",
     },
+    "08-real-redis-replayed": {"SWEEP": ["16MiB/s", "64MiB/s"]},
 }
 
 

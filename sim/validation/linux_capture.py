@@ -89,8 +89,8 @@ class LinuxRun:
 
 
 def _linux_process(role: str, binary: str, kernel: Path, initrd: Path, workdir: Path,
-                   incoming: bool) -> QemuProcess:
-    q = QemuProcess(role, binary, Path("unused"), MEMORY, workdir, incoming)
+                   incoming: bool, memory: int = MEMORY) -> QemuProcess:
+    q = QemuProcess(role, binary, Path("unused"), memory, workdir, incoming)
     drive = q.args.index("-drive")
     del q.args[drive:drive + 2]
     q.args += ["-kernel", str(kernel), "-initrd", str(initrd),
@@ -121,7 +121,8 @@ async def _status(q: QemuProcess) -> dict[str, Any]:
     return info
 
 
-async def _migrate(case: LinuxCase, binary: str, workdir: Path) -> LinuxRun:
+async def _migrate(case: LinuxCase, binary: str, workdir: Path, memory: int = MEMORY,
+                   content: Any | None = None) -> LinuxRun:
     from sim.capture import Capture, Records, serve
     from sim.qmp.server import parse_address
     from sim.stream import StreamParser
@@ -131,15 +132,15 @@ async def _migrate(case: LinuxCase, binary: str, workdir: Path) -> LinuxRun:
         raise QemuError("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
     started = time.monotonic()
     initrd = build_initramfs(case.app, workdir / f"{case.app}.cpio.gz")
-    src = _linux_process("source", binary, kernel, initrd, workdir, incoming=False)
-    dst = _linux_process("destination", binary, kernel, initrd, workdir, incoming=True)
+    src = _linux_process("source", binary, kernel, initrd, workdir, False, memory)
+    dst = _linux_process("destination", binary, kernel, initrd, workdir, True, memory)
     src.args += ["-qmp", f"unix:{workdir / 'capture.qmp'},server=on,wait=off"]
     trace = workdir / "trace.log"
     if "xbzrle" in case.capabilities:
         src.args += ["-trace", f"enable={SKIP_TRACE}", "-trace", f"enable={OVERFLOW_TRACE}",
                      "-D", str(trace)]
-    records = Records()
-    cap = Capture(StreamParser(records.add, keep_content=False), records)
+    records = Records(content)
+    cap = Capture(StreamParser(records.add, keep_content=content is not None), records)
     try:
         src.start()
         dst.start()
@@ -178,13 +179,17 @@ async def _migrate(case: LinuxCase, binary: str, workdir: Path) -> LinuxRun:
         await asyncio.gather(src.close(), dst.close())
 
 
-def migrate_linux(case: LinuxCase, binary: str | None = None) -> LinuxRun:
-    """Boot the case's guest twice, migrate it through a capture relay; tear everything down."""
+def migrate_linux(case: LinuxCase, binary: str | None = None, memory: int = MEMORY,
+                  content: Any | None = None) -> LinuxRun:
+    """Boot the case's guest twice, migrate it through a capture relay; tear everything down.
+
+    ``content``: a writable stream (a zstd stream writer) that receives every raw, XBZRLE or
+    compressed page's content, as ``migsim capture --content`` writes ``pages.zst``."""
     binary = binary or find_qemu()
     if binary is None:
         raise QemuError("qemu-system-x86_64 not found")
     with tempfile.TemporaryDirectory(prefix="migsim-linux-") as tmp:  # short socket paths
-        return asyncio.run(_migrate(case, binary, Path(tmp)))
+        return asyncio.run(_migrate(case, binary, Path(tmp), memory, content))
 
 
 def counts(run: LinuxRun) -> dict[str, tuple[float, float]]:
