@@ -68,3 +68,27 @@ def test_installed_validate_runs_from_elsewhere(wheel: Path, tmp_path: Path) -> 
     source = subprocess.run([sys.executable, "-c", "import sim; print(sim.__file__)"], cwd=work,
                             env=env, capture_output=True, text=True, timeout=60)
     assert source.stdout.startswith(str(site)), source.stdout  # the wheel's copy, not the tree's
+
+
+@pytest.mark.slow  # a fresh import per command from the unpacked wheel
+def test_installed_subcommands_answer_from_elsewhere(wheel: Path, tmp_path: Path) -> None:
+    """Every subcommand of the installed wheel starts from an empty folder: its help, and the
+    ones that need no input answer (completion) or refuse bad input with one line, exit 2."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+
+    def migsim(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sim", *args], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    for command in ("run", "sweep", "check", "list", "qmp", "plot", "compare", "validate",
+                    "calibrate", "capture", "completion"):
+        assert migsim(command, "-h").returncode == 0, command
+    assert "calibrate" in migsim("completion", "bash").stdout
+    for args in (("calibrate", "--from", "nowhere"), ("capture", "--listen", "10.0.0.1:1",
+                                                       "-o", "x"), ("plot", "nowhere")):
+        out = migsim(*args)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, (args, out)
