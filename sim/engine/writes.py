@@ -29,6 +29,13 @@ from .content import PATTERNS, writer_spec
 #: the most writes one step of :meth:`WriteBuffer.apply_until` draws (about 6 MiB of buffer and
 #: 25 ms of work; far more than any interval of a scenario holds, but for a long idle wait)
 STEP_WRITES = 1 << 18
+_NO_SEEDS = np.empty(0, np.uint64)  # modelled content: no write changes real bytes
+_NO_ROWS = np.empty(0, np.int64)  # no write sets a captured version (a replay's rows)
+
+
+def _rows_of(rows: np.ndarray | None, n: int) -> np.ndarray:
+    """``n`` writes' version rows: ``rows`` when each write has one, else -1 (none) each."""
+    return rows if rows is not None and len(rows) == n else np.full(n, -1, np.int64)
 
 
 class WriteBuffer:
@@ -54,8 +61,7 @@ class WriteBuffer:
     def drop(self) -> None:
         """Forget the writes not applied yet (the vCPUs stopped: they never happen)."""
         self.batch = WriteBatch.empty()
-        self.seed = np.empty(0, np.uint64)
-        self.row = np.empty(0, np.int64)
+        self.seed, self.row = _NO_SEEDS, _NO_ROWS
         self.next = 0
         self._args = self._kernel_args()
 
@@ -72,19 +78,24 @@ class WriteBuffer:
         batch = self.workload.writes(self.until, t_end, self.rng, self.scale())
         self.until = t_end
         n = len(batch)
-        seeds = (self.content_rng.integers(0, 2**63, size=n, dtype=np.int64)
-                 .astype(np.uint64) if self.guest.exact else np.zeros(n, np.uint64))
+        # What a write does to a page's bytes matters in exact mode only: in modelled mode the
+        # seeds and rows stay empty (the kernel reads them only for exact content).
+        seeds = (self.content_rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+                 if self.guest.exact else _NO_SEEDS)
         rows = self.workload.content_rows(batch.page) if self.guest.exact else None
-        if rows is None:
-            rows = np.full(n, -1, np.int64)
         if self.next >= len(self.batch.t_s):  # all applied (the common case): no copies
-            self.batch, self.seed, self.row = batch, seeds, rows
+            self.batch, self.seed = batch, seeds
+            self.row = _NO_ROWS if rows is None else rows
         else:
             keep = slice(self.next, None)
+            buffered = len(self.batch.t_s)
             self.batch = WriteBatch(np.concatenate([self.batch.t_s[keep], batch.t_s]),
                                     np.concatenate([self.batch.page[keep], batch.page]))
-            self.seed = np.concatenate([self.seed[keep], seeds])
-            self.row = np.concatenate([self.row[keep], rows])
+            if self.guest.exact:
+                self.seed = np.concatenate([self.seed[keep], seeds])
+            if rows is not None or len(self.row):
+                self.row = np.concatenate([_rows_of(self.row, buffered)[keep],
+                                           _rows_of(rows, n)])
         self.next = 0
         self._args = self._kernel_args()
         self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
@@ -115,8 +126,7 @@ class WriteBuffer:
         """Release the writes already applied (the buffer then holds only those still ahead)."""
         if self.next >= len(self.batch.t_s):
             self.batch = WriteBatch.empty()
-            self.seed = np.empty(0, np.uint64)
-            self.row = np.empty(0, np.int64)
+            self.seed, self.row = _NO_SEEDS, _NO_ROWS
             self.next = 0
             self._args = self._kernel_args()
 
