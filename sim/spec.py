@@ -71,6 +71,10 @@ class WorkloadSpec:
     trace: str | None = None  # trace: path of a CSV/Parquet dirty log with columns t_s, page
     # replay: a `migsim capture` folder (relative to the scenario file's folder)
     capture: str | None = None
+    # writes paced by a guest timer of this period (a tick's writes in one burst), not by the CPU:
+    # a CPU throttle then slows the guest only by the ticks lost while its vCPU sleeps
+    # (sim.engine.throttle.paced_share); unset: CPU-bound, the rate scales with 1 - throttle
+    timer_tick: float | None = field(default=None, metadata={"unit": "time", "gt": 0})
 
 
 @dataclass(frozen=True, slots=True)

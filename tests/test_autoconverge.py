@@ -143,3 +143,44 @@ def test_dirty_limit_caps_the_write_rate():
     assert run_.guest_cpu_lost_s == 0.0  # only the writers are slowed, not reported as CPU
     with pytest.raises(ValueError, match="dirty-limit conflicts with auto-converge"):
         check_set(["dirty-limit", "auto-converge"])
+
+
+@pytest.mark.parametrize(("pct", "tick", "share"), [
+    (70.0, None, 0.3),  # CPU-bound: runs 30% of the time
+    (30.0, 0.010, 1.0),  # sleeps 4.3 ms < a tick: no tick lost
+    (50.0, 0.010, 1.0),  # sleeps one tick: the one that fell asleep is served at the wake
+    (70.0, 0.010, 0.6),  # cycle 33 ms = 3.33 ticks: 1 in the run + 1 pending = 2 served
+    (90.0, 0.010, 0.2),  # cycle 100 ms = 10 ticks: 2 served
+    (90.0, 0.001, 0.11),  # 1 ms ticks: 10 in the run + 1 pending of 100
+    (0.0, 0.010, 1.0),
+    (99.0, None, 0.01),
+])
+def test_a_timer_paced_guest_loses_only_ticks_under_the_throttle(pct, tick, share):
+    from sim.engine.throttle import paced_share
+
+    assert paced_share(pct, tick) == pytest.approx(share)
+
+
+def test_a_timer_paced_guest_dirties_twice_as_fast_at_70_percent():
+    """The same throttle step (0 -> 70%, held there): a CPU-bound guest keeps 30% of its
+    writes, a guest paced by a 10 ms timer 60%, so the pages it newly dirties in the first period
+    after the step are about twice as many (not exactly: more writes land on pages already
+    dirty)."""
+    base = dataclasses.replace(
+        BASE, vm=VmSpec(memory=1024 * MiB, vcpus=2),
+        workload=WorkloadSpec(kind="uniform", writes_per_s=20000,
+                              region=RegionSpec(offset=0, size=1024 * MiB)),
+        link=LinkSpec(bandwidth=40 * MiB),
+        migration=MigrationSpec(max_bandwidth=0, max_sim_time=45.0,
+                                capabilities=("auto-converge",),
+                                cpu_throttle_initial=70, max_cpu_throttle=70))
+
+    def first_period_after_step(tick):
+        res = run_one(dataclasses.replace(
+            base, workload=dataclasses.replace(base.workload, timer_tick=tick)))
+        step = throttle_events(res)[0][0]
+        after = [(t, n) for t, n, _ in syncs(res) if t > step]
+        return after[0][1] / (after[0][0] - step)
+
+    ratio = first_period_after_step(0.010) / first_period_after_step(None)
+    assert ratio == pytest.approx(0.6 / 0.3, rel=0.08)

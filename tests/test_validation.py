@@ -219,6 +219,48 @@ def test_real_scenario_comes_from_the_case_and_the_measured_guest():
     assert "variants" not in data
 
 
+def test_real_cases_carry_multifd_post_copy_live_changes_and_throttle_steps():
+    """The case keys the harness gives QEMU reach the model as the same settings: QEMU's
+    parameters by name, a post-copy switch at QEMU's pass number (whose first is the setup sync,
+    which the model does not count), and the validation guest paced by its PIT tick."""
+    from sim.validation.real import settings
+
+    m = Measurement(Observed("x"), ram_total=64 * MiB, zero_pages=0, touches_per_s=4000.0,
+                    wall_s=1.0, qemu_version="7.2")
+    cases = {c.id: c for c in load_real_cases()}
+    multifd = scenario_data(cases["qemu-multifd"], m)["migration"]
+    assert (multifd["capabilities"], multifd["multifd_channels"]) == (["multifd"], 2)
+    assert settings(cases["qemu-multifd"]).parameters == (("multifd-channels", 2),)
+    post = cases["qemu-postcopy"]
+    assert settings(post).postcopy_at_pass == 3 and settings(post).postcopy
+    assert scenario_data(post, m)["migration"]["postcopy_after_passes"] == 2
+    change = settings(cases["qemu-bandwidth-change"]).changes
+    assert change == ((4.0, (("max-bandwidth", 64 * MiB),)),)
+    steep = scenario_data(cases["qemu-auto-converge-steep"], m)["migration"]
+    assert (steep["cpu_throttle_initial"], steep["cpu_throttle_increment"]) == (30, 20)
+    tick = scenario_data(cases["qemu-auto-converge"], m)["workload"]["timer_tick"]
+    assert tick == pytest.approx(0.01, rel=0.01)  # 4000 touches/s = 40 a tick at 100 ticks/s
+
+
+def test_a_live_change_reaches_the_model_at_its_time():
+    """``changes`` are issued to the model as to QEMU: migrate-set-parameters on the source that
+    long after ``migrate``; an 8 MiB/s migration of an idle 64 MiB guest raised to 64 MiB/s at 2 s
+    sends 16 MiB in the first 2 s, then the rest eight times as fast, down to what the link sends
+    in the downtime (max-bandwidth x downtime-limit: 2.4 MiB at 8 MiB/s, 19.2 MiB at 64 MiB/s)."""
+    from sim.scenario import from_dict
+    from sim.validation.real import simulate
+
+    sc = from_dict({"name": "live", "vm": {"memory": "64MiB", "zero_fraction": 0,
+                                           "device_state": 0},
+                    "link": {"bandwidth": "1GiB/s"},
+                    "migration": {"max_bandwidth": "8MiB/s"}})
+    slow = simulate(sc).runs.iloc[0].total_time_s
+    raised = simulate(sc, [(2.0, (("max-bandwidth", 64 * MiB),))]).runs.iloc[0].total_time_s
+    assert slow == pytest.approx((64 - 2.4) / 8, rel=0.02)
+    # the threshold follows the measured bandwidth, which needs a window or two to see the rise
+    assert 2.0 + (48 - 19.2) / 64 <= raised <= 2.0 + 48 / 64
+
+
 def test_guest_pacing_stays_at_or_below_100_ticks_per_second():
     for rate in (50.0, 1000.0, 4000.0, 8000.0, 12345.0):
         g = GuestParams(base=16 * MiB, pages=16, touches_per_s=rate)

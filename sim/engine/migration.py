@@ -126,7 +126,9 @@ class Migration:
 
     def _write_scale(self) -> float:
         """The share of its nominal write rate the guest runs at now."""
-        return (1.0 - self.state.throttle_pct / 100) if self.guest.running else 0.0
+        if not self.guest.running:
+            return 0.0
+        return self.throttle.write_share()
 
     @property
     def caps(self) -> frozenset[str]:

@@ -46,6 +46,10 @@ class Throttle:
     def start(self, now: float) -> None:
         self._since = now
 
+    def write_share(self) -> float:
+        """The share of its nominal write rate the running guest keeps under this throttle."""
+        return 1.0 - self.state.throttle_pct / 100
+
     def periodic_sync_at(self, now: float) -> float:
         """When the first periodic sync is due (never, but for auto-converge on QEMU 9.2+)."""
         return math.inf
@@ -92,6 +96,10 @@ class AutoConverge(Throttle):
     """QEMU's CPU throttle: initial, then + increment per step, at most max (REF §4.2)."""
 
     kind = "cpu-throttle"
+
+    def write_share(self) -> float:
+        """A CPU-bound guest keeps ``1 - pct``; a timer-paced one loses only ticks."""
+        return paced_share(self.state.throttle_pct, self.workload.spec.timer_tick)
 
     def periodic_sync_at(self, now: float) -> float:
         return now + PERIODIC_SYNC_S if profile(self.spec().qemu_version).periodic_sync \
@@ -162,3 +170,26 @@ def tcg_sync_wait(accelerator: str, vcpus: int, throttle_pct: float, running: bo
         return 0.0
     sleep = pct / (1.0 - pct) * THROTTLE_TIMESLICE_S
     return vcpus * pct * sleep / 2.0
+
+
+def paced_share(throttle_pct: float, tick: float | None) -> float:
+    """The share of its nominal write rate a guest keeps under a CPU throttle of ``throttle_pct``.
+
+    A CPU-bound guest (``tick`` None) runs a share ``1 - pct`` of the time and writes that much.
+    A guest whose writes are paced by a timer of period ``tick`` (a tick's writes done in a
+    burst, little CPU per tick) loses only ticks: ``cpu_throttle_thread`` puts the vCPU to sleep
+    for ``pct / (1 - pct)`` timeslices of 10 ms, then lets it run one timeslice. Timer interrupts
+    that fall in the run are served; those that fall in the sleep collapse into one pending
+    interrupt (an edge-triggered timer line holds one, as the i8254 PIT on the i8259 does), served
+    at the wake. Of the ``cycle / tick`` ticks of a cycle, ``run / tick + min(1, sleep / tick)``
+    are served, so a throttle whose sleep is no longer than a tick does not slow the guest at
+    all. A guest that catches up on lost time (a clock-driven load generator) is not modelled.
+    """
+    pct = min(max(throttle_pct / 100.0, 0.0), 1.0)
+    if tick is None or pct <= 0.0:
+        return 1.0 - pct
+    if pct >= 1.0:
+        return 0.0
+    run = THROTTLE_TIMESLICE_S
+    sleep = pct / (1.0 - pct) * run
+    return min(1.0, (run + min(tick, sleep)) / (run + sleep))

@@ -69,6 +69,17 @@ class MigrationSettings:
     downtime_limit_ms: int = 300
     xbzrle_cache_size: int = 64 * MiB
     max_time: float | None = None  # seconds after `migrate`; then migrate_cancel (like guestperf)
+    # other QEMU parameters by QMP name, unitless ones (cpu-throttle-*, multifd-channels, ...):
+    # set on both sides before `migrate` (multifd-channels must match on the destination)
+    parameters: tuple[tuple[str, int], ...] = ()
+    # live changes: (seconds after `migrate`, {QMP parameter: value}) -> migrate-set-parameters
+    changes: tuple[tuple[float, tuple[tuple[str, int], ...]], ...] = ()
+    # migrate-start-postcopy once QEMU's MIGRATION_PASS event reaches this pass number
+    postcopy_at_pass: int | None = None
+
+    @property
+    def postcopy(self) -> bool:
+        return "postcopy-ram" in self.capabilities
 
 
 @dataclass
@@ -100,7 +111,7 @@ class QemuProcess:
     """One QEMU: a subprocess with a QMP socket; ``close()`` always leaves no process behind."""
 
     def __init__(self, role: str, binary: str, image: Path, memory: int, workdir: Path,
-                 incoming: bool) -> None:
+                 incoming: bool, paused: bool = True) -> None:
         from qemu.qmp import QMPClient
 
         self.role = role
@@ -113,7 +124,7 @@ class QemuProcess:
             "-qmp", f"unix:{self.socket},server=on,wait=off",
         ]
         if incoming:  # paused after loading, so its RAM can be compared with the source's
-            self.args += ["-incoming", "defer", "-S"]
+            self.args += ["-incoming", "defer", *(["-S"] if paused else [])]
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp = QMPClient(role)
 
@@ -231,6 +242,9 @@ async def _configure(src: QemuProcess, dst: QemuProcess, settings: MigrationSett
     for q in (src, dst):  # both sides, the documented convention (REF §8)
         await _command(q, obs, "migrate-set-capabilities", {"capabilities": [
             {"capability": c, "state": True} for c in caps]})
+    if settings.parameters:
+        for q in (src, dst):
+            await _command(q, obs, "migrate-set-parameters", dict(settings.parameters))
     await _command(src, obs, "migrate-set-parameters", {
         "max-bandwidth": settings.max_bandwidth, "downtime-limit": settings.downtime_limit_ms,
         "xbzrle-cache-size": settings.xbzrle_cache_size})
@@ -246,8 +260,17 @@ async def _migrate(src: QemuProcess, dst: QemuProcess, settings: MigrationSettin
     uri = f"tcp:{address['host']}:{address['port']}"
     touches0 = (await src.read_dwords(TOUCHES_ADDR, 1))[0]
 
+    postcopy_issued = False
+
     async def on_pass(t: float, number: int) -> None:
+        nonlocal postcopy_issued
         obs.passes.append((t, number, await src.execute("query-migrate")))
+        at = settings.postcopy_at_pass
+        if at is not None and number >= at and not postcopy_issued:
+            postcopy_issued = True
+            await _command(src, obs, "migrate-start-postcopy")
+
+    changes = sorted(settings.changes)
 
     tasks = [asyncio.create_task(_events(q, obs, on_pass)) for q in (src, dst)]
     try:
@@ -262,6 +285,8 @@ async def _migrate(src: QemuProcess, dst: QemuProcess, settings: MigrationSettin
                 obs.final, obs.end_t = await _settled(src, info), now
                 break
             t = now - obs.t0
+            while changes and changes[0][0] <= t:
+                await _command(src, obs, "migrate-set-parameters", dict(changes.pop(0)[1]))
             late = settings.max_time is not None and t >= settings.max_time
             if (late or t >= HARD_TIMEOUT_S) and not cancelled:
                 await _command(src, obs, "migrate_cancel")
@@ -286,7 +311,10 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
                       settings.memory, workdir, incoming=False)
     dst = QemuProcess("destination", binary,
                       write_image(workdir / "destination.img", guest, sector),
-                      settings.memory, workdir, incoming=True)
+                      settings.memory, workdir, incoming=True,
+                      # after a post-copy switch the guest must run on the destination (its
+                      # faults are the point), so its RAM is not compared with the source's
+                      paused=not settings.postcopy)
     obs = Observed(run_id)
     try:
         src.start()
@@ -306,13 +334,16 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         touches0 = await _migrate(src, dst, settings, obs)
         ram_total = int(last_stats(obs).get("ram", {}).get("total", settings.memory))
         touches1 = (await src.read_dwords(TOUCHES_ADDR, 1))[0]
-        if obs.final.get("status") == "completed":
+        if obs.final.get("status") == "completed" and not settings.postcopy:
             # the source stopped (total - downtime) after `migrate`; its counters froze then
             t_stop = (obs.final["total-time"] - obs.final.get("downtime", 0)) / 1000
             a = await _ram_dump(src, settings.memory, workdir / "source.ram")
             b = await _ram_dump(dst, settings.memory, workdir / "destination.ram")
             differing = int((a != b).any(axis=1).sum())
             obs.memory_match, obs.pages_differing = differing == 0, differing
+        elif switched := [t for t, who, ev, what in obs.events
+                          if who == "source" and ev == "MIGRATION" and what == "postcopy-active"]:
+            t_stop = switched[0] - obs.t0  # the source's guest stopped at the switch
         else:
             t_stop = time.time() - obs.t0
         rate = (touches1 - touches0) / t_stop if t_stop > 0 else float("nan")

@@ -22,7 +22,7 @@ QEMU's values are the expected ones; the tolerance is the case's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from sim.result import Result
 from sim.spec import Scenario
 
 from .cases import REAL_DIR, Case, Check, deep_merge, load_cases
-from .guest import PAGE, GuestParams
+from .guest import PAGE, PIT_HZ, GuestParams
 from .qemu import Measurement, MigrationSettings, find_qemu, measure
 from .qemu_tables import tables
 from .quantities import extract
@@ -52,13 +52,34 @@ def settings(case: Case) -> MigrationSettings:
     q = case.qemu or {}
     m = q.get("migration", {})
     max_time = m.get("max_time")
+    changes = tuple((units.parse_time(c["at"]), _qmp_values(
+        {k: v for k, v in c.items() if k != "at"})) for c in m.get("changes", ()))
     return MigrationSettings(
         memory=units.parse_size(q["memory"]),
         capabilities=tuple(m.get("capabilities", ())),
         max_bandwidth=int(units.parse_rate(m.get("max_bandwidth", "128MiB/s"))),
         downtime_limit_ms=round(units.parse_time(m.get("downtime_limit", "300ms")) * 1000),
         xbzrle_cache_size=units.parse_size(m.get("xbzrle_cache_size", "64MiB")),
-        max_time=units.parse_time(max_time) if max_time is not None else None)
+        max_time=units.parse_time(max_time) if max_time is not None else None,
+        parameters=tuple(sorted((str(k), int(v)) for k, v in m.get("parameters", {}).items())),
+        changes=changes, postcopy_at_pass=m.get("postcopy_at_pass"))
+
+
+#: live-change keys of a case (snake_case, with units) -> QMP parameter and QMP's unit
+_LIVE = {"max_bandwidth": ("max-bandwidth", units.parse_rate),
+         "downtime_limit": ("downtime-limit", lambda v: units.parse_time(v) * 1000)}
+
+
+def _qmp_values(change: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """A case's ``changes`` item (``max_bandwidth: 32MiB/s``, ...) as QMP parameters."""
+    out = []
+    for key, value in change.items():
+        if key not in _LIVE:
+            raise ValueError(f"changes: {key}: not a live change the harness knows "
+                             f"({', '.join(_LIVE)})")
+        name, parse = _LIVE[key]
+        out.append((name, round(parse(value))))
+    return tuple(sorted(out))
 
 
 def scenario_data(case: Case, m: Measurement) -> dict[str, Any]:
@@ -72,6 +93,12 @@ def scenario_data(case: Case, m: Measurement) -> dict[str, Any]:
     }
     if s.max_time is not None:
         migration["max_time"] = s.max_time
+    for name, number in s.parameters:  # unitless QEMU parameters: the same number
+        migration[name.replace("-", "_")] = number
+    if s.postcopy_at_pass is not None:
+        # QEMU's MIGRATION_PASS n is its n-th bitmap sync; the first is the setup sync, which
+        # the model's postcopy_after_passes does not count
+        migration["postcopy_after_passes"] = max(1, s.postcopy_at_pass - 1)
     version = {"version": m.qemu_version or "7.2"}
     data: dict[str, Any] = {
         "name": case.id,
@@ -79,7 +106,9 @@ def scenario_data(case: Case, m: Measurement) -> dict[str, Any]:
                "device_state": 0},
         "workload": {"kind": "sequential", "writes_per_s": _guest_rate(s, m),
                      "region": {"offset": g.base, "size": g.pages * PAGE}, "stride": g.stride,
-                     "write_size": g.bytes_per_touch, "write_pattern": "clustered"},
+                     "write_size": g.bytes_per_touch, "write_pattern": "clustered",
+                     # the guest's touches come in bursts on PIT ticks (sim/validation/guest.py)
+                     "timer_tick": g.pacing()[1] / PIT_HZ},
         "migration": migration,
         "endpoints": {"source": version, "destination": version},
         "negotiation": "qemu",
@@ -139,11 +168,33 @@ def with_host(scenario: Scenario, host: Path | None, own: Mapping[str, Any]) -> 
                                             for name in HOST_SECTIONS if name not in own})
 
 
+def simulate(scenario: Scenario,
+             changes: Sequence[tuple[float, Sequence[tuple[str, int]]]] = ()) -> Result:
+    """Run the model of a case; ``changes`` are issued as the harness issues them to QEMU: a
+    ``migrate-set-parameters`` on the source, that long after ``migrate``."""
+    from sim.negotiation import operate
+    from sim.run import Testbed, run_one
+
+    if not changes:
+        return run_one(scenario)
+    testbed = Testbed(scenario)
+    pair = testbed.pairs[0]
+
+    def issue(at: float, params: Sequence[tuple[str, int]]) -> Generator[Any, None, None]:
+        yield testbed.env.timeout(scenario.migration.start + at)
+        pair.source.migrate_set_parameters(dict(params))
+
+    testbed.env.process(operate(pair, scenario.negotiation))
+    for at, params in changes:
+        testbed.env.process(issue(at, params))
+    testbed.run()
+    return testbed.result()
+
+
 def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = None,
                   log: Callable[[str], None] = print, host: Path | None = None) -> list[Row]:
     """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given.
     ``host``: a host profile (``migsim calibrate``) under the case's own model keys."""
-    from sim.run import run_one
     from sim.scenario import from_dict
 
     m = measure(case.id, guest_params(case), settings(case), binary=binary,
@@ -151,12 +202,13 @@ def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = N
     measured = tables(m.observed, case.id)
     data = scenario_data(case, m)
     scenario = with_host(from_dict(data, file=str(case.path)), host, case.model)
-    model = run_one(scenario)
+    live = settings(case).changes
+    model = simulate(scenario, live)
     variants = {}
     for name, over in (case.model.get("variants") or {}).items():
         sc = with_host(from_dict(deep_merge(data, over), file=str(case.path)), host,
                        {**case.model, **over})
-        variants[str(name)] = (run_one(sc), sc)
+        variants[str(name)] = (simulate(sc, live), sc)
     nominal = guest_params(case).actual_touches_per_s
     log(f"  {case.id}: QEMU {m.qemu_version}, guest {m.touches_per_s:.0f} touches/s measured "
         f"({nominal:.0f} nominal), {m.zero_pages} zero pages of {m.ram_total // PAGE}, "
