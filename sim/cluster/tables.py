@@ -1,0 +1,120 @@
+"""A cluster run's tables: the four tables of DESIGN §6, one ``runs`` row per migration attempt
+with the cluster's columns, plus ``queues`` (per-host queue lengths over time) and ``links``
+(link utilisation over time, from the network).
+
+``runs`` gets, after ``vm``: ``migration_id`` (0, 1, ... in start order), ``attempt`` (1 for a
+first try), ``step`` (the plan step: ``evacuate``, ``drain h1``, ``return h1``, ``moves``),
+``source_host``, ``destination_host`` (empty: no host had room), ``path`` (the links crossed,
+comma-joined), ``queued_s`` (time in the queue before this attempt started), ``start_s`` and
+``end_s`` (sim time of the attempt's start and end), ``source_supports`` and
+``destination_supports`` (what each side's QEMU supported then, comma-joined). Every table's
+``run_id`` is ``<run>.m<migration_id>``; the plan's own events (steps, upgrades) are ``events``
+rows with ``run_id`` ``<run>.plan`` and endpoint ``management``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..capabilities import CAPABILITIES
+from ..recorder import STRING_DTYPE, Recorder, build_frame, event_detail
+from ..result import Result
+
+if TYPE_CHECKING:
+    from .runner import ClusterRun
+
+#: the runs columns a cluster adds, after ``vm``
+CLUSTER_RUNS_COLUMNS: tuple[str, ...] = (
+    "migration_id", "attempt", "step", "source_host", "destination_host", "path", "queued_s",
+    "start_s", "end_s", "source_supports", "destination_supports")
+QUEUES_COLUMNS: tuple[str, ...] = (
+    "run_id", "t_s", "host", "outbound_queued", "outbound_running", "inbound_running")
+LINKS_COLUMNS: tuple[str, ...] = (
+    "run_id", "t_s", "link", "tier", "flows", "used_bytes_per_s", "cross_bytes_per_s",
+    "capacity_bytes_per_s")
+
+
+@dataclass
+class Attempt:
+    """One migration attempt's recorder and its cluster columns."""
+
+    migration_id: int
+    recorder: Recorder
+    step: str
+    attempt: int
+    source_host: str
+    destination_host: str
+    links: tuple[str, ...]
+    queued_s: float
+    start_s: float
+    source_supports: frozenset[str]
+    destination_supports: frozenset[str]
+    end_s: float = float("nan")
+
+    def columns(self) -> tuple[Any, ...]:
+        return (self.migration_id, self.attempt, self.step, self.source_host,
+                self.destination_host, ",".join(self.links), self.queued_s, self.start_s,
+                self.end_s, _names(self.source_supports), _names(self.destination_supports))
+
+
+def _names(caps: frozenset[str]) -> str:
+    return ",".join(c for c in CAPABILITIES if c in caps)
+
+
+def result(run: ClusterRun) -> Result:
+    """The run's tables (see the module docstring)."""
+    attempts = [a for a in run.records if a.recorder.finished]
+    results = []
+    for group in _groups(attempts):
+        frames = Recorder.frames_of([a.recorder for a in group])
+        runs = frames["runs"]
+        extra = pd.DataFrame([a.columns() for a in group], columns=list(CLUSTER_RUNS_COLUMNS))
+        for i, column in enumerate(CLUSTER_RUNS_COLUMNS):
+            runs.insert(2 + i, column, extra[column].to_numpy())
+        results.append(Result(runs, frames["passes"], frames["samples"], frames["events"]))
+    out = Result.concat(results)
+    out.events = pd.concat([out.events, _plan_events(run, out.events)], ignore_index=True)
+    out.scenario = run.scenario
+    out.extra = {"queues": queues(run), "links": links(run)}
+    return out
+
+
+def _groups(attempts: Sequence[Attempt]) -> list[list[Attempt]]:
+    """Runs of attempts whose runs rows have the same columns (exact mode adds one)."""
+    groups: list[list[Attempt]] = []
+    for a in attempts:
+        if groups and groups[-1][0].recorder.same_columns(a.recorder):
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    return groups
+
+
+def _plan_events(run: ClusterRun, like: pd.DataFrame) -> pd.DataFrame:
+    run_id = f"{run.scenario_name}.plan"
+    rows = [(run_id, t, "management", f"cluster-{event}",
+             event_detail(f"cluster-{event}", detail)) for t, event, detail in run.plan_events]
+    frame = build_frame(("run_id", "t_s", "endpoint", "event", "detail"), rows)
+    if "vm" in like.columns:
+        frame.insert(1, "vm", pd.Series([""] * len(frame), dtype=STRING_DTYPE))
+    return frame
+
+
+def queues(run: ClusterRun) -> pd.DataFrame:
+    """Per-host queue lengths at every change (the scheduler's counts)."""
+    rows = run.scheduler.queue_rows
+    frame = pd.DataFrame(rows, columns=list(QUEUES_COLUMNS[1:]))
+    frame.insert(0, "run_id", pd.Series([run.scenario_name] * len(frame), dtype=STRING_DTYPE))
+    return frame.astype({"t_s": "float64", "outbound_queued": "int64",
+                         "outbound_running": "int64", "inbound_running": "int64"})
+
+
+def links(run: ClusterRun) -> pd.DataFrame:
+    """Link utilisation over time (empty until the network records it)."""
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c.endswith("_per_s") or c == "t_s"
+                                      else ("int64" if c == "flows" else STRING_DTYPE))
+                         for c in LINKS_COLUMNS})
