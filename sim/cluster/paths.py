@@ -1,41 +1,51 @@
-"""The links a migration between two hosts crosses, and the link object its engine sends over.
+"""The network of a cluster run (:mod:`sim.network`'s three-tier tree) and the path each
+migration's engine sends over.
 
 Link names: a host's NIC is ``<host>.tx`` (out) and ``<host>.rx`` (in); a rack's uplink is
 ``<rack>.up`` (to the core) and ``<rack>.down``; the core is ``core``. A path within a rack is
-``src.tx, dst.rx``; across racks ``src.tx, rack.up, core, rack.down, dst.rx``.
+``src.tx, dst.rx``; across racks ``src.tx, rack.up, core, rack.down, dst.rx``. Bandwidth is
+shared max-min fairly over the links of every path, with each link's cross traffic.
 """
 
 from __future__ import annotations
 
+from typing import cast
+
+import pandas as pd
+import simpy
+
 from ..link import Link
-from ..spec import LinkSpec
+from ..network import build_topology
 from .inventory import Host
 from .spec import ClusterSpec
 
 
 class Paths:
-    """Path names and per-migration links of one cluster run."""
+    """The cluster's network, path names and per-migration links."""
 
-    def __init__(self, spec: ClusterSpec, hosts: dict[str, Host]) -> None:
-        self.spec = spec
-        self.hosts = hosts
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec,
+                 hosts: dict[str, Host]) -> None:
+        topo = spec.topology
+        cross: dict[str, float | list[tuple[float, float]]] = {}
+        for c in spec.cross_traffic:
+            # a schedule: the constant bandwidth until its first change (0 when not given)
+            cross[c.link] = ([(0.0, c.bandwidth)] + [(x.at, x.bandwidth) for x in c.schedule]
+                             if c.schedule else c.bandwidth)
+        self.topology = build_topology(
+            {h.name: h.rack for h in hosts.values()}, {h.name: h.nic for h in hosts.values()},
+            topo.uplink, topo.core, nic_latency_s=topo.nic_latency,
+            tor_latency_s=topo.uplink_latency, core_latency_s=topo.core_latency, cross=cross)
+        self.topology.network.clock = lambda: float(env.now)
 
     def names(self, source: str, destination: str) -> tuple[str, ...]:
-        a, b = self.hosts[source], self.hosts[destination]
-        if a.rack == b.rack:
-            return (f"{source}.tx", f"{destination}.rx")
-        return (f"{source}.tx", f"{a.rack}.up", "core", f"{b.rack}.down", f"{destination}.rx")
+        return tuple(self.topology.path(source, destination))
 
     def link(self, source: str, destination: str) -> Link:
-        """A link for one migration: the path's narrowest capacity and summed latency.
+        """The path as the engine's link (a :class:`sim.network.PathLink` has Link's interface)."""
+        return cast(Link, self.topology.route(source, destination))
 
-        Interim, until :mod:`sim.network` shares the links max-min fairly between flows: here
-        concurrent migrations do not share (each has its own path)."""
-        topo = self.spec.topology
-        a, b = self.hosts[source], self.hosts[destination]
-        rates = [a.nic, b.nic]
-        latency = 2 * topo.nic_latency
-        if a.rack != b.rack:
-            rates += [topo.uplink, topo.core]
-            latency += 2 * topo.uplink_latency + topo.core_latency
-        return Link(LinkSpec(bandwidth=min(rates), latency=latency))
+    def links_table(self, until: float) -> pd.DataFrame:
+        return self.topology.network.links_table(until)
+
+    def bytes_carried(self, until: float) -> pd.DataFrame:
+        return self.topology.network.bytes_carried(until)

@@ -67,7 +67,7 @@ class ClusterRun:
         self.env = simpy.Environment()
         hosts = expand_hosts(spec)
         self.cluster = Cluster(hosts, expand_guests(scenario, hosts))
-        self.paths = Paths(spec, self.cluster.hosts)
+        self.paths = Paths(self.env, spec, self.cluster.hosts)
         self.scheduler = Scheduler(self.env, spec.scheduler, self.cluster, self.launch,
                                    self.paths.names)
         self.records: list[tables.Attempt] = []

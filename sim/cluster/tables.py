@@ -114,7 +114,7 @@ def queues(run: ClusterRun) -> pd.DataFrame:
 
 
 def links(run: ClusterRun) -> pd.DataFrame:
-    """Link utilisation over time (empty until the network records it)."""
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c.endswith("_per_s") or c == "t_s"
-                                      else ("int64" if c == "flows" else STRING_DTYPE))
-                         for c in LINKS_COLUMNS})
+    """Link utilisation over time (:meth:`sim.network.Network.links_table`), with ``run_id``."""
+    frame = run.paths.links_table(float(run.env.now))
+    frame.insert(0, "run_id", pd.Series([run.scenario_name] * len(frame), dtype=STRING_DTYPE))
+    return frame[list(LINKS_COLUMNS)]
