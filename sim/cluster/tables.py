@@ -77,6 +77,12 @@ def result(run: ClusterRun) -> Result:
             runs.insert(2 + i, column, extra[column].to_numpy())
         results.append(Result(runs, frames["passes"], frames["samples"], frames["events"]))
     out = Result.concat(results)
+    if not results:  # nothing to migrate: the tables still have a cluster's columns
+        for frame in out.tables().values():
+            frame.insert(1, "vm", pd.Series([], dtype=STRING_DTYPE))
+        empty = pd.DataFrame([], columns=list(CLUSTER_RUNS_COLUMNS))
+        for i, column in enumerate(CLUSTER_RUNS_COLUMNS):
+            out.runs.insert(2 + i, column, empty[column])
     out.events = pd.concat([out.events, _plan_events(run, out.events)], ignore_index=True)
     out.scenario = run.scenario
     out.extra = {"queues": queues(run), "links": links(run)}
