@@ -71,7 +71,7 @@ class ClusterRun:
         self.scheduler = Scheduler(self.env, spec.scheduler, self.cluster, self.launch,
                                    self.paths.names)
         self.records: list[tables.Attempt] = []
-        self.plan_events: list[tuple[float, str, str]] = []  # t_s, event, detail
+        self.plan_events: list[tables.PlanEvent] = []
         self._migrations: dict[str, int] = {}  # migrations per guest so far
 
     # --- the plan -------------------------------------------------------------------------------
@@ -187,7 +187,9 @@ class ClusterRun:
         self.records.append(record)
 
     def result(self) -> Result:
-        return tables.result(self)
+        return tables.result(self.scenario, self.scenario_name, self.records, self.plan_events,
+                             self.scheduler.queue_rows,
+                             self.paths.links_table(float(self.env.now)))
 
 
 def _endpoint(host: Host) -> EndpointSpec:

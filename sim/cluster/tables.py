@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from ..capabilities import CAPABILITIES
 from ..recorder import STRING_DTYPE, Recorder, build_frame, event_detail
 from ..result import Result
+from ..spec import Scenario
+from .scheduler import QueueRow
 
-if TYPE_CHECKING:
-    from .runner import ClusterRun
+#: a plan event: t_s, event, detail
+PlanEvent = tuple[float, str, str]
 
 #: the runs columns a cluster adds, after ``vm``
 CLUSTER_RUNS_COLUMNS: tuple[str, ...] = (
@@ -65,9 +67,11 @@ def _names(caps: frozenset[str]) -> str:
     return ",".join(c for c in CAPABILITIES if c in caps)
 
 
-def result(run: ClusterRun) -> Result:
-    """The run's tables (see the module docstring)."""
-    attempts = [a for a in run.records if a.recorder.finished]
+def result(scenario: Scenario, name: str, records: Sequence[Attempt],
+           plan_events: Sequence[PlanEvent], queue_rows: Sequence[QueueRow],
+           links_frame: pd.DataFrame) -> Result:
+    """The tables of the run ``name`` of ``scenario`` (see the module docstring)."""
+    attempts = [a for a in records if a.recorder.finished]
     results = []
     for group in _groups(attempts):
         frames = Recorder.frames_of([a.recorder for a in group])
@@ -83,9 +87,10 @@ def result(run: ClusterRun) -> Result:
         empty = pd.DataFrame([], columns=list(CLUSTER_RUNS_COLUMNS))
         for i, column in enumerate(CLUSTER_RUNS_COLUMNS):
             out.runs.insert(2 + i, column, empty[column])
-    out.events = pd.concat([out.events, _plan_events(run, out.events)], ignore_index=True)
-    out.scenario = run.scenario
-    out.extra = {"queues": queues(run), "links": links(run)}
+    out.events = pd.concat([out.events, _plan_events(name, plan_events, out.events)],
+                           ignore_index=True)
+    out.scenario = scenario
+    out.extra = {"queues": queues(name, queue_rows), "links": links(name, links_frame)}
     return out
 
 
@@ -100,27 +105,26 @@ def _groups(attempts: Sequence[Attempt]) -> list[list[Attempt]]:
     return groups
 
 
-def _plan_events(run: ClusterRun, like: pd.DataFrame) -> pd.DataFrame:
-    run_id = f"{run.scenario_name}.plan"
+def _plan_events(name: str, events: Sequence[PlanEvent], like: pd.DataFrame) -> pd.DataFrame:
+    run_id = f"{name}.plan"
     rows = [(run_id, t, "management", f"cluster-{event}",
-             event_detail(f"cluster-{event}", detail)) for t, event, detail in run.plan_events]
+             event_detail(f"cluster-{event}", detail)) for t, event, detail in events]
     frame = build_frame(("run_id", "t_s", "endpoint", "event", "detail"), rows)
     if "vm" in like.columns:
         frame.insert(1, "vm", pd.Series([""] * len(frame), dtype=STRING_DTYPE))
     return frame
 
 
-def queues(run: ClusterRun) -> pd.DataFrame:
+def queues(name: str, rows: Sequence[QueueRow]) -> pd.DataFrame:
     """Per-host queue lengths at every change (the scheduler's counts)."""
-    rows = run.scheduler.queue_rows
-    frame = pd.DataFrame(rows, columns=list(QUEUES_COLUMNS[1:]))
-    frame.insert(0, "run_id", pd.Series([run.scenario_name] * len(frame), dtype=STRING_DTYPE))
+    frame = pd.DataFrame(list(rows), columns=list(QUEUES_COLUMNS[1:]))
+    frame.insert(0, "run_id", pd.Series([name] * len(frame), dtype=STRING_DTYPE))
     return frame.astype({"t_s": "float64", "outbound_queued": "int64",
                          "outbound_running": "int64", "inbound_running": "int64"})
 
 
-def links(run: ClusterRun) -> pd.DataFrame:
+def links(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Link utilisation over time (:meth:`sim.network.Network.links_table`), with ``run_id``."""
-    frame = run.paths.links_table(float(run.env.now))
-    frame.insert(0, "run_id", pd.Series([run.scenario_name] * len(frame), dtype=STRING_DTYPE))
+    frame = frame.copy()
+    frame.insert(0, "run_id", pd.Series([name] * len(frame), dtype=STRING_DTYPE))
     return frame[list(LINKS_COLUMNS)]
