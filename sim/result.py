@@ -34,6 +34,7 @@ import yaml
 from sim.errors import ResultsError
 from sim.labels import format_param
 from sim.recorder import (
+    CLUSTER_RUNS_COLUMNS,
     COLUMNS,
     RUNS_COLUMNS,
     RUNS_OPTIONAL_COLUMNS,
@@ -210,7 +211,7 @@ class Result:
     @property
     def params(self) -> list[str]:
         """The swept-parameter columns of ``runs`` (dotted scenario keys)."""
-        known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)
+        known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS) | set(CLUSTER_RUNS_COLUMNS)
         return [c for c in self.runs.columns if c not in known]
 
     def summary(self) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..capabilities import CAPABILITIES
-from ..recorder import STRING_DTYPE, Recorder, build_frame, event_detail
+from ..recorder import CLUSTER_RUNS_COLUMNS, STRING_DTYPE, Recorder, build_frame, event_detail
 from ..result import Result
 from ..spec import Scenario
 from .scheduler import QueueRow
@@ -29,10 +29,6 @@ from .scheduler import QueueRow
 #: a plan event: t_s, event, detail
 PlanEvent = tuple[float, str, str]
 
-#: the runs columns a cluster adds, after ``vm``
-CLUSTER_RUNS_COLUMNS: tuple[str, ...] = (
-    "migration_id", "attempt", "step", "source_host", "destination_host", "path", "queued_s",
-    "start_s", "end_s", "source_supports", "destination_supports")
 QUEUES_COLUMNS: tuple[str, ...] = (
     "run_id", "t_s", "host", "outbound_queued", "outbound_running", "inbound_running")
 LINKS_COLUMNS: tuple[str, ...] = (
