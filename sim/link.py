@@ -18,8 +18,31 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Protocol
 
 from .spec import LinkSpec
+
+
+class Route(Protocol):
+    """What the engine uses of a link: a :class:`Link`, or a path through a network
+    (:class:`sim.network.PathLink`)."""
+
+    latency_s: float
+
+    def join(self, flow: object, cap: float = math.inf) -> None: ...
+
+    def set_cap(self, flow: object, cap: float) -> None: ...
+
+    def leave(self, flow: object) -> None: ...
+
+    def share(self, flow: object, t: float) -> float: ...
+
+    def next_change_after(self, t: float) -> float: ...
+
+    def rate_at(self, t: float) -> float: ...
+
+    @property
+    def flows(self) -> int: ...
 
 
 class Link:
