@@ -157,28 +157,47 @@ def test_a_capacity_schedule_changes_shares_and_ends_chunks():
     assert route.share(f, 2.5) == 2.0
 
 
-def test_a_path_link_of_one_link_shares_as_link_does():
-    """Random joins, caps and leaves: the one-link network gives Link's shares."""
+def one_link_shares(caps: dict[object, float], total: float) -> dict[object, float]:
+    """Water-filling on one link, the closed form: caps below an equal split are met, the rest
+    split what is left equally; a flow alone gets the whole link (its cap is the engine's own
+    byte budget)."""
+    if len(caps) == 1:
+        return {flow: total for flow in caps}
+    left, ordered = total, sorted(caps.values())
+    level = math.inf
+    for i, cap in enumerate(ordered):
+        if cap >= left / (len(ordered) - i):
+            level = left / (len(ordered) - i)
+            break
+        left -= cap
+    return {flow: min(cap, level) for flow, cap in caps.items()}
+
+
+def test_one_link_shares_by_water_filling():
+    """Random joins, cap changes and leaves on the scenario's Link (a one-link network): each
+    share is the single-link water level, exactly."""
     rng = np.random.default_rng(7)
     link = Link(LinkSpec(bandwidth=100.0))
-    net = Network()
-    net.add_link("l", 100.0)
-    route = PathLink(net, ["l"])
+    caps: dict[object, float] = {}
     flows = [object() for _ in range(6)]
-    for _ in range(200):
+    for _ in range(300):
         flow = flows[rng.integers(len(flows))]
         action = rng.integers(3)
-        cap = float(rng.choice([0.0, 5.0, 20.0, 40.0, 200.0]))
-        for target in (link, route):
-            if action == 0:
-                target.join(flow, cap)
-            elif action == 1:
-                target.set_cap(flow, cap)
-            else:
-                target.leave(flow)
-        assert route.flows == link.flows
+        cap = float(rng.choice([0.0, 5.0, 7.0, 20.0, 40.0, 200.0]))
+        if action == 0:
+            link.join(flow, cap)
+            caps[flow] = cap if cap > 0 else math.inf
+        elif action == 1:
+            link.set_cap(flow, cap)
+            if flow in caps:
+                caps[flow] = cap if cap > 0 else math.inf
+        else:
+            link.leave(flow)
+            caps.pop(flow, None)
+        assert link.flows == len(caps)
+        expected = one_link_shares(caps, 100.0)
         for x in flows:
-            assert route.share(x, 0.0) == pytest.approx(link.share(x, 0.0), rel=1e-12)
+            assert link.share(x, 0.0) == expected.get(x, 100.0)
 
 
 def test_shares_are_cached_until_the_flows_or_the_interval_change():
