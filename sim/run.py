@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import simpy
 from . import controllers
 from .endpoints import Endpoint, Pair
 from .engine.profiles import resolve
-from .link import Link
+from .link import Link, Route
 from .negotiation import operate
 from .recorder import Recorder
 from .result import Result
@@ -74,7 +74,10 @@ class Testbed:
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, scenario: Scenario, progress: Progress | None = None,
-                 scenario_name: str | None = None) -> None:
+                 scenario_name: str | None = None,
+                 routes: Mapping[str, Route] | None = None) -> None:
+        """``routes`` gives a guest (by name) its own route instead of the scenario's link,
+        e.g. a :class:`sim.network.PathLink`; the link's faults act only on the shared link."""
         self.scenario = scenario
         self.negotiation = scenario.negotiation
         self.env = simpy.Environment()
@@ -94,7 +97,8 @@ class Testbed:
                            vm=(guest.name or f"vm{i}") if fleet else None)
             name = guest.name or (f"vm{i}" if fleet else None)
             faults = [f for f in scenario.link.faults if f.vm in (None, name)]
-            self.pairs.append(Pair(self.env, self.link, view, rng, rec,
+            route = (routes or {}).get(name or "", self.link)
+            self.pairs.append(Pair(self.env, route, view, rng, rec,
                                    progress if i == 0 else None, name, faults))
         for fault in scenario.link.faults:
             self.env.process(self._log_fault(fault))
