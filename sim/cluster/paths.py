@@ -9,12 +9,10 @@ shared max-min fairly over the links of every path, with each link's cross traff
 
 from __future__ import annotations
 
-from typing import cast
-
 import pandas as pd
 import simpy
 
-from ..link import Link
+from ..link import Route
 from ..network import build_topology
 from .inventory import Host
 from .spec import ClusterSpec
@@ -40,9 +38,9 @@ class Paths:
     def names(self, source: str, destination: str) -> tuple[str, ...]:
         return tuple(self.topology.path(source, destination))
 
-    def link(self, source: str, destination: str) -> Link:
-        """The path as the engine's link (a :class:`sim.network.PathLink` has Link's interface)."""
-        return cast(Link, self.topology.route(source, destination))
+    def link(self, source: str, destination: str) -> Route:
+        """The path as the engine's link (a :class:`sim.network.PathLink`)."""
+        return self.topology.route(source, destination)
 
     def links_table(self, until: float) -> pd.DataFrame:
         return self.topology.network.links_table(until)
