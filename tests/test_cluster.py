@@ -346,3 +346,22 @@ def test_rollout_whole_cluster_uses_xbzrle_only_once_every_host_has_it(rollout) 
     # only in the last step, the return to the last host upgraded
     assert set(runs[used].step) == {runs.step.iloc[-1]}
     assert runs[used].step.iloc[0].startswith("return")
+
+
+def test_a_cluster_result_saves_its_extra_tables_and_draws_its_figures(tmp_path) -> None:
+    """``queues`` and ``links`` are saved and loaded with the four tables; the standard figures
+    of a cluster are its Gantt chart and downtime CDF; run ids are unique per migration."""
+    from sim.figures import draw_standard_figures
+
+    r = sim.run(_load(SMALL.replace("{name: v2, host: b, guest: small}",
+                                    "{name: v2, host: a, guest: small}")))
+    assert r.runs.run_id.is_unique
+    r.save(tmp_path / "out")
+    back = sim.Result.load(tmp_path / "out")
+    for name in ("queues", "links"):
+        pd.testing.assert_frame_equal(back.extra[name], r.extra[name], obj=name)
+    links = back.extra["links"]
+    assert {"a.tx", "b.rx"} <= set(links.link)
+    assert (links.used_bytes_per_s <= links.capacity_bytes_per_s * (1 + 1e-9)).all()
+    written = {p.name for p in draw_standard_figures(back, tmp_path / "fig", report=False)}
+    assert written == {"gantt.png", "downtime-cdf.png"}

@@ -63,7 +63,7 @@ class ClusterRun:
         assert spec is not None
         self.scenario = scenario
         self.spec = spec
-        self.scenario_name = scenario_name or scenario.name
+        self.scenario_name = scenario_name or scenario.name  # a sweep's name, for its members
         self.env = simpy.Environment()
         hosts = expand_hosts(spec)
         self.cluster = Cluster(hosts, expand_guests(scenario, hosts))
@@ -136,7 +136,7 @@ class ClusterRun:
                 kind.migration, start=float(env.now), capabilities=wished)),
             endpoints=EndpointsSpec(_endpoint(source), _endpoint(destination)))
         mid = len(self.records)
-        recorder = Recorder(f"{self.scenario_name}.m{mid}", self.scenario_name, vm=guest.name)
+        recorder = Recorder(f"{self.scenario.name}.m{mid}", self.scenario_name, vm=guest.name)
         rng = np.random.default_rng([self.scenario.seed, 1000 + guest.index, count])
         pair = Pair(env, self.paths.link(job.source, job.destination), view, rng, recorder,
                     None, guest.name)
@@ -175,7 +175,7 @@ class ClusterRun:
         """A move no host had room for: a failed runs row, and the guest stays."""
         guest = move.guest
         mid = len(self.records)
-        recorder = Recorder(f"{self.scenario_name}.m{mid}", self.scenario_name, vm=guest.name)
+        recorder = Recorder(f"{self.scenario.name}.m{mid}", self.scenario_name, vm=guest.name)
         recorder.finish(params=dict(self.scenario.params), **runs_row(
             seed=self.scenario.seed, status="failed", negotiation=self.mode, pages_lost=0,
             failure_reason=f"placement: no host has room for {guest.memory} bytes"))
@@ -187,7 +187,7 @@ class ClusterRun:
         self.records.append(record)
 
     def result(self) -> Result:
-        return tables.result(self.scenario, self.scenario_name, self.records, self.plan_events,
+        return tables.result(self.scenario, self.scenario.name, self.records, self.plan_events,
                              self.scheduler.queue_rows,
                              self.paths.links_table(float(self.env.now)))
 
