@@ -9,11 +9,14 @@ shared max-min fairly over the links of every path, with each link's cross traff
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pandas as pd
 import simpy
 
 from ..link import Route
-from ..network import build_topology
+from ..network import PathLink, build_topology
 from .inventory import Host
 from .spec import ClusterSpec
 
@@ -34,16 +37,57 @@ class Paths:
             topo.uplink, topo.core, nic_latency_s=topo.nic_latency,
             tor_latency_s=topo.uplink_latency, core_latency_s=topo.core_latency, cross=cross)
         self.topology.network.clock = lambda: float(env.now)
+        self._tokens = itertools.count()  # one numbering per run: same seed, same tables
 
     def names(self, source: str, destination: str) -> tuple[str, ...]:
         return tuple(self.topology.path(source, destination))
 
     def link(self, source: str, destination: str) -> Route:
-        """The path as the engine's link (a :class:`sim.network.PathLink`)."""
-        return self.topology.route(source, destination)
+        """The path as the engine's link: the :class:`sim.network.PathLink` behind a
+        :class:`Tokens` view, so the network's log holds a number per migration, not the
+        migration (whose guest would then outlive it)."""
+        return Tokens(self.topology.route(source, destination), self._tokens)
 
     def links_table(self, until: float) -> pd.DataFrame:
         return self.topology.network.links_table(until)
 
     def bytes_carried(self, until: float) -> pd.DataFrame:
         return self.topology.network.bytes_carried(until)
+
+
+class Tokens:
+    """A :class:`~sim.network.PathLink` whose flows are numbers standing for the engine's flow
+    objects (one number per flow while it sends)."""
+
+    def __init__(self, route: PathLink, numbers: itertools.count[int]) -> None:
+        self.route = route
+        self.latency_s = route.latency_s
+        self._numbers = numbers
+        self._token: dict[int, int] = {}  # id(flow) -> its number, while it sends
+
+    def join(self, flow: object, cap: float = math.inf) -> None:
+        token = self._token.setdefault(id(flow), next(self._numbers))
+        self.route.join(token, cap)
+
+    def set_cap(self, flow: object, cap: float) -> None:
+        if id(flow) in self._token:
+            self.route.set_cap(self._token[id(flow)], cap)
+
+    def leave(self, flow: object) -> None:
+        token = self._token.pop(id(flow), None)
+        if token is not None:
+            self.route.leave(token)
+
+    def share(self, flow: object, t: float) -> float:
+        token = self._token.get(id(flow))
+        return self.route.share(token if token is not None else flow, t)
+
+    def rate_at(self, t: float) -> float:
+        return self.route.rate_at(t)
+
+    def next_change_after(self, t: float) -> float:
+        return self.route.next_change_after(t)
+
+    @property
+    def flows(self) -> int:
+        return self.route.flows
