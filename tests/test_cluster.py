@@ -365,3 +365,59 @@ def test_a_cluster_result_saves_its_extra_tables_and_draws_its_figures(tmp_path)
     assert (links.used_bytes_per_s <= links.capacity_bytes_per_s * (1 + 1e-9)).all()
     written = {p.name for p in draw_standard_figures(back, tmp_path / "fig", report=False)}
     assert written == {"gantt.png", "downtime-cdf.png"}
+
+
+def test_a_failing_move_is_retried_after_its_backoff_and_the_guest_stays() -> None:
+    """Policy none, a 2.12 source sending XBZRLE to a 1.1 destination: every attempt fails at the
+    first XBZRLE record; with retries 2 there are three attempts, each ``retry_backoff`` after
+    the previous one's end, and the guest is still on its source, nothing lost."""
+    text = SMALL.replace("  plan: {kind: evacuate, hosts: [a]}",
+                         "  plan: {kind: moves, moves: [{vm: v1, host: b}]}\n"
+                         "  scheduler: {retries: 2, retry_backoff: 5s}\n  policy: none")
+    r = sim.run(_load(text))
+    runs = r.runs
+    assert list(runs.attempt) == [1, 2, 3]
+    assert (runs.status == "failed").all()
+    assert runs.failure_reason.str.contains("load of migration failed").all()
+    assert (runs.pages_lost == 0).all()
+    gaps = runs.start_s.to_numpy()[1:] - runs.end_s.to_numpy()[:-1]
+    assert gaps == pytest.approx([5.0, 5.0])
+    queues = r.extra["queues"]
+    a = queues[queues.host == "a"]
+    assert a.outbound_queued.max() == 1 and a.outbound_running.max() == 1
+    assert (a.iloc[-1][["outbound_queued", "outbound_running"]] == 0).all()
+
+
+def test_cross_traffic_takes_its_share_of_a_nic() -> None:
+    """Closed form: 2 Gbit/s of cross traffic on the source's 8 Gbit/s NIC leaves an idle
+    guest's migration 6 Gbit/s (max-min: the cross flow wants less than an equal share)."""
+    text = """\
+seed: 1
+vm: {memory: 64MiB}
+migration: {max_bandwidth: 0B/s}
+cluster:
+  hosts: [{name: h0}, {name: h1}]
+  topology: {nic: 8Gbit/s, nic_latency: 0s}
+  cross_traffic: [{link: h0.tx, bandwidth: 2Gbit/s}]
+  vms: [{name: v0, host: h0}]
+  plan: {kind: moves, moves: [{vm: v0, host: h1}]}
+"""
+    row = sim.run(_load(text)).runs.iloc[0]
+    assert row.status == "completed"
+    rate = row.transferred_bytes / (row.total_time_s - row.setup_time_s)
+    assert rate == pytest.approx(6e9 / 8, rel=0.005)
+
+
+def test_a_controller_runs_beside_every_cluster_migration() -> None:
+    """A top-level controller: supervises each migration: libvirt's --timeout suspends guests
+    that would never converge (their writes outrun the NIC), and each then completes."""
+    text = SMALL.replace('qemu_version: "1.1"', 'qemu_version: "2.12"').replace(
+        "workload: {kind: uniform, writes_per_s: 500}",
+        "workload: {kind: uniform, writes_per_s: 200000, write_pattern: full}") + (
+        "controller: {kind: libvirt, timeout: 1s, timeout_action: suspend}\n")
+    r = sim.run(_load(text))
+    small = r.runs[r.runs.vm == "v0"]
+    assert (small.status == "completed").all()
+    assert (small.total_time_s > 1.0).all()
+    acted = r.events[(r.events.endpoint == "management") & (r.events.event == "controller")]
+    assert set(small.run_id) <= set(acted.run_id)
