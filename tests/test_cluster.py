@@ -421,3 +421,18 @@ def test_a_controller_runs_beside_every_cluster_migration() -> None:
     assert (small.total_time_s > 1.0).all()
     acted = r.events[(r.events.endpoint == "management") & (r.events.event == "controller")]
     assert set(small.run_id) <= set(acted.run_id)
+
+
+def test_a_cluster_scenario_round_trips_through_its_dict() -> None:
+    """to_dict / from_dict keep every cluster key (scenario.yaml in a results folder)."""
+    from sim.scenario import from_dict, to_dict
+
+    s = load_scenario(ROOT / "scenarios" / "cluster-rollout.yaml")
+    assert from_dict(to_dict(s)) == s
+
+
+def test_a_guest_moved_twice_in_one_plan_is_refused() -> None:
+    text = SMALL.replace("  plan: {kind: evacuate, hosts: [a]}",
+                         "  plan: {kind: moves, moves: [{vm: v0, host: b}, {vm: v0, host: c}]}")
+    with pytest.raises(ScenarioError, match=r"cluster\.plan\.moves\[1\]\.vm: moves this guest"):
+        _load(text)

@@ -318,7 +318,12 @@ def _check_plan(spec: ClusterSpec, hosts: set[str], guests: set[str], fail: Fail
     if plan.kind == "moves":
         if not plan.moves:
             raise fail("cluster.plan.moves", "a moves plan needs its moves", "none")
+        moved: set[str] = set()
         for i, move in enumerate(plan.moves):
+            if move.vm in moved:
+                raise fail(f"cluster.plan.moves[{i}].vm", "moves this guest a second time "
+                           "(one move per guest)", repr(move.vm))
+            moved.add(move.vm)
             if move.vm not in guests:
                 raise fail(f"cluster.plan.moves[{i}].vm", "no guest of that name", repr(move.vm))
             if move.host not in hosts:
