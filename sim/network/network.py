@@ -132,11 +132,13 @@ class Network:
         """
         return replay_links(self.table, self.log, self._until(until))
 
-    def bytes_carried(self, until: float | None = None) -> pd.DataFrame:
+    def bytes_carried(self, until: float | None = None,
+                      links: pd.DataFrame | None = None) -> pd.DataFrame:
         """Bytes each link has carried from 0 to ``until`` (default: now), integrating
-        :meth:`links_table`: ``link, tier, flow_bytes, cross_bytes``."""
+        :meth:`links_table` (or ``links``, that table already built): ``link, tier, flow_bytes,
+        cross_bytes``. A migration's bytes count once on every link it crosses."""
         until = self._until(until)
-        return bytes_carried(self.links_table(until), until)
+        return bytes_carried(self.links_table(until) if links is None else links, until)
 
     def _until(self, until: float | None) -> float:
         if until is not None:
