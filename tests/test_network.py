@@ -221,6 +221,12 @@ def test_unknown_links_and_empty_paths_are_refused():
         net.join(object(), [])
     with pytest.raises(ValueError, match="twice"):
         net.add_link("l", 2.0)
+    for bad in ({"capacity": math.inf}, {"capacity": -1.0}, {"capacity": 1.0, "cross": -1.0},
+                {"capacity": 1.0, "schedule": [(1.0, math.inf)]},
+                {"capacity": 1.0, "cross": [(math.nan, 1.0)]}):
+        with pytest.raises(ValueError):
+            net.add_link("m", **bad)
+    assert net.link_names == ["l"]  # a refused link leaves nothing behind
 
 
 # --- utilisation ----------------------------------------------------------------------------------
