@@ -229,6 +229,28 @@ def test_unknown_links_and_empty_paths_are_refused():
     assert net.link_names == ["l"]  # a refused link leaves nothing behind
 
 
+def test_a_flow_that_left_is_not_kept_alive():
+    """A finished migration (and its guest's memory) is not held by the network's log."""
+    import gc
+    import weakref
+
+    class Flow:
+        pass
+
+    net = Network()
+    net.add_link("l", 10.0)
+    flow, other = Flow(), Flow()
+    net.join(flow, ["l"])
+    net.join(other, ["l"])
+    assert net.share(flow, 0.0) == 5.0
+    ref = weakref.ref(flow)
+    net.leave(flow)
+    del flow
+    gc.collect()
+    assert ref() is None
+    assert net.share(other, 0.0) == 10.0
+
+
 # --- utilisation ----------------------------------------------------------------------------------
 
 def test_links_table_and_bytes_carried():
