@@ -50,6 +50,8 @@ class LinkTable:
     cross: list[tuple[list[float], list[float]]] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     _changes: list[float] | None = field(default=None, init=False, repr=False)
+    _cap_scheduled: list[int] = field(default_factory=list, init=False, repr=False)
+    _cross_scheduled: list[int] = field(default_factory=list, init=False, repr=False)
     _segment_cache: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, init=False,
                                                                        repr=False)
 
@@ -67,6 +69,10 @@ class LinkTable:
             cross_steps = _steps(float(cross), ())
         else:
             cross_steps = _steps(0.0, cross)
+        if len(capacity_steps[0]) > 1:
+            self._cap_scheduled.append(len(self.names))
+        if len(cross_steps[0]) > 1:
+            self._cross_scheduled.append(len(self.names))
         self.index[name] = len(self.names)
         self.names.append(name)
         self.tiers.append(tier)
@@ -92,12 +98,20 @@ class LinkTable:
         return bisect.bisect_right(self.changes, t)
 
     def vectors(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(capacity, cross)`` of every link at ``t``, bytes/s (cached per segment)."""
+        """``(capacity, cross)`` of every link at ``t``, bytes/s (cached per segment; only the
+        links with a schedule are looked up again)."""
         seg = self.segment(t)
         cached = self._segment_cache
         if cached is not None and cached[0] == seg:
             return cached[1], cached[2]
-        cap = np.array([value_at(*steps, t) for steps in self.capacity], dtype=float)
-        cross = np.array([value_at(*steps, t) for steps in self.cross], dtype=float)
+        if cached is None:
+            cap = np.array([steps[1][0] for steps in self.capacity], dtype=float)
+            cross = np.array([steps[1][0] for steps in self.cross], dtype=float)
+        else:
+            cap, cross = cached[1].copy(), cached[2].copy()  # solutions keep their vectors
+        for values, table, scheduled in ((cap, self.capacity, self._cap_scheduled),
+                                         (cross, self.cross, self._cross_scheduled)):
+            for i in scheduled:
+                values[i] = value_at(table[i][0], table[i][1], t)
         self._segment_cache = (seg, cap, cross)
         return cap, cross
