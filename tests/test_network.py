@@ -221,6 +221,34 @@ def test_unknown_links_and_empty_paths_are_refused():
         net.join(object(), [])
     with pytest.raises(ValueError, match="twice"):
         net.add_link("l", 2.0)
+    for bad in ({"capacity": math.inf}, {"capacity": -1.0}, {"capacity": 1.0, "cross": -1.0},
+                {"capacity": 1.0, "schedule": [(1.0, math.inf)]},
+                {"capacity": 1.0, "cross": [(math.nan, 1.0)]}):
+        with pytest.raises(ValueError):
+            net.add_link("m", **bad)
+    assert net.link_names == ["l"]  # a refused link leaves nothing behind
+
+
+def test_a_flow_that_left_is_not_kept_alive():
+    """A finished migration (and its guest's memory) is not held by the network's log."""
+    import gc
+    import weakref
+
+    class Flow:
+        pass
+
+    net = Network()
+    net.add_link("l", 10.0)
+    flow, other = Flow(), Flow()
+    net.join(flow, ["l"])
+    net.join(other, ["l"])
+    assert net.share(flow, 0.0) == 5.0
+    ref = weakref.ref(flow)
+    net.leave(flow)
+    del flow
+    gc.collect()
+    assert ref() is None
+    assert net.share(other, 0.0) == 10.0
 
 
 # --- utilisation ----------------------------------------------------------------------------------
@@ -299,6 +327,40 @@ def test_every_flow_is_at_its_cap_or_crosses_a_bottleneck(problem):
         assert bottlenecks, f"flow {f} ({rate[f]}) could grow without hurting a smaller one"
 
 
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.lists(st.floats(0.0, 80.0), min_size=8, max_size=8))
+def test_a_network_with_cross_traffic_is_max_min_fair(problem, demands):
+    """The same definition through Network, cross traffic counted as one more flow per link."""
+    capacity, paths, caps = problem
+    net = Network()
+    for i, c in enumerate(capacity):
+        net.add_link(f"l{i}", float(c), cross=demands[i])
+    flows = [object() for _ in paths]
+    for flow, path, cap in zip(flows, paths, caps, strict=True):
+        net.join(flow, [f"l{i}" for i in path], cap=float(cap))
+    sol = net.solution(0.0)
+    rate = np.array([sol.rate[f] for f in flows])
+    cross = sol.cross[: len(capacity)]
+    tol = 1e-9 * max(1.0, capacity.max())
+    load = sol.used[: len(capacity)] + cross
+    assert (load <= capacity + tol).all()
+    demand = np.array(demands[: len(capacity)])
+    for f, path in enumerate(paths):
+        if rate[f] >= caps[f] - tol:
+            continue
+        assert any(load[link] >= capacity[link] - tol
+                   and all(rate[g] <= rate[f] + tol for g, p in enumerate(paths) if link in p)
+                   and cross[link] <= rate[f] + tol for link in path), f
+    for link in range(len(capacity)):
+        # Cross traffic gets its demand, or is held at a full link's level.
+        if cross[link] < min(demand[link], capacity[link]) - tol:
+            assert load[link] >= capacity[link] - tol
+    for f, path in enumerate(paths):  # the share: the fluid rate, or the path when alone
+        alone = all(demand[i] == 0 and sum(i in p for p in paths) == 1 for i in path)
+        expected = min(capacity[i] for i in path) if alone else rate[f]
+        assert net.share(flows[f], 0.0) == expected
+
+
 # --- end to end: migrations through paths ---------------------------------------------------------
 
 def _testbed(hosts_to, uplink: float, nic: float) -> tuple[Testbed, Network]:
@@ -334,6 +396,15 @@ def test_two_migrations_on_separate_nics_each_send_at_its_nic_rate():
     # a: a1 -> a2 (same rack); b: a2 -> b2 crosses a2.tx, which a's flow does not use.
     expected = 64 * MiB / 100e6
     assert list(runs.total_time_s) == pytest.approx([expected, expected], rel=0.005)
+
+
+def test_a_migration_beside_cross_traffic_gets_the_rest_of_the_link():
+    """100 MB/s with cross traffic wanting 30 MB/s (less than half): the guest gets 70 MB/s."""
+    sc = closed_form_scenario("net", link=LinkSpec(bandwidth=1e15), vms=(idle_guest("a"),))
+    net = Network()
+    net.add_link("up", 100e6, cross=30e6)
+    runs = _run(Testbed(sc, routes={"a": PathLink(net, ["up"])}))
+    assert runs.total_time_s.iloc[0] == pytest.approx(64 * MiB / 70e6, rel=0.005)
 
 
 def _run(tb: Testbed):

@@ -24,8 +24,8 @@ def _steps(base: float, changes: Schedule) -> tuple[list[float], list[float]]:
     for at, rate in sorted(changes, key=lambda c: c[0]):
         if not (math.isfinite(at) and at >= 0):
             raise ValueError(f"a change time must be finite and >= 0 (got {at})")
-        if rate < 0:
-            raise ValueError(f"a rate must be >= 0 (got {rate})")
+        if not 0 <= rate < math.inf:
+            raise ValueError(f"a rate must be finite and >= 0 (got {rate})")
         if at == times[-1]:
             rates[-1] = float(rate)
         else:
@@ -49,24 +49,36 @@ class LinkTable:
     capacity: list[tuple[list[float], list[float]]] = field(default_factory=list)
     cross: list[tuple[list[float], list[float]]] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
-    _changes: list[float] | None = None
-    _segment_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+    _changes: list[float] | None = field(default=None, init=False, repr=False)
+    _cap_scheduled: list[int] = field(default_factory=list, init=False, repr=False)
+    _cross_scheduled: list[int] = field(default_factory=list, init=False, repr=False)
+    _segment_cache: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, init=False,
+                                                                       repr=False)
 
     def add(self, name: str, capacity: float, schedule: Schedule, latency_s: float, tier: str,
             cross: float | Schedule) -> None:
         if name in self.index:
             raise ValueError(f"link {name!r} is defined twice")
-        if capacity < 0 or latency_s < 0:
-            raise ValueError(f"link {name!r}: capacity and latency must be >= 0")
+        if not (0 <= capacity < math.inf and 0 <= latency_s < math.inf):
+            raise ValueError(f"link {name!r}: capacity and latency must be finite and >= 0 "
+                             "(leave an unlimited link out of the paths)")
+        capacity_steps = _steps(capacity, schedule)
+        if isinstance(cross, (int, float)):
+            if not 0 <= cross < math.inf:
+                raise ValueError(f"link {name!r}: cross traffic must be finite and >= 0")
+            cross_steps = _steps(float(cross), ())
+        else:
+            cross_steps = _steps(0.0, cross)
+        if len(capacity_steps[0]) > 1:
+            self._cap_scheduled.append(len(self.names))
+        if len(cross_steps[0]) > 1:
+            self._cross_scheduled.append(len(self.names))
         self.index[name] = len(self.names)
         self.names.append(name)
         self.tiers.append(tier)
         self.latency_s.append(float(latency_s))
-        self.capacity.append(_steps(capacity, schedule))
-        if isinstance(cross, (int, float)):
-            self.cross.append(_steps(float(cross), ()))
-        else:
-            self.cross.append(_steps(0.0, cross))
+        self.capacity.append(capacity_steps)
+        self.cross.append(cross_steps)
         self._changes = None
         self._segment_cache = None
 
@@ -86,12 +98,20 @@ class LinkTable:
         return bisect.bisect_right(self.changes, t)
 
     def vectors(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(capacity, cross)`` of every link at ``t``, bytes/s (cached per segment)."""
+        """``(capacity, cross)`` of every link at ``t``, bytes/s (cached per segment; only the
+        links with a schedule are looked up again)."""
         seg = self.segment(t)
         cached = self._segment_cache
         if cached is not None and cached[0] == seg:
             return cached[1], cached[2]
-        cap = np.array([value_at(*steps, t) for steps in self.capacity], dtype=float)
-        cross = np.array([value_at(*steps, t) for steps in self.cross], dtype=float)
+        if cached is None:
+            cap = np.array([steps[1][0] for steps in self.capacity], dtype=float)
+            cross = np.array([steps[1][0] for steps in self.cross], dtype=float)
+        else:
+            cap, cross = cached[1].copy(), cached[2].copy()  # solutions keep their vectors
+        for values, table, scheduled in ((cap, self.capacity, self._cap_scheduled),
+                                         (cross, self.cross, self._cross_scheduled)):
+            for i in scheduled:
+                values[i] = value_at(table[i][0], table[i][1], t)
         self._segment_cache = (seg, cap, cross)
         return cap, cross

@@ -30,8 +30,12 @@ class Network:
         self._flows: dict[object, Flow] = {}
         self._solution: tuple[tuple[int, int], Solution] | None = None
         self._now = 0.0
-        #: (t_s, flow, path or None for a leave, cap): every change of the set of flows, in order
-        self.log: list[tuple[float, object, np.ndarray | None, float]] = []
+        self._serial: dict[object, int] = {}  # flow -> its number in the log
+        #: (t_s, flow number, path or None for a leave, cap): every change of the set of flows,
+        #: in order. Flows are numbered (from 0, in order of joining), so the log keeps no
+        #: finished migration alive.
+        self.log: list[tuple[float, int, np.ndarray | None, float]] = []
+        self._joined = 0
 
     # --- links ---------------------------------------------------------------------------------
 
@@ -83,20 +87,26 @@ class Network:
         idx = np.unique(self.indices(path))  # a link crossed twice is still one share
         cap = cap if cap > 0 else math.inf
         self._flows[flow] = Flow(idx, cap)
-        self.version += 1
-        self.log.append((self._stamp(), flow, idx, cap))
+        self._serial[flow] = self._joined
+        self._joined += 1
+        self._changed()
+        self.log.append((self._stamp(), self._serial[flow], idx, cap))
 
     def set_cap(self, flow: object, cap: float) -> None:
         if flow in self._flows:
             cap = cap if cap > 0 else math.inf
             self._flows[flow].cap = cap
-            self.version += 1
-            self.log.append((self._stamp(), flow, self._flows[flow].path, cap))
+            self._changed()
+            self.log.append((self._stamp(), self._serial[flow], self._flows[flow].path, cap))
 
     def leave(self, flow: object) -> None:
         if self._flows.pop(flow, None) is not None:
-            self.version += 1
-            self.log.append((self._stamp(), flow, None, 0.0))
+            self._changed()
+            self.log.append((self._stamp(), self._serial.pop(flow), None, 0.0))
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._solution = None  # and holds no flow that has left
 
     def has(self, flow: object) -> bool:
         return flow in self._flows
@@ -132,11 +142,13 @@ class Network:
         """
         return replay_links(self.table, self.log, self._until(until))
 
-    def bytes_carried(self, until: float | None = None) -> pd.DataFrame:
+    def bytes_carried(self, until: float | None = None,
+                      links: pd.DataFrame | None = None) -> pd.DataFrame:
         """Bytes each link has carried from 0 to ``until`` (default: now), integrating
-        :meth:`links_table`: ``link, tier, flow_bytes, cross_bytes``."""
+        :meth:`links_table` (or ``links``, that table already built): ``link, tier, flow_bytes,
+        cross_bytes``. A migration's bytes count once on every link it crosses."""
         until = self._until(until)
-        return bytes_carried(self.links_table(until), until)
+        return bytes_carried(self.links_table(until) if links is None else links, until)
 
     def _until(self, until: float | None) -> float:
         if until is not None:

@@ -28,7 +28,8 @@ class Topology:
     network: Network
     rack_of: dict[str, str]
     core: bool = True
-    _routes: dict[tuple[str, str], PathLink] = field(default_factory=dict)
+    _routes: dict[tuple[str, str], PathLink] = field(default_factory=dict, init=False,
+                                                     repr=False)
 
     def path(self, src_host: str, dst_host: str) -> list[str]:
         """The link names a migration from ``src_host`` to ``dst_host`` crosses."""

@@ -21,14 +21,14 @@ from .solve import Flow, solve
 LINK_COLUMNS = ["t_s", "link", "tier", "flows", "used_bytes_per_s", "cross_bytes_per_s",
                 "capacity_bytes_per_s"]
 
-LogEntry = tuple[float, object, "np.ndarray | None", float]
+LogEntry = tuple[float, int, "np.ndarray | None", float]
 
 
 def replay_links(table: LinkTable, log: Sequence[LogEntry], until: float) -> pd.DataFrame:
     """The ``links`` table from 0 to ``until`` (see :meth:`sim.network.Network.links_table`)."""
     changes = table.changes[:bisect.bisect_right(table.changes, until)]
     times = sorted({0.0, *changes, *(entry[0] for entry in log if entry[0] <= until)})
-    flows: dict[object, Flow] = {}
+    flows: dict[object, Flow] = {}  # by flow number
     i = 0
     previous: np.ndarray | None = None
     parts: list[tuple[float, np.ndarray, np.ndarray]] = []
