@@ -364,7 +364,7 @@ def test_a_cluster_result_saves_its_extra_tables_and_draws_its_figures(tmp_path)
     assert {"a.tx", "b.rx"} <= set(links.link)
     assert (links.used_bytes_per_s <= links.capacity_bytes_per_s * (1 + 1e-9)).all()
     written = {p.name for p in draw_standard_figures(back, tmp_path / "fig", report=False)}
-    assert written == {"gantt.png", "downtime-cdf.png"}
+    assert written == {"gantt.png", "downtime-cdf.png", "link-utilisation.png", "bytes-by-tier.png"}
 
 
 def test_a_failing_move_is_retried_after_its_backoff_and_the_guest_stays() -> None:
