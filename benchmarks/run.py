@@ -124,6 +124,10 @@ def main() -> None:
     import bench_sweep
 
     bench_sweep.main()
+    print()
+    import bench_cluster
+
+    bench_cluster.main()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from .engine import precopy
 from .engine.migration import Handshake, Migration
 from .engine.state import RUNNING
 from .errors import QmpError, ScenarioError
-from .link import Link
+from .link import Route
 from .qmp import qapi
 from .recorder import Recorder
 from .spec import EndpointSpec, FaultSpec, MigrationSpec, Scenario
@@ -392,7 +392,7 @@ def migration_info(mig: Migration, now: float) -> dict[str, Any]:
 class Pair:
     """One guest's source and destination endpoints around its Migration."""
 
-    def __init__(self, env: simpy.Environment, link: Link, scenario: Scenario,
+    def __init__(self, env: simpy.Environment, link: Route, scenario: Scenario,
                  rng: np.random.Generator, recorder: Recorder, progress: Progress | None,
                  name: str | None = None, faults: Iterable[FaultSpec] = ()) -> None:
         self.env = env

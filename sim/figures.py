@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 
 from sim import plots
+from sim.cluster import figures as cluster_figures
 from sim.labels import format_param
 from sim.report import write_report
 from sim.result import FILE_MODE
@@ -269,8 +270,11 @@ def draw_standard_figures(result: Result, outdir: str | os.PathLike[str], *,
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    catalogue = FIGURES
+    if cluster_figures.is_cluster(result):  # a cluster's own figures (sim.cluster.figures)
+        catalogue = tuple(StandardFigure(*f) for f in cluster_figures.CLUSTER_FIGURES)
     drawn = [(save_figure(figure.draw(result), out / figure.file), figure.caption)
-             for figure in FIGURES if figure.applies(result)]
+             for figure in catalogue if figure.applies(result)]
     written = [path for path, _ in drawn]
     if report:
         written.append(write_report(result, out, figures=drawn, source=source))

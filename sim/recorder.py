@@ -53,6 +53,20 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "postcopy_stall_s",  # vCPU-seconds stalled on them (per vCPU, overlapping stalls count once); at most vm.vcpus x the post-copy phase (postcopy-active to the end)
     "pages_lost",
 )
+# A cluster's runs (sim.cluster.tables): after ``vm``, one row per migration attempt.
+CLUSTER_RUNS_COLUMNS: tuple[str, ...] = (
+    "migration_id",  # 0, 1, ... in start order
+    "attempt",  # 1 for a first try; 0: never started (no host had room)
+    "step",  # the plan's step: evacuate, moves, drain <host>, return <host>
+    "source_host",
+    "destination_host",
+    "path",  # the links crossed, comma-joined
+    "queued_s",  # time in the queue before this attempt started
+    "start_s",  # sim time the attempt started
+    "end_s",  # sim time it ended
+    "source_supports",  # what each side's QEMU supported then, comma-joined
+    "destination_supports",
+)
 # Only in exact content mode; appended after RUNS_COLUMNS when present.
 RUNS_OPTIONAL_COLUMNS: tuple[str, ...] = ("memory_match",)
 
@@ -134,6 +148,17 @@ KINDS: dict[str, str] = {
     "postcopy_faults": "int",
     "postcopy_stall_s": "float",
     "pages_lost": "int",
+    "migration_id": "int",
+    "attempt": "int",
+    "step": "str",
+    "source_host": "str",
+    "destination_host": "str",
+    "path": "str",
+    "queued_s": "float",
+    "start_s": "float",
+    "end_s": "float",
+    "source_supports": "str",
+    "destination_supports": "str",
     "memory_match": "bool",
     "pass": "int",
     "t_start_s": "float",
@@ -246,9 +271,10 @@ def runs_column_order(columns: Iterable[str]) -> list[str]:
     """The order of a runs table's columns: DESIGN §6, with swept parameters after ``seed`` and a
     fleet's ``vm`` after ``run_id``."""
     columns = list(columns)
-    known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS) | {"vm"}
+    known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS) | {"vm"} | set(CLUSTER_RUNS_COLUMNS)
     params = [c for c in columns if c not in known]
-    head = [c for c in RUNS_COLUMNS[:1] + ("vm",) + RUNS_COLUMNS[1:3] if c in columns]
+    head = [c for c in RUNS_COLUMNS[:1] + ("vm", *CLUSTER_RUNS_COLUMNS) + RUNS_COLUMNS[1:3]
+            if c in columns]
     tail = [c for c in RUNS_COLUMNS[3:] + RUNS_OPTIONAL_COLUMNS if c in columns]
     return head + params + tail
 

@@ -195,7 +195,7 @@ def tables_page() -> str:
     notes: dict[str, dict[str, str]] = {}
     table = None
     for line in inspect.getsource(recorder).splitlines():
-        start = re.match(r"^([A-Z]+)_COLUMNS\b", line)
+        start = re.match(r"^([A-Z_]+?)_COLUMNS\b", line)
         if start:
             table = start.group(1).lower()
             notes.setdefault(table, {})
@@ -214,7 +214,28 @@ def tables_page() -> str:
         parts += [f"## {name}", "", "| column | note |", "|---|---|"]
         parts += [f"| `{c}` | {_cell(notes.get(name, {}).get(c, ''))} |" for c in columns]
         parts.append("")
+    parts += _cluster_tables(notes.get("cluster_runs", {}))
     return "\n".join(parts)
+
+
+def _cluster_tables(notes: dict[str, str]) -> list[str]:
+    """A cluster's runs columns and its two extra tables (``sim.cluster``)."""
+    from sim import recorder
+    from sim.cluster.tables import QUEUES_COLUMNS
+    from sim.network import LINK_COLUMNS
+
+    parts = ["## A cluster's tables", "",
+             "A run with a `cluster:` section has one `runs` row per migration attempt; after `vm`",
+             "come these columns. `run_id` is `<run>.m<migration_id>`.", "",
+             "| column | note |", "|---|---|"]
+    parts += [f"| `{c}` | {_cell(notes.get(c, ''))} |" for c in recorder.CLUSTER_RUNS_COLUMNS]
+    parts += ["", "It adds two tables, `queues.parquet` (a row per host whenever its counts "
+              "change) and `links.parquet` (a row per link and change, piecewise constant "
+              "until the link's next row), each with `run_id` first:", "",
+              "| table | columns |", "|---|---|",
+              f"| `queues` | {', '.join(f'`{c}`' for c in QUEUES_COLUMNS)} |",
+              f"| `links` | {', '.join(f'`{c}`' for c in ('run_id', *LINK_COLUMNS))} |", ""]
+    return parts
 
 
 #: file name -> generator

@@ -34,6 +34,7 @@ import yaml
 from sim.errors import ResultsError
 from sim.labels import format_param
 from sim.recorder import (
+    CLUSTER_RUNS_COLUMNS,
     COLUMNS,
     RUNS_COLUMNS,
     RUNS_OPTIONAL_COLUMNS,
@@ -50,7 +51,11 @@ PROVENANCE_FILE = "provenance.json"
 REPORT_FILE = "report.html"
 # The files a results folder is made of (plus the *.png figures): replaced together.
 RESULT_FILES = frozenset({"runs.parquet", "passes.parquet", "samples.parquet", "events.parquet",
-                          RUNS_CSV, SCENARIO_FILE, PROVENANCE_FILE, REPORT_FILE})
+                          RUNS_CSV, SCENARIO_FILE, PROVENANCE_FILE, REPORT_FILE,
+                          "queues.parquet", "links.parquet"})
+#: tables a run may add to the four (a cluster's, :mod:`sim.cluster.tables`): saved and loaded
+#: when present
+EXTRA_TABLES: tuple[str, ...] = ("queues", "links")
 FILE_MODE = 0o644
 
 
@@ -90,6 +95,8 @@ class Result:
         self.samples = samples if samples is not None else empty_frame("samples")
         self.events = events if events is not None else empty_frame("events")
         self.scenario = scenario
+        #: the tables a run adds to the four, by name (EXTRA_TABLES; a cluster's queues, links)
+        self.extra: dict[str, pd.DataFrame] = {}
 
     # -- building -------------------------------------------------------------------------------
 
@@ -113,7 +120,9 @@ class Result:
             return cls()
         if len(results) == 1:
             only = results[0]
-            return cls(**_copy_tables(only), scenario=only.scenario)
+            copy = cls(**_copy_tables(only), scenario=only.scenario)
+            copy.extra = {name: frame.copy() for name, frame in only.extra.items()}
+            return copy
         tables: dict[str, pd.DataFrame] = {}
         for name in TABLES:
             frames = [getattr(r, name) for r in results]
@@ -128,7 +137,12 @@ class Result:
                 scenarios.extend(r.scenario)
             elif r.scenario is not None:
                 scenarios.append(r.scenario)
-        return cls(**tables, scenario=scenarios or None)
+        out = cls(**tables, scenario=scenarios or None)
+        for name in EXTRA_TABLES:
+            extra = [r.extra[name] for r in results if name in r.extra]
+            if extra:
+                out.extra[name] = pd.concat(extra, ignore_index=True, sort=False)
+        return out
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -152,7 +166,7 @@ class Result:
         def fill(tmp: Path) -> None:
             prov = provenance(self.scenario, command)
             meta = parquet_metadata(prov)
-            for name, frame in self.tables().items():
+            for name, frame in [*self.tables().items(), *self.extra.items()]:
                 write_file(tmp / f"{name}.parquet", _parquet_bytes(frame, meta))
             write_file(tmp / RUNS_CSV, runs_csv(self.runs).encode())
             if self.scenario is not None:
@@ -186,14 +200,18 @@ class Result:
         scenario = None
         if with_scenario and (src / SCENARIO_FILE).exists():
             scenario = _load_scenarios(src / SCENARIO_FILE)
-        return cls(**tables, scenario=scenario)
+        result = cls(**tables, scenario=scenario)
+        for name in EXTRA_TABLES:
+            if (src / f"{name}.parquet").exists():
+                result.extra[name] = _read_table(src / f"{name}.parquet", name)
+        return result
 
     # -- views ----------------------------------------------------------------------------------
 
     @property
     def params(self) -> list[str]:
         """The swept-parameter columns of ``runs`` (dotted scenario keys)."""
-        known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS)
+        known = set(RUNS_COLUMNS) | set(RUNS_OPTIONAL_COLUMNS) | set(CLUSTER_RUNS_COLUMNS)
         return [c for c in self.runs.columns if c not in known]
 
     def summary(self) -> pd.DataFrame:
@@ -259,7 +277,7 @@ def _read_table(path: Path, name: str) -> pd.DataFrame:
     except (OSError, ValueError, TypeError, pa.ArrowException) as err:
         raise ResultsError(f"{path}: not a readable Parquet table ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:200]})") from None
-    missing = [c for c in COLUMNS[name] if c not in frame.columns]
+    missing = [c for c in COLUMNS.get(name, ()) if c not in frame.columns]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise ResultsError(f"{path}: not a migsim {name} table (missing columns: {shown})")

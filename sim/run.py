@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,11 +20,12 @@ import simpy
 from . import controllers
 from .endpoints import Endpoint, Pair
 from .engine.profiles import resolve
-from .link import Link
+from .link import Link, Route
 from .negotiation import operate
-from .recorder import Recorder, runs_row
+from .recorder import Recorder
 from .result import Result
 from .spec import FaultSpec, GuestSpec, Scenario
+from .summary import migration_row
 
 Progress = Callable[[float, float], None]
 
@@ -54,6 +55,9 @@ def run_one(scenario: Scenario, progress: Progress | None = None,
     ``migration.start`` (:mod:`sim.negotiation`); a ``controller:`` runs beside each migration
     (:mod:`sim.controllers`); the run ends when every migration has ended.
     """
+    if scenario.cluster is not None:
+        from .cluster.runner import run_cluster
+        return run_cluster(scenario, scenario_name)
     testbed = Testbed(scenario, progress, scenario_name)
     managed = scenario.controller is not None and controllers.start(
         testbed.env, testbed.pairs, scenario.controller, scenario.negotiation,
@@ -70,7 +74,10 @@ class Testbed:
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, scenario: Scenario, progress: Progress | None = None,
-                 scenario_name: str | None = None) -> None:
+                 scenario_name: str | None = None,
+                 routes: Mapping[str, Route] | None = None) -> None:
+        """``routes`` gives a guest (by name) its own route instead of the scenario's link,
+        e.g. a :class:`sim.network.PathLink`; the link's faults act only on the shared link."""
         self.scenario = scenario
         self.negotiation = scenario.negotiation
         self.env = simpy.Environment()
@@ -90,7 +97,8 @@ class Testbed:
                            vm=(guest.name or f"vm{i}") if fleet else None)
             name = guest.name or (f"vm{i}" if fleet else None)
             faults = [f for f in scenario.link.faults if f.vm in (None, name)]
-            self.pairs.append(Pair(self.env, self.link, view, rng, rec,
+            route = (routes or {}).get(name or "", self.link)
+            self.pairs.append(Pair(self.env, route, view, rng, rec,
                                    progress if i == 0 else None, name, faults))
         for fault in scenario.link.faults:
             self.env.process(self._log_fault(fault))
@@ -193,46 +201,4 @@ class Testbed:
 
 def _summary(pair: Pair, testbed: Testbed) -> dict[str, Any]:
     """The runs row of one guest's migration (DESIGN §6), from its named state."""
-    mig = pair.migration
-    state = mig.state
-    c = state.totals()
-    xb = state.xbzrle_stats(int(mig.spec.xbzrle_cache_size))
-    now = testbed.env.now
-    total = (state.total_time if state.ended
-             else (now - state.t_migrate if state.status != "none" else 0.0))
-    live = total - state.setup_time
-    row: dict[str, Any] = {
-        "seed": testbed.scenario.seed,
-        "status": state.status,
-        "failure_reason": state.failure_reason,
-        "negotiation": testbed.negotiation,
-        "capabilities": ",".join(sorted(mig.caps)),
-        "total_time_s": total,
-        "setup_time_s": state.setup_time,
-        "downtime_s": state.downtime if state.status == "completed" else math.nan,
-        "expected_downtime_s": state.expected_downtime,
-        "transferred_bytes": state.transferred,
-        "precopy_bytes": state.precopy_bytes,
-        "downtime_bytes": state.downtime_bytes,
-        "normal_pages": c["normal_pages"],
-        "zero_pages": c["zero_pages"],
-        "xbzrle_pages": c["xbzrle_pages"],
-        "xbzrle_records": c["xbzrle_records"],
-        "xbzrle_bytes": xb["bytes"],
-        "xbzrle_cache_miss": xb["cache_miss"],
-        "xbzrle_cache_miss_rate": xb["cache_miss_rate"],
-        "xbzrle_encoding_rate": xb["encoding_rate"],
-        "xbzrle_overflow": xb["overflow"],
-        "plugin_pages": int(state.plugin_counts[:, 0].sum()),
-        "plugin_bytes": int(state.plugin_counts[:, 1].sum()),
-        "dirty_sync_count": state.sync_count,
-        "mbps": (state.transferred * 8 / live / 1e6) if live > 0 else 0.0,
-        "max_throttle_pct": state.max_throttle_pct,
-        "guest_cpu_lost_s": state.guest_cpu_lost_s,
-        "postcopy_faults": state.postcopy_faults,
-        "postcopy_stall_s": state.postcopy_stall_s,
-        "pages_lost": mig.pages_lost(),
-    }
-    if mig.guest.exact:
-        row["memory_match"] = mig.pages_differing() == 0
-    return runs_row(**row)
+    return migration_row(pair, testbed.scenario.seed, testbed.negotiation, testbed.env.now)

@@ -58,6 +58,7 @@ from typing import Any
 import yaml
 
 from sim import budget, capabilities, controllers, plugins, units
+from sim.cluster import spec as cluster_spec
 from sim.errors import ScenarioError
 from sim.spec import ControllerSpec, GuestSpec, Scenario, WorkloadSpec
 
@@ -935,6 +936,8 @@ def _check(s: Scenario, fail: _Fail) -> None:
                                          "names must be unique", repr(guest.name))
         names[guest.name] = i
         _check_guest(guest, _within(prefix, fail))
+    if s.cluster is not None:
+        cluster_spec.check(s.cluster, [g.name for g in s.vms], fail)
     if s.controller is not None:
         wrong = controllers.refusal(s.controller, s)
         if wrong is not None:

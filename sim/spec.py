@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.choices import NEGOTIATION_MODES, WRITE_PATTERNS
+from sim.cluster.spec import ClusterSpec
 from sim.parameters import spec_metadata as qemu
 from sim.units import GiB, KiB, MiB
 
@@ -389,6 +390,9 @@ class Scenario:
     controller: ControllerSpec | None = None
     # several guests sharing the link (DESIGN §4); empty: the one guest of the top-level sections
     vms: tuple[GuestSpec, ...] = ()
+    # hosts, a network, guests placed on hosts and a plan of migrations (sim.cluster); with it,
+    # vms: lists the kinds of guest the cluster's guests are instances of
+    cluster: ClusterSpec | None = None
     sweep: SweepSpec | None = None
     # set on sweep members: (dotted key, value), values in SI units; ("repeat", i) when repeats > 1
     params: tuple[tuple[str, object], ...] = ()

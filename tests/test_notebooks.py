@@ -44,6 +44,7 @@ SMALL: dict[str, dict[str, object]] = {
         "MEMORY": "128MiB", "HOT_SET": "8MiB", "BANDWIDTH": "300Mbit/s", "CACHE": "16MiB",
     },
     "08-real-redis-replayed": {"SWEEP": ["16MiB/s", "64MiB/s"]},
+    "09-cluster-rollout": {"CONCURRENCY": [1, 2], "GUESTS": 8},
 }
 
 

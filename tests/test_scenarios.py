@@ -32,7 +32,7 @@ def results():
 
 def test_every_scenario_file_is_covered(results):
     assert set(results) == set(EXPECTED_STATUS) | {"xbzrle-cache-sweep", "mixed-cluster",
-                                                    "zlib-xor-vs-xbzrle", "convergence-toolbox",
+                                                    "zlib-xor-vs-xbzrle", "convergence-toolbox", "cluster-rollout",
                                                     "controllers"}
 
 

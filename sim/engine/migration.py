@@ -37,7 +37,7 @@ import simpy
 
 from ..capabilities import InForce
 from ..guest import Guest
-from ..link import Link
+from ..link import Route
 from ..recorder import Recorder
 from ..spec import FaultSpec, MigrationSpec, Scenario
 from ..workloads import make_workload
@@ -81,7 +81,7 @@ class Migration:
     """
 
     def __init__(self, env: simpy.Environment, scenario: Scenario, recorder: Recorder,
-                 rng: np.random.Generator, link: Link,
+                 rng: np.random.Generator, link: Route,
                  progress: Callable[[float, float], None] | None = None,
                  faults: Iterable[FaultSpec] = ()) -> None:
         self.env = env
