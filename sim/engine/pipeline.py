@@ -202,6 +202,7 @@ class Pipeline:
         draws = writes.draws
         assert draws is not None
         t_draw = t_limit if math.isfinite(t_limit) else now
+        attempt = 0
         while True:
             if self._flat_key[0] is not self.guest.dirty_list \
                     or self._flat_key[1] is not writes.t_buf:
@@ -221,7 +222,8 @@ class Pipeline:
             if status == kernel.SENT:
                 break
             if status == kernel.DRAWS_SHORT:
-                draws.pull(2 * max(draws.raw.shape[0], 1024))
+                writes.pull_draws(t_draw, attempt)
+                attempt += 1
             elif status == kernel.WRITES_FULL:
                 writes.room_for(t_draw)
             else:

@@ -122,9 +122,10 @@ class WriteBuffer:
 
     def room_for(self, t_end: float) -> int:
         """Make the buffer hold the writes still ahead at its start, with room for those of
-        ``[until, t_end)``; returns how many outputs of the generator they may draw."""
+        ``[until, t_end)``; returns how many outputs of the generator they draw at most, but
+        for rejections (a hotspot write draws one output and two half outputs)."""
         rate = float(self.draw_params[5]) * self.scale()  # type: ignore[index]
-        most = int(rate * (t_end - self.until)) + 2
+        most = int(rate * max(t_end - self.until, 0.0)) + 2
         ahead = self.count - self.next
         if self.next > 0:  # applied writes are dropped: the rest moves to the front
             self.t_buf[:ahead] = self.t_buf[self.next:self.count]
@@ -139,6 +140,12 @@ class WriteBuffer:
             self._args = None
         return 2 * most + 64
 
+    def pull_draws(self, t_end: float, attempt: int) -> None:
+        """Pull the generator's outputs the writes up to ``t_end`` draw; a later ``attempt``
+        (the draws ran short: a run of rejections) pulls twice as many as the one before."""
+        assert self.draws is not None
+        self.draws.pull(self.room_for(t_end) << attempt)
+
     def set_count(self, count: int, next_: int) -> None:
         """The compiled chunk (:func:`sim.engine.kernel.draw_and_send`) left ``count`` writes in the buffer,
         the first ``next_`` of them applied."""
@@ -151,16 +158,15 @@ class WriteBuffer:
         """Compiled drawing (:func:`sim.workloads.draws.steady_writes`) up to ``t_end``."""
         draws, workload = self.draws, self.workload
         assert draws is not None
-        draws.pull(self.room_for(t_end))
+        attempt = 0
         while True:
+            self.pull_draws(t_end, attempt)  # makes room in the buffer too
             count, c1 = steady_writes(draws.raw, draws.at, self.draw_params, self.until,
                                       workload.clock_count, t_end, self.scale(), self.t_buf,
                                       self.p_buf, self.count)
             if count >= 0:
                 break
-            if count == -1:
-                self.room_for(t_end)  # cannot happen: room_for made room; kept for safety
-            draws.pull(2 * max(draws.raw.shape[0], 1024))  # a run of rejections: more outputs
+            attempt += 1
         workload.advance_clock(t_end, c1)
         self.until = t_end
         if count != self.count:

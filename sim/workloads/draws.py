@@ -32,6 +32,9 @@ AT_POS, AT_HAS32, AT_HALF, AT_SHORT = 0, 1, 2, 3
 #: the widest range (``n - 1``) the compiled ``integers`` reproduces: numpy's 32-bit path
 MAX_RANGE = 0xFFFFFFFE
 
+#: the most outputs pulled ahead beyond what a call asks for (8 bytes each)
+PULL_BLOCK = 1 << 16
+
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -118,7 +121,8 @@ class RawDraws:
         return int(self.raw.shape[0] - self.at[AT_POS]) if self.pulled else 0
 
     def pull(self, n: int) -> None:
-        """Have at least ``n`` outputs ahead (pulls a fresh block, settling the old one)."""
+        """Have at least ``n`` outputs ahead: if fewer are left, settle and pull a fresh block
+        of a few times ``n`` (so a block lasts several chunks; at most 512 KiB beyond ``n``)."""
         if self.left() >= n:
             return
         self.settle()
@@ -126,7 +130,7 @@ class RawDraws:
         state = bg.state
         self.at[AT_HAS32] = int(state["has_uint32"])
         self.at[AT_HALF] = int(state["uinteger"])
-        self.raw = bg.random_raw(max(n, 1024))
+        self.raw = bg.random_raw(max(n, min(PULL_BLOCK, 4 * n)))
         self.at[AT_POS] = self.at[AT_SHORT] = 0
         self.pulled = True
 
