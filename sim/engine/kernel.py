@@ -59,6 +59,7 @@ from numba import njit
 from .. import bits
 from ..encoders.cache import HIT, MISS_INSERTED, MISS_NOT_INSERTED, ZERO_INSERTED, classify_page
 from ..encoders.xbzrle import decode_page, encode_page
+from ..workloads.draws import steady_writes
 from .content import apply_write
 
 # Indices into the counters array the kernel updates in place (names: COUNTERS, same order).
@@ -469,3 +470,69 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
         t = t0 + sent / rate
     stats[3] += sent
     return t, cursor, w_next, n_pending
+
+
+# --- one pre-copy chunk in one call, its writes drawn here ---------------------------------------
+# :meth:`sim.engine.pipeline.Pipeline.send` for the common case (modelled content, no plug-in
+# encoders, a workload whose writes :mod:`sim.workloads.draws` reproduces), with the same
+# arithmetic in the same order, so every table is the same. It exists for speed: a fleet sends
+# hundreds of thousands of 50 ms chunks of a dozen writes each, and the Python around a chunk
+# (drawing with numpy, a call with argument tuples) cost several times the chunk's own work.
+
+#: what :func:`draw_and_send` reports: sent, or why nothing happened (the caller fixes it and
+#: calls again)
+SENT, DRAWS_SHORT, WRITES_FULL, DIRTY_LIST_SHORT = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
+                  t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
+                  raw, at, params, t_buf, p_buf,
+                  dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
+                  pending_bits, block_count, chunk_cleared, clear_shift,
+                  seed, zero_pattern, pattern, write_size, word_size, row, rows,
+                  raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
+                  address, age, cache_version, content, content64, xb_sizes,
+                  xbzrle_on, cache_on, pl_flags, pl_sizes, pl_counts,
+                  cpu_costs, counters, dest_mem, enc_out, received):
+    """Draw the writes of ``[until, t_draw)`` (nothing if ``t_draw <= until``), then send one
+    chunk, adding to the pass's ``counters``. Writes already applied are dropped from the
+    buffer's front first. Returns ``(status, count, w_next, c1, t_end, cursor, n_pending,
+    round_done, sent, pages_sent)``; a status other than :data:`SENT` says what ran short
+    (the draws pulled, the write buffer, the dirty list's room), and then nothing was drawn or
+    sent (the buffer may have been compacted: ``count`` and ``w_next`` are its state)."""
+    if w_next > 0:
+        ahead = count - w_next
+        for i in range(ahead):
+            t_buf[i] = t_buf[w_next + i]
+            p_buf[i] = p_buf[w_next + i]
+        count, w_next = ahead, 0
+    c1 = c0
+    if t_draw > until:
+        drawn, c1 = steady_writes(raw, at, params, until, c0, t_draw, scale, t_buf, p_buf, count)
+        if drawn < 0:
+            status = WRITES_FULL if drawn == -1 else DRAWS_SHORT
+            return status, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
+        count = drawn
+    if dirty_list.shape[0] < version.shape[0] and \
+            dirty_count[0] + count - w_next > dirty_list.shape[0]:
+        # every buffered write may dirty a page (the writes stay drawn: the clock moved)
+        return DIRTY_LIST_SHORT, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
+    guest = (dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64)
+    bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)
+    writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, pattern, write_size, word_size,
+              row, rows)
+    unchanged, pages = counters[C_UNCHANGED], counters[C_PAGES_SENT]
+    t_end, cursor, w_next, n_pending, round_done, sent, _, _ = send_chunk(
+        guest, bitmap, writes, (w_next, cursor, n_pending, round_done),
+        (t0, rate, byte_budget, t_limit), (raw_bytes, zero_bytes, xbzrle_header, page_size,
+                                           detect_zero),
+        (address, age, cache_version, content, content64, xb_sizes),
+        (xbzrle_on, cache_on, last_stage, generation, False, False),
+        (pl_flags, pl_sizes, pl_counts), cpu_costs, counters, (dest_mem, enc_out, received))
+    if sent > 0 or counters[C_UNCHANGED] > unchanged:
+        sent += overhead
+        counters[C_BYTES] += np.int64(overhead)
+        t_end += overhead / rate
+    return (SENT, count, w_next, c1, t_end, cursor, n_pending, round_done, sent,
+            counters[C_PAGES_SENT] - pages)

@@ -255,13 +255,13 @@ class Migration:
 
     def send(self, t_limit: float, byte_budget: float, last_stage: bool, rate: float) -> Chunk:
         """One chunk through the pipeline, counted in the pass, the window and the totals."""
-        chunk = self.pipeline.send(self.env.now, t_limit, byte_budget, last_stage, rate)
         state = self.state
-        state.passes[-1].counters += chunk.counters
+        chunk = self.pipeline.send(self.env.now, t_limit, byte_budget, last_stage, rate,
+                                   state.passes[-1].counters)
         sent = int(chunk.sent)
         state.transferred += sent
         self.window.bytes += chunk.sent
-        self.window.pages += chunk.counters["pages_sent"]
+        self.window.pages += chunk.pages_sent
         if last_stage:
             state.downtime_bytes += sent
         else:

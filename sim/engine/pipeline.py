@@ -40,7 +40,7 @@ class Chunk:
 
     t_end: float
     sent: float  # wire bytes, chunk overhead included
-    counters: PassCounters
+    pages_sent: int
     broken_encoder: str | None  # whose record the destination could not parse, if any
 
 
@@ -105,6 +105,10 @@ class Pipeline:
         self._bitmap_args = self.bitmap.kernel_args()
         self._dest_args = (self.dest, self.enc_out, self.received)
         self._undecodable = self.xbzrle_undecodable
+        # One compiled call a chunk when the writes are drawn in compiled code (:meth:`send`).
+        self._drawn = (self.writes.draws is not None and not self.plugins and not exact
+                       and not self._undecodable)
+        self._flat_key: tuple[object, object] = (None, None)
 
     def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
         """Record sizes and the source thread's costs: one stream, or multifd's packets over
@@ -139,15 +143,17 @@ class Pipeline:
         return self.xbzrle_on and "xbzrle" not in self.in_force.dest_decodes
 
     def send(self, now: float, t_limit: float, byte_budget: float, last_stage: bool,
-             rate: float) -> Chunk:
+             rate: float, into: PassCounters) -> Chunk:
         """One chunk through the kernel, from ``now`` until ``t_limit``, the byte budget or the
         bitmap's end.
 
         If the destination cannot parse a record (XBZRLE or a plug-in's), the chunk ends right
         after the first one (the stream breaks there) and ``broken_encoder`` names the encoder.
         In exact mode a page for a plug-in comes back from the kernel; it is encoded here and
-        the chunk goes on from after it.
+        the chunk goes on from after it. The chunk's counts are added to ``into`` (the pass's).
         """
+        if self._drawn:
+            return self._send_drawn(now, t_limit, byte_budget, last_stage, rate, into)
         bitmap, writes = self.bitmap, self.writes
         writes.generate_until(t_limit if math.isfinite(t_limit) else now)
         counters = PassCounters()
@@ -185,7 +191,57 @@ class Pipeline:
             sent += overhead
             counters.add(wire_bytes=overhead)
             t_end += overhead / rate
-        return Chunk(t_end, sent, counters, broken)
+        into += counters
+        return Chunk(t_end, sent, counters["pages_sent"], broken)
+
+    def _send_drawn(self, now: float, t_limit: float, byte_budget: float, last_stage: bool,
+                    rate: float, counters: PassCounters) -> Chunk:
+        """:meth:`send` in one compiled call (:func:`sim.engine.kernel.draw_and_send`): the writes drawn in
+        compiled code, no plug-ins, modelled content. Adds to the pass's ``counters``."""
+        bitmap, writes = self.bitmap, self.writes
+        draws = writes.draws
+        assert draws is not None
+        t_draw = t_limit if math.isfinite(t_limit) else now
+        attempt = 0
+        while True:
+            if self._flat_key[0] is not self.guest.dirty_list \
+                    or self._flat_key[1] is not writes.t_buf:
+                self._flat = self._flat_args()
+            status, count, w_next, c1, t_end, cursor, n_pending, round_done, sent, pages = \
+                kernel.draw_and_send(  # type: ignore[call-arg]
+                    t_draw, writes.workload.clock_count, writes.until, writes.scale(),
+                    writes.count, writes.next, bitmap.cursor, bitmap.n_pending,
+                    bitmap.round_done, now, rate, byte_budget, t_limit, last_stage,
+                    self.state.sync_count, self.wire.chunk_overhead, draws.raw, *self._flat,
+                    counters.array, *self._dest_args)
+            writes.set_count(count, w_next)
+            if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
+                if t_draw > writes.until:
+                    writes.workload.advance_clock(t_draw, c1)
+                    writes.until = t_draw
+            if status == kernel.SENT:
+                break
+            if status == kernel.DRAWS_SHORT:
+                writes.pull_draws(t_draw, attempt)
+                attempt += 1
+            elif status == kernel.WRITES_FULL:
+                writes.room_for(t_draw)
+            else:
+                self.guest.reserve_dirty(writes.count - writes.next)
+        bitmap.cursor, bitmap.n_pending, bitmap.round_done = cursor, n_pending, round_done
+        return Chunk(t_end, sent, pages, None)
+
+    def _flat_args(self) -> tuple[object, ...]:
+        """The fused call's arguments that change only with the buffers (see :meth:`send`)."""
+        writes, guest = self.writes, self.guest
+        assert writes.draws is not None
+        self._flat_key = (guest.dirty_list, writes.t_buf)
+        return (writes.draws.at, writes.draw_params, writes.t_buf, writes.p_buf,
+                *guest.kernel_args(), *self._bitmap_args, writes.seed, writes.zero_pattern,
+                writes.pattern, writes.write_size, writes.word_size, writes.row,
+                writes.workload.content_versions, *self._wire_args, *self._cache_args,
+                self.xbzrle_on, self.cache_on, self.plugin_flags, self.plugin_sizes,
+                self.state.plugin_counts, self.cpu_costs)
 
     def _plugin_page(self, p: int, slot: int, last_stage: bool,
                      counters: PassCounters) -> tuple[int, bool]:

@@ -22,6 +22,7 @@ import numpy as np
 from ..guest import Guest
 from ..spec import WorkloadSpec
 from ..workloads import Workload, WriteBatch
+from ..workloads.draws import RawDraws, steady_writes
 from . import kernel
 from .bitmap import MigrationBitmap
 from .content import PATTERNS, writer_spec
@@ -55,15 +56,29 @@ class WriteBuffer:
         self.pattern = PATTERNS[spec.write_pattern]
         self.write_size = spec.write_size
         self.word_size = spec.word_size
+        # The buffered writes: [next, count) of these arrays are still ahead.
+        self.t_buf = np.empty(0, np.float64)
+        self.p_buf = np.empty(0, np.int64)
+        self.count = 0
+        #: uniform and hotspot writes of a modelled guest are drawn in compiled code
+        #: (:mod:`sim.workloads.draws`, the same values as numpy's), else by the workload
+        self.draw_params = (workload.steady_params()
+                            if not guest.exact and RawDraws.supports(rng) else None)
+        self.draws = RawDraws(rng) if self.draw_params is not None else None
         self.drop()
         self.until = 0.0
 
+    @property
+    def batch(self) -> WriteBatch:
+        """The buffered writes (applied or not) in time order."""
+        return WriteBatch(self.t_buf[:self.count], self.p_buf[:self.count])
+
     def drop(self) -> None:
         """Forget the writes not applied yet (the vCPUs stopped: they never happen)."""
-        self.batch = WriteBatch.empty()
+        self.count = 0
         self.seed, self.row = _NO_SEEDS, _NO_ROWS
         self.next = 0
-        self._args = self._kernel_args()
+        self._args: tuple[Any, ...] | None = None
 
     def restart_at(self, t: float) -> None:
         """The guest runs again from ``t`` (on the destination, after a post-copy switch)."""
@@ -75,6 +90,10 @@ class WriteBuffer:
         """Make sure every write before ``t_end`` is in the buffer (generated once, in order)."""
         if t_end <= self.until:
             return
+        if self.draws is not None:
+            self.draw_until(t_end)
+            self.guest.reserve_dirty(self.count)  # each buffered write may dirty a page
+            return
         batch = self.workload.writes(self.until, t_end, self.rng, self.scale())
         self.until = t_end
         n = len(batch)
@@ -83,22 +102,76 @@ class WriteBuffer:
         seeds = (self.content_rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
                  if self.guest.exact else _NO_SEEDS)
         rows = self.workload.content_rows(batch.page) if self.guest.exact else None
-        if self.next >= len(self.batch.t_s):  # all applied (the common case): no copies
-            self.batch, self.seed = batch, seeds
+        if self.next >= self.count:  # all applied (the common case): no copies
+            self.t_buf, self.p_buf, self.count, self.seed = batch.t_s, batch.page, n, seeds
             self.row = _NO_ROWS if rows is None else rows
         else:
-            keep = slice(self.next, None)
-            buffered = len(self.batch.t_s)
-            self.batch = WriteBatch(np.concatenate([self.batch.t_s[keep], batch.t_s]),
-                                    np.concatenate([self.batch.page[keep], batch.page]))
+            keep = slice(self.next, self.count)
+            buffered = self.count
+            self.t_buf = np.concatenate([self.t_buf[keep], batch.t_s])
+            self.p_buf = np.concatenate([self.p_buf[keep], batch.page])
+            self.count = len(self.t_buf)
             if self.guest.exact:
                 self.seed = np.concatenate([self.seed[keep], seeds])
             if rows is not None or len(self.row):
                 self.row = np.concatenate([_rows_of(self.row, buffered)[keep],
                                            _rows_of(rows, n)])
         self.next = 0
-        self._args = self._kernel_args()
-        self.guest.reserve_dirty(len(self.batch.t_s))  # each buffered write may dirty a page
+        self._args = None
+        self.guest.reserve_dirty(self.count)  # each buffered write may dirty a page
+
+    def room_for(self, t_end: float) -> int:
+        """Make the buffer hold the writes still ahead at its start, with room for those of
+        ``[until, t_end)``; returns how many outputs of the generator they draw at most, but
+        for rejections (a hotspot write draws one output and two half outputs)."""
+        rate = float(self.draw_params[5]) * self.scale()  # type: ignore[index]
+        most = int(rate * max(t_end - self.until, 0.0)) + 2
+        ahead = self.count - self.next
+        if self.next > 0:  # applied writes are dropped: the rest moves to the front
+            self.t_buf[:ahead] = self.t_buf[self.next:self.count]
+            self.p_buf[:ahead] = self.p_buf[self.next:self.count]
+            self.count, self.next = ahead, 0
+            self._args = None
+        if ahead + most > self.t_buf.shape[0]:
+            size = max(ahead + most, 2 * self.t_buf.shape[0], 64)
+            t_buf, p_buf = np.empty(size, np.float64), np.empty(size, np.int64)
+            t_buf[:ahead], p_buf[:ahead] = self.t_buf[:ahead], self.p_buf[:ahead]
+            self.t_buf, self.p_buf = t_buf, p_buf
+            self._args = None
+        return 2 * most + 64
+
+    def pull_draws(self, t_end: float, attempt: int) -> None:
+        """Pull the generator's outputs the writes up to ``t_end`` draw; a later ``attempt``
+        (the draws ran short: a run of rejections) pulls twice as many as the one before."""
+        assert self.draws is not None
+        self.draws.pull(self.room_for(t_end) << attempt)
+
+    def set_count(self, count: int, next_: int) -> None:
+        """The compiled chunk (:func:`sim.engine.kernel.draw_and_send`) left ``count`` writes in the buffer,
+        the first ``next_`` of them applied."""
+        if count != self.count:
+            self.count = count
+            self._args = None
+        self.next = next_
+
+    def draw_until(self, t_end: float) -> None:
+        """Compiled drawing (:func:`sim.workloads.draws.steady_writes`) up to ``t_end``."""
+        draws, workload = self.draws, self.workload
+        assert draws is not None
+        attempt = 0
+        while True:
+            self.pull_draws(t_end, attempt)  # makes room in the buffer too
+            count, c1 = steady_writes(draws.raw, draws.at, self.draw_params, self.until,
+                                      workload.clock_count, t_end, self.scale(), self.t_buf,
+                                      self.p_buf, self.count)
+            if count >= 0:
+                break
+            attempt += 1
+        workload.advance_clock(t_end, c1)
+        self.until = t_end
+        if count != self.count:
+            self.count = count
+            self._args = None
 
     def apply_until(self, t_end: float) -> None:
         """Apply every write before ``t_end`` to the guest's pages and the dirty log, in steps
@@ -124,15 +197,21 @@ class WriteBuffer:
 
     def drop_applied(self) -> None:
         """Release the writes already applied (the buffer then holds only those still ahead)."""
-        if self.next >= len(self.batch.t_s):
-            self.batch = WriteBatch.empty()
+        if self.next >= self.count:
+            self.t_buf, self.p_buf = np.empty(0, np.float64), np.empty(0, np.int64)
+            self.count = 0
             self.seed, self.row = _NO_SEEDS, _NO_ROWS
             self.next = 0
-            self._args = self._kernel_args()
+            self._args = None
 
     def kernel_args(self) -> tuple[Any, ...]:
+        if self._args is None:
+            self._args = (self.t_buf[:self.count], self.p_buf[:self.count], self.seed,
+                          self.zero_pattern, self.pattern, self.write_size, self.word_size,
+                          self.row, self.workload.content_versions)
         return self._args
 
-    def _kernel_args(self) -> tuple[Any, ...]:
-        return (self.batch.t_s, self.batch.page, self.seed, self.zero_pattern, self.pattern,
-                self.write_size, self.word_size, self.row, self.workload.content_versions)
+    def settle(self) -> None:
+        """Python draws from the generator next: hand back the outputs pulled ahead."""
+        if self.draws is not None:
+            self.draws.settle()

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ScenarioError
 from ..spec import WorkloadSpec
+from .draws import KIND_HOTSPOT, KIND_UNIFORM, MAX_RANGE
 
 __all__ = ["WORKLOADS", "Workload", "WriteBatch", "make_workload"]
 
@@ -104,6 +105,20 @@ class Workload:
         """Move the clock to ``t`` with no writes in between (a phase that was not running)."""
         self._t = t
 
+    @property
+    def clock_count(self) -> float:
+        """The cumulative (fractional) write count at the clock's time."""
+        return self._count
+
+    def advance_clock(self, t: float, count: float) -> None:
+        """The writes up to ``t`` were drawn elsewhere (:mod:`sim.workloads.draws`)."""
+        self._t, self._count = t, count
+
+    def steady_params(self) -> np.ndarray | None:
+        """What :func:`sim.workloads.draws.steady_writes` needs to draw this workload's writes
+        in compiled code (the same values as :meth:`writes`), or None if it cannot."""
+        return None
+
     def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
@@ -137,6 +152,9 @@ class Uniform(Workload):
     def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.first_page + rng.integers(0, self.region_pages, size=k.size, dtype=np.int64)
 
+    def steady_params(self) -> np.ndarray | None:
+        return _steady(KIND_UNIFORM, self, self.region_pages, 0.0)
+
 
 class Hotspot(Workload):
     """A share ``hot_probability`` of writes go to the first ``hot_set`` bytes of the region; the
@@ -154,6 +172,18 @@ class Hotspot(Workload):
         where = np.where(hot, rng.integers(0, self.hot_pages, size=k.size),
                          rng.integers(0, self.region_pages, size=k.size))
         return self.first_page + where.astype(np.int64)
+
+    def steady_params(self) -> np.ndarray | None:
+        return _steady(KIND_HOTSPOT, self, self.hot_pages, self.spec.hot_probability)
+
+
+def _steady(kind: int, workload: Workload, hot_pages: int, p_hot: float) -> np.ndarray | None:
+    """:func:`sim.workloads.draws.steady_writes`'s parameters (None: a range numpy draws with
+    64-bit integers, which the compiled draws do not reproduce)."""
+    if type(workload) not in (Uniform, Hotspot) or max(workload.region_pages, hot_pages) - 1 > MAX_RANGE:
+        return None
+    return np.array([kind, workload.first_page, workload.region_pages, hot_pages, p_hot,
+                     workload.writes_per_s], np.float64)
 
 
 class Zipf(Workload):
