@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .replay_rates import fit_rates
+
 #: the capture's page size (QEMU's TARGET_PAGE_SIZE on x86, what ``migsim capture`` records)
 CAPTURE_PAGE_BYTES = 4096
 #: version pairs compared for the write size (the first in record order)
@@ -135,7 +137,6 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
     if not np.isfinite(t).all():
         raise CaptureError("records.parquet has a t_s that is not a finite number")
 
-    rates, intervals, covered = _rates(page, number, t, pages)
     first_version = np.full(pages, -1, np.int64)
     zero = np.ones(pages, np.bool_)
     later_start = np.zeros(pages + 1, np.int64)
@@ -150,6 +151,8 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
         later = order[~is_first & (version[order] >= 0)]
         later_rows = version[later]
         later_start[1:] = np.cumsum(np.bincount(page[later], minlength=pages))
+    dirty_page, d, intervals, covered = _dirty_pairs(page, number, t)
+    rates, _ = fit_rates(dirty_page, d, covered, intervals, ~zero)
     size, pattern = None, None
     if (path / "pages.zst").is_file():
         versions = read_versions(path)
@@ -184,13 +187,14 @@ def _blocks(events: object) -> tuple[dict[str, int], int]:
     return offsets, at
 
 
-def _rates(page: np.ndarray, number: np.ndarray, t: np.ndarray,
-           pages: int) -> tuple[np.ndarray, int, float]:
-    """Maximum-likelihood Poisson rate of every page (module docstring)."""
-    rates = np.zeros(pages, np.float64)
+def _dirty_pairs(page: np.ndarray, number: np.ndarray,
+                 t: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(page, interval length) of every record that shows a page dirty in a sync interval, the
+    number of intervals and their total length (module docstring)."""
+    none = (np.empty(0, np.int64), np.empty(0, np.float64), 0, 0.0)
     passes = np.unique(number)
     if passes.size < 2:
-        return rates, 0, 0.0
+        return none
     starts = np.array([t[number == p].min() for p in passes])  # a loop per pass, not per page
     starts = np.maximum.accumulate(starts)
     lengths = np.diff(starts)
@@ -198,31 +202,13 @@ def _rates(page: np.ndarray, number: np.ndarray, t: np.ndarray,
         lengths = lengths[:-1]
     covered = float(lengths.sum())
     if covered <= 0.0:
-        return rates, 0, 0.0
+        return none
     later = (number != passes[0]) & (np.searchsorted(passes, number) <= lengths.size)
     interval = np.searchsorted(passes, number[later]) - 1  # pass k + 1 -> interval k
     dirty_page = page[later]
     d = lengths[interval]
     keep = d > 0
-    dirty_page, d = dirty_page[keep], d[keep]
-    dirty_time = np.bincount(dirty_page, weights=d, minlength=pages)
-    seen = np.unique(dirty_page)
-    clean = covered - dirty_time[seen]
-    shortest = float(lengths[lengths > 0].min())
-    clean = clean + covered / (2 * lengths.size)
-    # f(rate) = sum d / (exp(rate d) - 1) - clean is decreasing in rate: bisect on log(rate)
-    lo = np.full(seen.size, np.log(1e-9 / covered))
-    hi = np.full(seen.size, np.log(1e9 / shortest))
-    slot = np.searchsorted(seen, dirty_page)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        x = np.exp(mid)[slot] * d
-        f = np.bincount(slot, weights=d / np.expm1(np.clip(x, 1e-300, 700.0)),
-                        minlength=seen.size) - clean
-        lo = np.where(f > 0, mid, lo)
-        hi = np.where(f > 0, hi, mid)
-    rates[seen] = np.exp((lo + hi) / 2)
-    return rates, int(lengths.size), covered
+    return dirty_page[keep], d[keep], int(lengths.size), covered
 
 
 def _write_size(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.ndarray,
