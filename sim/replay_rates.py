@@ -30,6 +30,10 @@ regions, and the unseen pages of a region its writes hit are likely written too,
   regions are refitted without it. With one interval, a dirty page is hot when its region's
   share of dirty candidates is below ``exp(-HOT_LR / 2)`` (3.7%): the few pages a kernel keeps
   hot in a region of other data.
+* *cold pages*: a candidate never seen dirty whose region's rate makes that improbable (the
+  same test: ``2 u_R T > HOT_LR`` over the capture's ``T`` seconds of intervals, a chance below
+  1%) is not written, and the region is refitted without it. With few or short intervals the
+  unseen pages of a region stay in its pool; with many, the pool shrinks to the pages seen.
 * Pages zero when first sent and never dirty (never touched) keep rate 0.
 
 **Limits.** The regions' pooling is a guess about pages the capture never saw dirty: right for a
@@ -125,15 +129,21 @@ def fit_rates(dirty_page: np.ndarray, d: np.ndarray, covered: float, intervals: 
     # every interval has likelihood 1 at an infinite rate)
     free = _bisect(slot, d, np.maximum(clean, 0.0), 1e-9 / covered, 1e9 / float(d.min()))
     best = np.where(clean > 0, _loglik(free, slot, d, clean), 0.0)
-    for _ in range(3):  # hot pages leave the pools; the pools are refitted; twice is enough
-        pooled = _region_rates(region, candidate & ~hot, dirty_page, d, covered, intervals)
+    unseen = candidate.copy()
+    unseen[seen] = False
+    cold = np.zeros(pages, np.bool_)
+    for _ in range(5):  # pages leave the pools, the pools are refitted, until nothing changes
+        pooled = _region_rates(region, candidate & ~hot & ~cold, dirty_page, d, covered,
+                               intervals)
         ratio = 2 * (best - _loglik(pooled[region[seen]], slot, d, clean))
-        new = np.zeros(pages, np.bool_)
-        new[seen] = (ratio > HOT_LR) & (free > pooled[region[seen]])
-        if (new == hot).all():
+        new_hot = np.zeros(pages, np.bool_)
+        new_hot[seen] = (ratio > HOT_LR) & (free > pooled[region[seen]])
+        # never dirty: own likelihood 1 at rate 0, the pool's exp(-u covered)
+        new_cold = unseen & (2 * pooled[region] * covered > HOT_LR)
+        if (new_hot == hot).all() and (new_cold == cold).all():
             break
-        hot = new
-    rates = np.where(candidate, pooled[region], 0.0)
+        hot, cold = new_hot, cold | new_cold
+    rates = np.where(candidate & ~cold, pooled[region], 0.0)
     rates[hot] = own_root[hot]
     return rates, hot
 
