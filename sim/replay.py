@@ -10,27 +10,21 @@ written between the last sync before the stop (QEMU syncs when the pending bytes
 threshold, often inside a round, at a time the stream does not show) and the stop, not those of
 a whole interval.
 
-**Model.** Each page is written by an independent Poisson process of rate ``rate_i``, constant
-over the capture. Page ``i`` is sent again in pass ``j + 1`` when it was written at least once in
-interval ``j``: probability ``1 - exp(-rate_i d_j)``. The maximum-likelihood rate solves
-
-    sum over dirty intervals of d_j / (exp(rate_i d_j) - 1)  =  (time of its clean intervals)
-
-(solved for every page at once by bisection on log(rate)), where every page is given half a
-mean interval of clean time beyond what it showed. Without that, the root is the maximum-likelihood
-estimate: with equal intervals ``-ln(1 - n_i / m) / d`` (``n_i`` of ``m`` intervals dirty).
-Unlike the naive ``n_i / (m d)``, that accounts for a send hiding several writes. But it has no
-finite value for a page dirty in every interval, and from a few passes it is biased high: it
-overstated the summed rate by 40 to 48% on synthetic captures of 9 passes. With the half
-interval, equal intervals give ``ln((m + 1/2) / (m - n_i + 1/2)) / d``, finite for every page,
-and the summed rate came out 10 to 14% high. Pages never re-sent
-get rate 0.
+**Model.** Each page is written by an independent Poisson process of constant rate ``rate_i``;
+it is sent again in pass ``j + 1`` when it was written at least once in interval ``j``:
+probability ``1 - exp(-rate_i d_j)``. The rates are fitted by :mod:`sim.replay_rates`: pooled
+by 2 MiB region (one maximum-likelihood rate for a region's pages that held data, seen dirty or
+not, so the unseen part of a working set is written too), with the pages a region's rate cannot
+explain (hot pages, by a likelihood-ratio test) fitted on their own and those it makes
+improbably clean (cold pages) left unwritten. The fitted ``D(d)`` (distinct pages written in an
+interval of length ``d``) approximately reproduces the capture's within its interval lengths; beyond, it is
+the regions' extrapolation (its limits: :mod:`sim.replay_rates`).
 
 **Limits.** The first pass sends every page and tells nothing about writes. A write absorbed
 before its page was sent in the same pass (QEMU clears the KVM log by chunks just before sending,
 ``clear-bitmap-shift``) is invisible, so rates are low by up to that share. Rates are averages
 over the capture (bursts and phases are smoothed) and pages are independent (no correlation of
-writes in time or space). Interval boundaries are the first record of each pass, not the sync
+writes in time). Interval boundaries are the first record of each pass, not the sync
 itself (the sync's duration is counted in the interval).
 
 **Bytes per write.** With ``pages.zst``, consecutive captured versions of a page are compared:

@@ -42,6 +42,9 @@ from .qemu import QemuError
 from .suite import Row, judge
 
 TOLERANCE = 0.15
+#: XBZRLE pages are also in tolerance within this many pages (256 KiB): a guest whose real run
+#: has no or few cache hits (memcached: 0) is not failed for a replay's few dozen
+XBZRLE_SLACK_PAGES = 64
 #: the replay's seeds (their mean is judged)
 SEEDS = (1, 2, 3)
 #: QEMU's default downtime limit (``migration/options.c``: DEFAULT_MIGRATE_SET_DOWNTIME)
@@ -149,7 +152,7 @@ def compare(app: str, setting: Setting, real: dict[str, Any], model: dict[str, A
     checks = [Check("status", "equals"), Check("total_time_s", "rel", tol=TOLERANCE),
               Check("transferred_bytes", "rel", tol=TOLERANCE)]
     if "xbzrle" in setting.capabilities:
-        checks.append(Check("xbzrle_pages", "rel", tol=TOLERANCE))
+        checks.append(Check("xbzrle_pages", "rel", tol=TOLERANCE, slack=XBZRLE_SLACK_PAGES))
     checks.append(Check("dirty_sync_count", "report"))
     return [judge(case, c, real.get(c.quantity), model.get(c.quantity), note=note)
             for c in checks]
