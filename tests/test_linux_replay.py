@@ -84,6 +84,12 @@ def test_real_quantities_from_query_migrate() -> None:
     q = real_quantities(run)  # type: ignore[arg-type]
     assert q["status"] == "not completed" and q["total_time_s"] == MAX_TIME_S
     assert q["xbzrle_pages"] == 0.0 and math.isnan(q["dirty_sync_count"])
+    # the counters of a cancelled run: the relay's last poll that had them
+    run.capture.samples = [(1.0, {"status": "active", "ram": {"dirty-sync-count": 9},
+                                  "xbzrle-cache": {"pages": 77}}),
+                           (2.0, {"status": "cancelling"})]
+    q = real_quantities(run)  # type: ignore[arg-type]
+    assert (q["status"], q["xbzrle_pages"], q["dirty_sync_count"]) == ("not completed", 77.0, 9.0)
 
 
 def test_the_replay_scenario_of_a_capture() -> None:

@@ -78,9 +78,14 @@ REPLAY_SETTINGS: dict[str, Setting] = {s.name: s for s in (
 
 
 def real_quantities(run: LinuxRun) -> dict[str, Any]:
-    """The judged quantities of one real migration, from QEMU's ``query-migrate`` (and the
-    relay's byte count: the whole stream)."""
+    """The judged quantities of one real migration, from QEMU's ``query-migrate`` (the last one
+    with counters, for a cancelled run; its total time is the time limit) and the relay's byte
+    count (the whole stream)."""
     final = run.final
+    if final.get("status") != "completed":  # a cancelled run's reply has no counters: the last
+        final = next((dict(info, status=final.get("status"))  # active poll's
+                      for _, info in reversed(getattr(run.capture, "samples", []))
+                      if info.get("ram")), final)
     summary = run.capture.parser.summary
     stream = (summary.ram_bytes + summary.device_bytes) if summary is not None else math.nan
     done = final.get("status") == "completed"
@@ -171,7 +176,7 @@ def _capture_defaults(app: str, folder: Path, binary: str | None) -> LinuxRun:
     raw_fd, raw = tempfile.mkstemp(prefix=".pages-raw-", dir=folder.parent)
     zst_fd, zst = tempfile.mkstemp(prefix=".pages-", dir=folder.parent)
     try:
-        with os.fdopen(raw_fd, "wb") as handle:
+        with os.fdopen(raw_fd, "wb", buffering=1 << 24) as handle:  # few large writes
             run = migrate_linux(LinuxCase(f"{app}-defaults", app), binary, content=handle)
         with open(raw, "rb") as src, os.fdopen(zst_fd, "wb") as dst:
             zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
