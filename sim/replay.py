@@ -10,27 +10,21 @@ written between the last sync before the stop (QEMU syncs when the pending bytes
 threshold, often inside a round, at a time the stream does not show) and the stop, not those of
 a whole interval.
 
-**Model.** Each page is written by an independent Poisson process of rate ``rate_i``, constant
-over the capture. Page ``i`` is sent again in pass ``j + 1`` when it was written at least once in
-interval ``j``: probability ``1 - exp(-rate_i d_j)``. The maximum-likelihood rate solves
-
-    sum over dirty intervals of d_j / (exp(rate_i d_j) - 1)  =  (time of its clean intervals)
-
-(solved for every page at once by bisection on log(rate)), where every page is given half a
-mean interval of clean time beyond what it showed. Without that, the root is the maximum-likelihood
-estimate: with equal intervals ``-ln(1 - n_i / m) / d`` (``n_i`` of ``m`` intervals dirty).
-Unlike the naive ``n_i / (m d)``, that accounts for a send hiding several writes. But it has no
-finite value for a page dirty in every interval, and from a few passes it is biased high: it
-overstated the summed rate by 40 to 48% on synthetic captures of 9 passes. With the half
-interval, equal intervals give ``ln((m + 1/2) / (m - n_i + 1/2)) / d``, finite for every page,
-and the summed rate came out 10 to 14% high. Pages never re-sent
-get rate 0.
+**Model.** Each page is written by an independent Poisson process of constant rate ``rate_i``;
+it is sent again in pass ``j + 1`` when it was written at least once in interval ``j``:
+probability ``1 - exp(-rate_i d_j)``. The rates are fitted by :mod:`sim.replay_rates`: pooled
+by 2 MiB region (one maximum-likelihood rate for a region's pages that held data, seen dirty or
+not, so the unseen part of a working set is written too), with the pages a region's rate cannot
+explain (hot pages, by a likelihood-ratio test) fitted on their own and those it makes
+improbably clean (cold pages) left unwritten. The fitted ``D(d)`` (distinct pages written in an
+interval of length ``d``) approximately reproduces the capture's within its interval lengths; beyond, it is
+the regions' extrapolation (its limits: :mod:`sim.replay_rates`).
 
 **Limits.** The first pass sends every page and tells nothing about writes. A write absorbed
 before its page was sent in the same pass (QEMU clears the KVM log by chunks just before sending,
 ``clear-bitmap-shift``) is invisible, so rates are low by up to that share. Rates are averages
 over the capture (bursts and phases are smoothed) and pages are independent (no correlation of
-writes in time or space). Interval boundaries are the first record of each pass, not the sync
+writes in time). Interval boundaries are the first record of each pass, not the sync
 itself (the sync's duration is counted in the interval).
 
 **Bytes per write.** With ``pages.zst``, consecutive captured versions of a page are compared:
@@ -49,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .replay_rates import fit_rates
 
 #: the capture's page size (QEMU's TARGET_PAGE_SIZE on x86, what ``migsim capture`` records)
 CAPTURE_PAGE_BYTES = 4096
@@ -135,7 +131,6 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
     if not np.isfinite(t).all():
         raise CaptureError("records.parquet has a t_s that is not a finite number")
 
-    rates, intervals, covered = _rates(page, number, t, pages)
     first_version = np.full(pages, -1, np.int64)
     zero = np.ones(pages, np.bool_)
     later_start = np.zeros(pages + 1, np.int64)
@@ -150,6 +145,8 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
         later = order[~is_first & (version[order] >= 0)]
         later_rows = version[later]
         later_start[1:] = np.cumsum(np.bincount(page[later], minlength=pages))
+    dirty_page, d, intervals, covered = _dirty_pairs(page, number, t)
+    rates, _ = fit_rates(dirty_page, d, covered, intervals, ~zero)
     size, pattern = None, None
     if (path / "pages.zst").is_file():
         versions = read_versions(path)
@@ -184,13 +181,14 @@ def _blocks(events: object) -> tuple[dict[str, int], int]:
     return offsets, at
 
 
-def _rates(page: np.ndarray, number: np.ndarray, t: np.ndarray,
-           pages: int) -> tuple[np.ndarray, int, float]:
-    """Maximum-likelihood Poisson rate of every page (module docstring)."""
-    rates = np.zeros(pages, np.float64)
+def _dirty_pairs(page: np.ndarray, number: np.ndarray,
+                 t: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(page, interval length) of every record that shows a page dirty in a sync interval, the
+    number of intervals and their total length (module docstring)."""
+    none = (np.empty(0, np.int64), np.empty(0, np.float64), 0, 0.0)
     passes = np.unique(number)
     if passes.size < 2:
-        return rates, 0, 0.0
+        return none
     starts = np.array([t[number == p].min() for p in passes])  # a loop per pass, not per page
     starts = np.maximum.accumulate(starts)
     lengths = np.diff(starts)
@@ -198,31 +196,13 @@ def _rates(page: np.ndarray, number: np.ndarray, t: np.ndarray,
         lengths = lengths[:-1]
     covered = float(lengths.sum())
     if covered <= 0.0:
-        return rates, 0, 0.0
+        return none
     later = (number != passes[0]) & (np.searchsorted(passes, number) <= lengths.size)
     interval = np.searchsorted(passes, number[later]) - 1  # pass k + 1 -> interval k
     dirty_page = page[later]
     d = lengths[interval]
     keep = d > 0
-    dirty_page, d = dirty_page[keep], d[keep]
-    dirty_time = np.bincount(dirty_page, weights=d, minlength=pages)
-    seen = np.unique(dirty_page)
-    clean = covered - dirty_time[seen]
-    shortest = float(lengths[lengths > 0].min())
-    clean = clean + covered / (2 * lengths.size)
-    # f(rate) = sum d / (exp(rate d) - 1) - clean is decreasing in rate: bisect on log(rate)
-    lo = np.full(seen.size, np.log(1e-9 / covered))
-    hi = np.full(seen.size, np.log(1e9 / shortest))
-    slot = np.searchsorted(seen, dirty_page)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        x = np.exp(mid)[slot] * d
-        f = np.bincount(slot, weights=d / np.expm1(np.clip(x, 1e-300, 700.0)),
-                        minlength=seen.size) - clean
-        lo = np.where(f > 0, mid, lo)
-        hi = np.where(f > 0, hi, mid)
-    rates[seen] = np.exp((lo + hi) / 2)
-    return rates, int(lengths.size), covered
+    return dirty_page[keep], d[keep], int(lengths.size), covered
 
 
 def _write_size(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.ndarray,

@@ -85,8 +85,12 @@ def test_the_stand_in_holds_only_pages_sent_once(records):
     assert (times[content & (records.version > 0)] > 1).all()
 
 
-def test_replay_never_writes_a_page_sent_once(records):
-    """The cut is harmless to a replay only if every page it stood in for has rate 0."""
+def test_pages_sent_once_are_written_only_by_modelled_writes(records):
+    """The replay pools rates by 2 MiB region (sim/replay_rates.py), so pages the cut stood in
+    for (sent once) may be written: about a quarter of them are. None has a captured version
+    after its first, so their writes change ``write_size`` bytes of the stand-in row (modelled
+    writes), as they would of the real page; the replayed guest starts them from row 0 (NOTE.md
+    states what that changes)."""
     fitted = fit(CAPTURE)
     once = records[(_records_per_page(records) == 1) & (records.version == 0)]
     assert len(once) > 20_000 and fitted.intervals >= 1
@@ -94,6 +98,9 @@ def test_replay_never_writes_a_page_sent_once(records):
     blocks = pd.read_parquet(CAPTURE / "events.parquet").detail.iloc[0]
     assert blocks.index('"pc.ram"') < blocks.index('"pc.bios"')
     pc_ram = once[once.block == "pc.ram"].page.to_numpy()
-    assert np.all(fitted.rates[pc_ram] == 0)
+    assert np.all(fitted.first_version[pc_ram] == 0)
+    assert np.all(fitted.later_start[pc_ram + 1] == fitted.later_start[pc_ram])
+    written = np.mean(fitted.rates[pc_ram] > 0)
+    assert 0.1 < written < 0.5
     assert fitted.rates.sum() > 0
     assert fitted.write_size is not None and 0 < fitted.write_size <= PAGE

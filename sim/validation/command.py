@@ -102,10 +102,43 @@ def _linux_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None
     return run_linux(apps, outdir, log=out, binary=binary)
 
 
+def _replay_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None],
+                 host: str | Path | None) -> list[Row]:
+    """Each application captured at QEMU's defaults, replayed under other settings, against
+    real runs of those settings (``--linux``; the host profile: ``host`` or the one
+    ``_real_rows`` fitted)."""
+    from .linux_replay import REPLAY_APPS, REPLAY_SETTINGS, run_replay
+    from .qemu import find_qemu
+
+    binary = find_qemu()
+    ids = [(a, s) for a in REPLAY_APPS for s in REPLAY_SETTINGS
+           if not patterns or any(fnmatch.fnmatch(f"linux-replay-{a}-{s}", p) for p in patterns)]
+    if binary is None or not ids or importlib.util.find_spec("qemu.qmp") is None:
+        return []
+    profile = Path(host) if host is not None else outdir / "host.yaml"
+    if not profile.is_file():  # _real_rows ran no case (--case picked only replays)
+        from .calibrate import CalibrationError, calibrate
+        from .qemu import QemuError
+
+        out(f"calibrating this host (migsim calibrate --real-qemu -o {profile}):")
+        try:
+            calibrate(profile, True, None, log=out)
+        except (QemuError, CalibrationError) as err:
+            out(f"replays: calibration failed ({err}); replayed on migsim's default host")
+    apps = sorted({a for a, _ in ids}, key=REPLAY_APPS.index)
+    chosen = [s for s in REPLAY_SETTINGS if any(s == t for _, t in ids)]
+    out(f"Linux guests captured at QEMU's defaults, replayed under other settings "
+        f"(captures in {outdir / 'linux-replay'}):")
+    return run_replay(apps, outdir, profile if profile.is_file() else None, log=out,
+                      binary=binary, settings=chosen)
+
+
 def _linux_ids() -> list[str]:
     from .linux_capture import LINUX_CASES
+    from .linux_replay import REPLAY_APPS, REPLAY_SETTINGS
 
-    return [f"linux-{a}" for a in LINUX_CASES]
+    return [f"linux-{a}" for a in LINUX_CASES] + [
+        f"linux-replay-{a}-{s}" for a in REPLAY_APPS for s in REPLAY_SETTINGS]
 
 
 def _load_real_cases() -> list[Case]:
@@ -143,6 +176,7 @@ def main(real_qemu: bool = False, output: str | Path | None = None,
         rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None)
         if linux:
             rows += _linux_rows(patterns, outdir, out)
+            rows += _replay_rows(patterns, outdir, out, host)
     if not rows:
         return _no_case("no case was run (the real-QEMU cases were skipped)")
     out("")

@@ -112,9 +112,14 @@ async def _wait_marker(q: QemuProcess, serial: Path) -> None:
 
 
 async def _status(q: QemuProcess) -> dict[str, Any]:
+    from qemu.qmp import QMPError
+
     info: dict[str, Any] = {}
     for _ in range(100):
-        info = dict(await q.execute("query-migrate"))
+        try:
+            info = dict(await q.execute("query-migrate"))
+        except QMPError as err:  # a destination exits when its incoming migration fails
+            return {"status": f"exited ({type(err).__name__})"}
         if info.get("status") in ("completed", "failed", "cancelled"):
             break
         await asyncio.sleep(0.1)
@@ -122,7 +127,8 @@ async def _status(q: QemuProcess) -> dict[str, Any]:
 
 
 async def _migrate(case: LinuxCase, binary: str, workdir: Path, memory: int = MEMORY,
-                   content: Any | None = None) -> LinuxRun:
+                   content: Any | None = None,
+                   timeout_s: float = MIGRATE_TIMEOUT_S) -> LinuxRun:
     from sim.capture import Capture, Records, serve
     from sim.qmp.server import parse_address
     from sim.stream import StreamParser
@@ -163,7 +169,7 @@ async def _migrate(case: LinuxCase, binary: str, workdir: Path, memory: int = ME
                                          on_ready=ready.set_result))
         await src.execute("migrate", {"uri": f"tcp:{await ready}"})
         try:
-            await asyncio.wait_for(asyncio.shield(task), MIGRATE_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:
             await src.execute("migrate_cancel")
             with contextlib.suppress(asyncio.TimeoutError):
@@ -180,16 +186,17 @@ async def _migrate(case: LinuxCase, binary: str, workdir: Path, memory: int = ME
 
 
 def migrate_linux(case: LinuxCase, binary: str | None = None, memory: int = MEMORY,
-                  content: Any | None = None) -> LinuxRun:
+                  content: Any | None = None, timeout_s: float = MIGRATE_TIMEOUT_S) -> LinuxRun:
     """Boot the case's guest twice, migrate it through a capture relay; tear everything down.
 
     ``content``: a writable stream (a zstd stream writer) that receives every raw, XBZRLE or
-    compressed page's content, as ``migsim capture --content`` writes ``pages.zst``."""
+    compressed page's content, as ``migsim capture --content`` writes ``pages.zst``.
+    ``timeout_s``: the migration is cancelled after this long (reported as not completed)."""
     binary = binary or find_qemu()
     if binary is None:
         raise QemuError("qemu-system-x86_64 not found")
     with tempfile.TemporaryDirectory(prefix="migsim-linux-") as tmp:  # short socket paths
-        return asyncio.run(_migrate(case, binary, Path(tmp), memory, content))
+        return asyncio.run(_migrate(case, binary, Path(tmp), memory, content, timeout_s))
 
 
 def counts(run: LinuxRun) -> dict[str, tuple[float, float]]:
