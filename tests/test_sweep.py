@@ -290,14 +290,15 @@ def test_the_same_scenario_twice_gives_byte_identical_files(tiny, tmp_path):
 
 # -- signals: Ctrl-C, SIGTERM, SIGKILL of a local sweep ----------------------------------------------
 
-# Six members of ~2-3 s each: with two workers, two are running whenever the signal comes.
+# Six members of ~2-3 s each (40 M guest writes; since the compiled draws 10 M take ~1 s): with
+# two workers, two are running whenever the signal comes.
 LONG = """\
 name: long-sweep
 seed: 1
-vm: {memory: 1GiB}
-workload: {kind: hotspot, writes_per_s: 200000, hot_set: 256MiB}
+vm: {memory: 2GiB}
+workload: {kind: hotspot, writes_per_s: 1000000, hot_set: 256MiB}
 link: {bandwidth: 1Gbit/s}
-migration: {max_time: 10s}
+migration: {max_time: 40s}
 sweep:
   grid:
     seed: [1, 2, 3, 4, 5, 6]
