@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from sim.spec import Scenario
 
 # What Result.save writes, in the order they are reported.
-SAVED_FILES = ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet", "runs.csv",
-               "scenario.yaml", "provenance.json")
+# what a result folder holds, as listed after a run (those present: a cluster's queues and links)
+SAVED_FILES = ("runs.parquet", "passes.parquet", "samples.parquet", "events.parquet",
+               "queues.parquet", "links.parquet", "runs.csv", "scenario.yaml", "provenance.json")
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
