@@ -119,6 +119,22 @@ def test_a_replay_runs_and_a_slower_link_takes_longer() -> None:
     assert slow["transferred_bytes"] > 0.5 * 4 * MiB
 
 
+def test_a_capture_given_relative_to_the_working_folder_replays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make validate` writes to a relative folder (`-o ci-artifacts/validation`): the replay
+    scenario's file sits inside the capture, so its `capture:` must not be read relative to it."""
+    import shutil
+
+    shutil.copytree(EXAMPLE, tmp_path / "out" / "redis" / "capture-defaults")
+    monkeypatch.chdir(tmp_path)
+    relative = Path("out/redis/capture-defaults")
+    assert replay_data(relative, REPLAY_SETTINGS["32MiB"], 0, seed=1)["workload"]["capture"] == (
+        str(tmp_path / relative))
+    q = replay_quantities(relative, Setting("2MiB", ("xbzrle",), 2 * MiB, 1 * MiB), 0, None,
+                          seeds=(1,))
+    assert q["status"] == "completed"
+
+
 def test_the_case_ids() -> None:
     ids = _linux_ids()
     assert "linux-replay-redis-xbzrle-16MiB" in ids and "linux-redis" in ids

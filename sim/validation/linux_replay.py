@@ -110,7 +110,9 @@ def replay_data(capture: Path, setting: Setting, device_bytes: int, seed: int) -
         "seed": seed,
         "vm": {"memory": fit(capture).memory, "device_state": device_bytes,
                "content": "exact" if exact else "modelled"},
-        "workload": {"kind": "replay", "capture": str(capture)},
+        # Absolute: the scenario's file is inside the capture, and a relative path in it would be
+        # read relative to that file, not to where validate was started (`-o ci-artifacts/...`).
+        "workload": {"kind": "replay", "capture": str(capture.resolve())},
         "migration": {"max_bandwidth": setting.max_bandwidth, "downtime_limit": DOWNTIME_LIMIT_S,
                       "xbzrle_cache_size": setting.xbzrle_cache_size,
                       "capabilities": list(setting.capabilities), "qemu_version": "7.2",
