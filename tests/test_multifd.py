@@ -62,3 +62,23 @@ def test_zero_pages_cost_only_their_offset():
 def test_multifd_excludes_xbzrle():
     with pytest.raises(ValueError, match="Multifd is not compatible with xbzrle"):
         check_set(["multifd", "xbzrle"])
+
+
+@pytest.mark.parametrize("limit_mib", [8, 64, 100])
+def test_the_rate_limit_counts_whole_packets(limit_mib):
+    """QEMU charges a multifd packet to the rate limit when it is handed to a channel and checks
+    the limit before every page: a 100 ms window sends floor(B / P) + 1 whole packets, so an idle
+    guest moves at that rate, not at max-bandwidth (one stream: a page over at most)."""
+    limit = limit_mib * MiB
+    sc = idle(2, "none")
+    sc = dataclasses.replace(sc, migration=dataclasses.replace(sc.migration, max_bandwidth=limit))
+    packet = PACKET_PAGES * round(4096 + 8 + PACKET_HEADER / PACKET_PAGES)
+    rate = (int(limit * 0.1 // packet) + 1) * packet / 0.1
+    res = run_one(sc)
+    windows = res.samples[res.samples.status == "active"].bandwidth_bytes_per_s.iloc[2:-2]
+    assert windows.median() == pytest.approx(rate, rel=2e-3)
+    assert rate > limit
+    single = dataclasses.replace(sc, migration=dataclasses.replace(sc.migration, capabilities=()))
+    res1 = run_one(single)
+    windows1 = res1.samples[res1.samples.status == "active"].bandwidth_bytes_per_s.iloc[2:-2]
+    assert abs(windows1.median() - limit) <= (4096 + 8 + 18) / 0.1  # at most a page over

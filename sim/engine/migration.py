@@ -49,6 +49,7 @@ from .throttle import NoThrottle, Throttle, tcg_sync_wait
 from .writes import WriteBuffer
 
 MAX_WAIT_S = 0.05  # MAX_WAIT: longest single chunk
+WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
 DIRTY_RATE_PERIOD_S = 1.0  # dirty-rate statistics update at syncs at least this far apart
 
 #: in-band negotiation at setup: yields SimPy events, returns what was agreed or an error text
@@ -152,7 +153,13 @@ class Migration:
         if resized and self.pipeline.xbzrle_on:
             self.pipeline.configure(spec, self.in_force)  # a MemoryError leaves all as it was
         self.spec = spec
-        self.link.set_cap(self, max_bandwidth(spec))
+        self.link.set_cap(self, self.rate_cap())
+
+    def rate_cap(self) -> float:
+        """What the rate limiter lets through, in bytes/s (0: unlimited): ``max-bandwidth``, in
+        whole multifd packets when multifd is in force (:meth:`Pipeline.window_budget`)."""
+        budget = self.pipeline.window_budget(max_bandwidth(self.spec), WINDOW_S)
+        return budget / WINDOW_S if budget != float("inf") else 0.0
 
     def request_cancel(self, reason: str = "migrate_cancel") -> None:
         """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends.

@@ -12,6 +12,11 @@ What changes against the single stream, per page (the kernel's record sizes and 
   number of channels. That is why k channels give about k× the throughput of one when the link
   is not the bottleneck.
 
+* **Rate limit.** QEMU charges a packet to ``max-bandwidth`` when the migration thread hands it
+  to a channel (7.2: ``multifd_send_pages`` → ``qemu_file_acct_rate_limit``) but checks the limit
+  before every page, so a 100 ms window sends whole packets until the charge passes the budget:
+  ``floor(B / P) + 1`` packets (:meth:`sim.engine.pipeline.Pipeline.window_budget`).
+
 Model notes: channels share the link with the main stream by the link's fair share; the source
 host is assumed to have a core per channel; XBZRLE is excluded by ``migrate-set-capabilities``
 (REF §6.1). Synthetic page content is random bytes, which general-purpose compressors cannot

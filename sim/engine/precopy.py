@@ -18,10 +18,8 @@ import simpy
 from ..capabilities import InForce
 from ..spec import MigrationSpec
 from . import postcopy, switchover, throttle
-from .migration import MAX_WAIT_S, DirtyRatePeriod, Handshake, Migration
+from .migration import MAX_WAIT_S, WINDOW_S, DirtyRatePeriod, Handshake, Migration
 from .profiles import max_bandwidth
-
-WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth window and rate-limit period
 
 
 def migrate(mig: Migration, spec: MigrationSpec, in_force: InForce,
@@ -76,6 +74,8 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
         mig.fail("cannot allocate the XBZRLE cache",
                  "Parameter 'cache size' expects Failed to allocate page cache")
         return False
+    if mig.rate_cap() != max_bandwidth(mig.spec):  # multifd: the limit counts whole packets
+        mig.link.set_cap(mig, mig.rate_cap())
     mig.throttle = throttle.choose(mig.in_force)(mig.state, mig.scenario.vm, mig.workload,
                                                  lambda: mig.spec, mig.rec)
     mig.bitmap.set_all()
@@ -123,8 +123,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
         if trigger.wants(mig, now):
             yield from postcopy.run(mig, deadline)
             return
-        rate_cap = max_bandwidth(mig.spec)
-        budget = rate_cap * WINDOW_S if rate_cap > 0 else math.inf
+        budget = mig.pipeline.window_budget(max_bandwidth(mig.spec), WINDOW_S)
         change = mig.next_change(now)
         idle_to = min(mig.window.start + WINDOW_S, cancel_at, deadline, change)
         if mig.window.bytes >= budget:
