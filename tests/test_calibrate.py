@@ -63,7 +63,8 @@ def _record(folder: Path, obs: dict[str, Observation]) -> None:
                        "downtime_s": o.downtime_s, "normal_pages": o.normal_pages,
                        "zero_pages": o.zero_pages, "downtime_bytes": o.downtime_bytes}]
                      ).to_parquet(run / "runs.parquet")
-        (run / "calibration.yaml").write_text(yaml.safe_dump({"ram_total": 128 * 2**20 + 4096 * 2}))
+        (run / "calibration.yaml").write_text(yaml.safe_dump({"ram_total": 128 * 2**20 + 4096 * 2,
+                                                            "host_cpus": 6}))
 
 
 def test_refit_from_recorded_runs_writes_a_profile_scenarios_load(tmp_path):
@@ -82,6 +83,7 @@ def test_refit_from_recorded_runs_writes_a_profile_scenarios_load(tmp_path):
     assert s.source_cpu.per_page == pytest.approx(A, rel=1e-3)
     assert s.source_cpu.per_page + 4096 / s.source_cpu.copy_rate == pytest.approx(B, rel=1e-3)
     assert s.switchover_cost.stop == pytest.approx(C, rel=1e-3)
+    assert s.source_cpu.cores == 6  # the recording host's CPUs: what multifd's channels share
     # the profile predicts its own calibration runs' total time (the fit's closed form)
     written = next(r for r in rows if r["run"] == "written" and r["quantity"] == "total_time_s")
     assert abs(written["rel_error"]) < 0.1, written

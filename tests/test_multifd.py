@@ -82,3 +82,18 @@ def test_the_rate_limit_counts_whole_packets(limit_mib):
     res1 = run_one(single)
     windows1 = res1.samples[res1.samples.status == "active"].bandwidth_bytes_per_s.iloc[2:-2]
     assert abs(windows1.median() - limit) <= (4096 + 8 + 18) / 0.1  # at most a page over
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_channels_share_the_hosts_cores(cores):
+    """With fewer cores than channels (``source_cpu.cores``) the channels' work divides by the
+    cores: 4 channels on 2 cores are as fast as 2 channels, twice one channel's speed."""
+    def timed(k: int) -> float:
+        sc = idle(k)
+        sc = dataclasses.replace(sc, source_cpu=dataclasses.replace(sc.source_cpu, cores=cores))
+        return live(run_one(sc).runs.iloc[0])
+
+    one, four = timed(1), timed(4)
+    per_page = CPU.per_page, (4096 / CPU.scan_rate + 4096 / CPU.zlib_rate)
+    expected = (per_page[0] + per_page[1]) / (per_page[0] + per_page[1] / min(4, cores))
+    assert one / four == pytest.approx(expected, rel=0.02)

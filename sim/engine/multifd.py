@@ -10,7 +10,8 @@ What changes against the single stream, per page (the kernel's record sizes and 
 * **CPU.** The migration thread only walks the bitmap and queues pages (``per_page``); the zero
   test, the copy or the compression run in the channel threads, so their cost is divided by the
   number of channels. That is why k channels give about k× the throughput of one when the link
-  is not the bottleneck.
+  is not the bottleneck, as long as the host has a core for each (``source_cpu.cores``: with
+  fewer, the channels' work divides by the cores, not the channels).
 
 * **Rate limit.** QEMU charges a packet to ``max-bandwidth`` when the migration thread hands it
   to a channel (7.2: ``multifd_send_pages`` → ``qemu_file_acct_rate_limit``) but checks the limit
@@ -85,6 +86,12 @@ def compressed_page_bytes(method: str, level: int, pattern: int, write_size: int
     return float(np.mean(sizes)) / PACKET_PAGES
 
 
+def parallel(spec: MigrationSpec, cpu: SourceCpuSpec) -> int:
+    """How many channel threads run at once: one per channel, at most ``source_cpu.cores``."""
+    channels = spec.multifd_channels
+    return min(channels, cpu.cores) if cpu.cores > 0 else channels
+
+
 def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec,
                  page_size: int) -> tuple[int, int, np.ndarray]:
     """(normal page bytes, zero page bytes, kernel CPU costs) with multifd in force."""
@@ -99,7 +106,7 @@ def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec
         data = compressed_page_bytes(method, compressor.level(spec), PATTERNS[w.write_pattern],
                                      w.write_size, w.word_size, page_size)
         per_byte_rate = compressor.rate(cpu)
-    channels = spec.multifd_channels
+    channels = parallel(spec, cpu)
     scan = page_size / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
     work = page_size / per_byte_rate if per_byte_rate > 0 else 0.0
     if spec.zero_page_detection == "none":
@@ -108,4 +115,5 @@ def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec
     return (int(round(data + OFFSET + header)), int(round(OFFSET + header)), costs)
 
 
-__all__ = ["COMPRESSORS", "PACKET_PAGES", "Compressor", "compressed_page_bytes", "wire_and_cpu"]
+__all__ = ["COMPRESSORS", "PACKET_PAGES", "Compressor", "compressed_page_bytes", "parallel",
+           "wire_and_cpu"]

@@ -120,7 +120,7 @@ class Pipeline:
         if in_force.is_enabled("multifd"):
             self.raw_bytes, self.zero_bytes, source = multifd.wire_and_cpu(
                 spec, cpu, self.scenario.workload, page)
-            channels = spec.multifd_channels  # as many receive threads on the destination
+            channels = multifd.parallel(spec, cpu)  # as many receive threads on the destination
         else:
             self.raw_bytes, self.zero_bytes = self.wire.page_header + page, self.wire.zero_page
             scan = page / cpu.scan_rate if cpu.scan_rate > 0 else 0.0
