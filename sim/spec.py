@@ -66,6 +66,9 @@ class WorkloadSpec:
     region: RegionSpec | None = None
     # sequential: bytes between consecutive writes (default: a page)
     stride: int | None = field(default=None, metadata={"unit": "size", "gt": 0})
+    # sequential: where in the region the writer is at t = 0, bytes from the region's start
+    # (where a guest that ran before the migration has got to; default: its start)
+    position: int = field(default=0, metadata={"unit": "size", "ge": 0})
     # counter pattern: width of each incremented word
     word_size: int = field(default=8, metadata={"unit": "size", "gt": 0})
     phases: tuple[PhaseSpec, ...] = ()

@@ -205,13 +205,16 @@ def test_qemu_tables_use_the_simulators_columns():
 def test_real_scenario_comes_from_the_case_and_the_measured_guest():
     case = next(c for c in load_real_cases() if c.id == "qemu-xbzrle-tight")
     m = Measurement(Observed("x"), ram_total=32 * MiB + 532480, zero_pages=222,
-                    touches_per_s=3950.0, wall_s=1.0, qemu_version="7.2")
+                    touches_per_s=3950.0, wall_s=1.0, qemu_version="7.2",
+                    touches_at_migrate=3 * 2048 + 700)
     data = scenario_data(case, m)
     pages = (32 * MiB + 532480) // 4096
     assert data["vm"] == {"memory": pages * 4096, "zero_fraction": 222 / pages, "device_state": 0}
     w = data["workload"]
     assert (w["kind"], w["writes_per_s"], w["write_size"]) == ("sequential", 3950.0, 16)
     assert w["region"] == {"offset": 16 * MiB, "size": 8 * MiB}
+    # the guest's sweep (2048 touches of a page each) had got 700 pages in at `migrate`
+    assert w["position"] == 700 * 4096
     assert data["migration"]["capabilities"] == ["xbzrle"]
     assert data["migration"]["max_bandwidth"] == 8 * MiB
     # no hand-set loopback link: the host's pace comes from a calibrated profile (with_host)

@@ -33,6 +33,14 @@ def test_sequential_writes_distinct_pages_in_order_and_wraps():
     assert list(p[P:]) == list(range(10))
 
 
+def test_sequential_starts_at_its_position_and_wraps_in_its_region():
+    spec = WorkloadSpec(kind="sequential", writes_per_s=100, region=RegionSpec(offset=1000 * P,
+                        size=64 * P), stride=2 * P, position=60 * P)
+    _, p = writes(spec, pieces=2)
+    # 60, 62, then the region's start again: pages 0, 2, ... of the region
+    assert list(p[:5]) == [1060, 1062, 1000, 1002, 1004]
+
+
 def test_region_and_hot_set_confine_writes():
     spec = WorkloadSpec(kind="hotspot", writes_per_s=20000, hot_set=64 * 4096, hot_probability=1.0,
                         region=RegionSpec(offset=1024 * 4096, size=512 * 4096))

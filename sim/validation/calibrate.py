@@ -5,7 +5,8 @@ link the pace is set by the migration thread and the destination's load path (an
 by both sharing the host's cores), and the switchover has fixed costs QEMU's threshold test does
 not know. Those numbers cannot be guessed by a user; they are measured here.
 
-``--real-qemu`` runs :data:`RUNS` short real migrations of the validation guest
+``--real-qemu`` runs :data:`RUNS` short real migrations (each :data:`REPEAT` times, the median
+fitted) of the validation guest
 (:mod:`sim.validation.guest`) between two QEMUs on loopback with the real-QEMU harness
 (:mod:`sim.validation.qemu`), at an unlimited ``max-bandwidth`` so that the host, not the rate
 limit, sets the pace:
@@ -60,8 +61,12 @@ from sim import units
 from .guest import PAGE, GuestParams
 from .qemu import MigrationSettings
 
-#: guest RAM of the calibration runs (small: TCG boots and migrates it in seconds)
-MEMORY = 128 * units.MiB
+#: guest RAM of the calibration runs: TCG boots and migrates it in seconds, and its written run
+#: lasts about 0.15 s, so QMP's whole-millisecond times and a stray scheduling delay are small
+#: against it (a 128 MiB guest's 40 ms gave raw-page costs from 1.1 to 1.5 us on one host)
+MEMORY = 512 * units.MiB
+#: each run is made this many times; the fit takes the one with the median total time
+REPEAT = 3
 #: an unlimited max-bandwidth for QEMU 7.2 to 10.x (0 meant "no limit" only in some releases)
 UNLIMITED = 1 << 40
 #: the loopback link of the profile: fast enough never to set the pace (its copy is in ``b``)
@@ -179,8 +184,26 @@ def fit(obs: dict[str, Observation]) -> Fit:
     return Fit(a, b, c)
 
 
-def _observe_real(run: CalibrationRun, keep: Path | None,
-                  log: Callable[[str], None]) -> tuple[Observation, Path | None]:
+def _observe_median(run: CalibrationRun, keep: Path | None,
+                    log: Callable[[str], None]) -> tuple[Observation, Path | None]:
+    """:data:`REPEAT` real runs of ``run``; the one with the median total time is fitted (and
+    kept), so one disturbed run does not move the profile."""
+    runs = [_observe_real(run, log) for _ in range(REPEAT)]
+    runs.sort(key=lambda r: r[0].total_s)
+    obs, result, meta = runs[len(runs) // 2]
+    if REPEAT > 1:
+        log(f"  {run.name}: total times {', '.join(f'{r[0].total_s * 1000:.0f}' for r in runs)} "
+            f"ms; fitted the median")
+    folder = None
+    if keep is not None:
+        folder = keep / run.name
+        result.save(folder, extra=lambda tmp: (tmp / "calibration.yaml").write_text(
+            yaml.safe_dump(meta, sort_keys=False)))
+    return obs, folder
+
+
+def _observe_real(run: CalibrationRun,
+                  log: Callable[[str], None]) -> tuple[Observation, Any, dict[str, Any]]:
     from .qemu import measure
     from .qemu_tables import tables
 
@@ -191,18 +214,13 @@ def _observe_real(run: CalibrationRun, keep: Path | None,
     if row.status != "completed":
         raise CalibrationError(f"calibration run {run.name!r} ended {row.status}: "
                                f"{row.failure_reason}")
-    folder = None
-    if keep is not None:
-        folder = keep / run.name
-        meta = {"run": run.name, "ram_total": m.ram_total, "zero_pages_before": m.zero_pages,
-                "qemu_version": m.qemu_version, "host_cpus": os.cpu_count() or 1}
-        result.save(folder, extra=lambda tmp: (tmp / "calibration.yaml").write_text(
-            yaml.safe_dump(meta, sort_keys=False)))
+    meta = {"run": run.name, "ram_total": m.ram_total, "zero_pages_before": m.zero_pages,
+            "qemu_version": m.qemu_version, "host_cpus": os.cpu_count() or 1}
     obs = Observation.from_row(run.name, row)
     log(f"  {run.name}: {run.what}; QEMU {m.qemu_version}, {row.status} in "
         f"{row.total_time_s:.3f} s, downtime {obs.downtime_s * 1000:.1f} ms, "
         f"{row.normal_pages} raw + {row.zero_pages} zero pages ({time.monotonic() - t0:.1f} s)")
-    return obs, folder
+    return obs, result, meta
 
 
 def observe_recorded(folder: Path) -> dict[str, Observation]:
@@ -283,7 +301,7 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
         keep = out.with_name(out.stem + "-runs")
         obs = {}
         for run in RUNS:
-            o, folder = _observe_real(run, keep, log)
+            o, folder = _observe_median(run, keep, log)
             obs[run.name] = o
             if folder is not None:
                 meta = yaml.safe_load((folder / "calibration.yaml").read_text())

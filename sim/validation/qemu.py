@@ -94,6 +94,9 @@ class Measurement:
     qemu_version: str = ""  # major.minor of the source QEMU (query-version)
     # the touch rate before `migrate` (no migration thread, no throttle), over PRE_RATE_S
     touches_before_per_s: float = float("nan")
+    # the guest's touch counter just before `migrate` (the initial fill included): where its
+    # sequential sweep had got to
+    touches_at_migrate: int = 0
 
 
 def _die_with_parent() -> None:
@@ -356,7 +359,7 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         ticks = (await src.read_dwords(TICKS_ADDR, 1))[0]
         obs.events.append((obs.end_t, "harness", "guest", f"touches={touches1} ticks={ticks}"))
         return Measurement(obs, ram_total, zero_pages, rate, time.monotonic() - started,
-                           f"{version['major']}.{version['minor']}", pre_rate)
+                           f"{version['major']}.{version['minor']}", pre_rate, touches0)
     finally:
         await asyncio.gather(src.close(), dst.close())
 

@@ -106,6 +106,9 @@ def scenario_data(case: Case, m: Measurement) -> dict[str, Any]:
                "device_state": 0},
         "workload": {"kind": "sequential", "writes_per_s": _guest_rate(s, m),
                      "region": {"offset": g.base, "size": g.pages * PAGE}, "stride": g.stride,
+                     # where the sweep had got to: which pages it dirties before the scan
+                     # reaches them depends on it
+                     "position": m.touches_at_migrate % g.touches_per_sweep * g.stride,
                      "write_size": g.bytes_per_touch, "write_pattern": "clustered",
                      # the guest's touches come in bursts on PIT ticks (sim/validation/guest.py)
                      "timer_tick": g.pacing()[1] / PIT_HZ},

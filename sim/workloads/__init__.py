@@ -276,13 +276,14 @@ def _inverted_ranks(s: float, n: int, size: int, rng: np.random.Generator) -> np
 
 
 class Sequential(Workload):
-    """Write ``k`` touches page ``(k · stride) mod region``: distinct pages in address order."""
+    """Write ``k`` touches page ``(position + k · stride) mod region``: distinct pages in
+    address order, from ``position`` bytes into the region."""
 
     name = "sequential"
 
     def _pages(self, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         stride = self.spec.stride if self.spec.stride is not None else self.page_size
-        offset = (k * stride) % (self.region_pages * self.page_size)
+        offset = (self.spec.position + k * stride) % (self.region_pages * self.page_size)
         return self.first_page + offset // self.page_size
 
 
