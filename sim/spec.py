@@ -218,8 +218,9 @@ class SourceCpuSpec:
     # (cpu_physical_memory_sync_dirty_bitmap), so about 2 ns per 64 pages, not per page
     sync_per_page: float = field(default=2e-9 / 64, metadata={"unit": "time", "ge": 0})
     # cores multifd's channel threads can use at once (0: one per channel, a large server); with
-    # fewer cores than channels the channels' work divides by the cores
-    cores: int = field(default=0, metadata={"ge": 0})
+    # fewer cores than channels the channels' work divides by the cores. Fractional: what the
+    # channels gain on a host whose cores both ends share (migsim calibrate fits it)
+    cores: float = field(default=0.0, metadata={"ge": 0})
 
     @classmethod
     def free(cls) -> SourceCpuSpec:

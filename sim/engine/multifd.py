@@ -86,10 +86,10 @@ def compressed_page_bytes(method: str, level: int, pattern: int, write_size: int
     return float(np.mean(sizes)) / PACKET_PAGES
 
 
-def parallel(spec: MigrationSpec, cpu: SourceCpuSpec) -> int:
+def parallel(spec: MigrationSpec, cpu: SourceCpuSpec) -> float:
     """How many channel threads run at once: one per channel, at most ``source_cpu.cores``."""
     channels = spec.multifd_channels
-    return min(channels, cpu.cores) if cpu.cores > 0 else channels
+    return min(float(channels), cpu.cores) if cpu.cores > 0 else float(channels)
 
 
 def wire_and_cpu(spec: MigrationSpec, cpu: SourceCpuSpec, workload: WorkloadSpec,

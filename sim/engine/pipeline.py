@@ -129,7 +129,7 @@ class Pipeline:
                 page / cpu.copy_rate if cpu.copy_rate > 0 else 0.0,
                 page / cpu.xbzrle_rate if cpu.xbzrle_rate > 0 else 0.0,
                 cpu.xbzrle_per_byte], np.float64)
-            channels = 1
+            channels = 1.0
         dest = self.scenario.destination_cpu
         self.cpu_costs = np.concatenate([source, np.array([
             (dest.per_page + (page / dest.copy_rate if dest.copy_rate > 0 else 0.0)) / channels,

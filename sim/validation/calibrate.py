@@ -22,10 +22,12 @@ and fits, from QMP's counters only (never from the cases the profile is judged o
   two unknowns;
 * the switchover's fixed cost ``c``: the ``zero`` run's downtime less what its last pages cost.
 
-The profile also says how many cores multifd's channels can use (``source_cpu.cores``): the
-host's CPUs. Measured here (2 cores, QEMU 7.2, unlimited bandwidth, 128 MiB written): one stream
-1.1-1.5 us a raw page, 4 channels 0.95 us, about what the fitted costs give when the channels'
-work divides by 2 cores, not by 4 (a core per channel predicted half QEMU's time).
+A third run, ``multifd`` (RAM written, 4 channels), gives how many cores multifd's channels
+could use (``source_cpu.cores``, fractional): the model divides a raw page's copy (``b - a``) by
+min(channels, cores), so the run's time solves for it. On loopback both ends' threads share the
+host's cores: on this 2-core host 4 channels moved a written 128 MiB guest in 28-36 ms against
+39-49 ms for one stream, a gain of about 1.3, where a core per channel would have halved the
+time twice over.
 
 The profile puts ``a`` and ``b`` on the source thread (``per_page = a``, ``copy_rate = page /
 (b - a)``, no separate scan cost), ``c`` in ``switchover_cost.stop`` (QMP cannot split stop from
@@ -44,7 +46,6 @@ XBZRLE's encoder; two idle runs cannot separate them, and they keep their defaul
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -83,21 +84,32 @@ class CalibrationRun:
     what: str
 
 
-def _run(name: str, fill: bool, what: str) -> CalibrationRun:
+#: the multifd run's channels: more than this host class has cores, so the run shows what the
+#: cores, not the channels, allow
+MULTIFD_CHANNELS = 4
+
+
+def _run(name: str, fill: bool, what: str, multifd: bool = False) -> CalibrationRun:
     # A one-page working set touched 20 times a second (the PIT's slowest is about 18): the guest
     # is all but idle, so every page is sent once (plus the few the guest touches), and the
     # counters are the host's pace alone.
     guest = GuestParams(base=16 * units.MiB, pages=1, touches_per_s=20.0,
                         fill_end=MEMORY if fill else 0)
-    settings = MigrationSettings(memory=MEMORY, max_bandwidth=UNLIMITED, downtime_limit_ms=300,
-                                 max_time=60.0)
+    settings = MigrationSettings(
+        memory=MEMORY, max_bandwidth=UNLIMITED, downtime_limit_ms=300, max_time=60.0,
+        capabilities=("multifd",) if multifd else (),
+        parameters=(("multifd-channels", MULTIFD_CHANNELS),) if multifd else ())
     return CalibrationRun(name, guest, settings, what)
 
 
 RUNS = (
     _run("written", True, "every page holds data: raw-page records"),
     _run("zero", False, "RAM never written: zero-page records"),
+    _run("multifd", True, f"every page holds data, {MULTIFD_CHANNELS} multifd channels",
+         multifd=True),
 )
+#: the runs the fit cannot do without (a recording without the multifd run fits no cores)
+REQUIRED = ("written", "zero")
 
 
 @dataclass(frozen=True)
@@ -126,9 +138,9 @@ class Fit:
     per_zero_page: float
     per_raw_page: float
     switchover: float
-    #: cores multifd's channels can use (``source_cpu.cores``): the host's CPUs (0: not known,
-    #: the default of one per channel)
-    cores: int = 0
+    #: cores multifd's channels can use (``source_cpu.cores``), from the multifd run (0: not
+    #: known, the default of one per channel)
+    cores: float = 0.0
 
     def profile(self, page: int = PAGE) -> dict[str, Any]:
         extra = _round(self.per_raw_page) - _round(self.per_zero_page)
@@ -138,7 +150,7 @@ class Fit:
             "copy_rate": f"{_round(page / extra):g}B/s" if extra > 0 else 0,
         }
         if self.cores > 0:
-            source["cores"] = self.cores
+            source["cores"] = round(self.cores, 2)
         return {
             "accelerator": "tcg",
             "link": dict(LOOPBACK),
@@ -162,7 +174,7 @@ def fit(obs: dict[str, Observation]) -> Fit:
     try:
         w, z = obs["written"], obs["zero"]
     except KeyError as e:
-        raise CalibrationError(f"the fit needs the runs {', '.join(r.name for r in RUNS)}; "
+        raise CalibrationError(f"the fit needs the runs {', '.join(REQUIRED)}; "
                                f"missing {e}") from None
     # First without the fixed cost, then with the fixed cost the zero run's downtime shows.
     c = 0.0
@@ -181,7 +193,20 @@ def fit(obs: dict[str, Observation]) -> Fit:
         a = max(a, 0.0)
         last_pages = z.downtime_bytes / (PAGE + 8)
         c = max(0.0, z.downtime_s - last_pages * b)
-    return Fit(a, b, c)
+    return Fit(a, b, c, _cores(obs.get("multifd"), a, b, c))
+
+
+def _cores(m: Observation | None, a: float, b: float, c: float) -> float:
+    """The cores multifd's channels got in the multifd run: the model divides a raw page's
+    copy (``b - a``) by min(channels, cores), so ``total - setup - c = a · pages + (b - a) ·
+    raw pages / cores``. Between 1 (the channels took turns) and the channels; 0 without the
+    run."""
+    if m is None:
+        return 0.0
+    copy = m.total_s - m.setup_s - c - a * (m.zero_pages + m.normal_pages)
+    if copy <= 0 or m.normal_pages <= 0:
+        return float(MULTIFD_CHANNELS)
+    return min(float(MULTIFD_CHANNELS), max(1.0, (b - a) * m.normal_pages / copy))
 
 
 def _observe_median(run: CalibrationRun, keep: Path | None,
@@ -228,6 +253,8 @@ def observe_recorded(folder: Path) -> dict[str, Observation]:
     out = {}
     for run in RUNS:
         runs = folder / run.name / "runs.parquet"
+        if not runs.is_file() and run.name not in REQUIRED:
+            continue  # recorded before the run existed
         if not runs.is_file():
             raise CalibrationError(f"{folder}: no recorded run {run.name!r} "
                                    f"({runs} missing)")
@@ -249,15 +276,20 @@ def residuals(profile: Path, obs: dict[str, Observation],
 
     rows = []
     for run in RUNS:
+        if run.name not in obs:
+            continue
         o = obs[run.name]
         pages = (memory_total or {}).get(run.name, 0) // PAGE or (o.normal_pages + o.zero_pages)
         zero = min(1.0, o.zero_pages / max(1, pages))
+        migration: dict[str, Any] = {"max_bandwidth": f"{UNLIMITED}B/s",
+                                     "downtime_limit": "300ms", "qemu_version": "7.2"}
+        if "multifd" in run.settings.capabilities:
+            migration |= {"capabilities": ["multifd"], "multifd_channels": MULTIFD_CHANNELS}
         text = yaml.safe_dump({
             "name": f"calibrate-{run.name}", "host": str(profile.resolve()),
             "vm": {"memory": f"{pages * PAGE}B", "zero_fraction": zero, "device_state": 0},
             "workload": {"kind": "idle"},
-            "migration": {"max_bandwidth": f"{UNLIMITED}B/s", "downtime_limit": "300ms",
-                          "qemu_version": "7.2"},
+            "migration": migration,
         }, sort_keys=False)
         row = run_one(loads_scenario(text)).runs.iloc[0]
         for quantity, qemu, model in (("total_time_s", o.total_s, float(row.total_time_s)),
@@ -287,15 +319,12 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
     """Measure (or read) the runs, fit, check the fit on them, write the profile to ``out``."""
     t0 = time.monotonic()
     memory_total: dict[str, int] = {}
-    cpus = os.cpu_count() or 1
     if recorded is not None:
         obs = observe_recorded(recorded)
         for run in RUNS:
             meta = recorded / run.name / "calibration.yaml"
             if meta.is_file():
-                recorded_meta = yaml.safe_load(meta.read_text())
-                memory_total[run.name] = int(recorded_meta["ram_total"])
-                cpus = int(recorded_meta.get("host_cpus", cpus))
+                memory_total[run.name] = int(yaml.safe_load(meta.read_text())["ram_total"])
         how = f"--from {recorded}"
     else:
         keep = out.with_name(out.stem + "-runs")
@@ -308,7 +337,7 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
                 memory_total[run.name] = int(meta["ram_total"])
         how = "--real-qemu"
         log(f"  runs kept in {keep}/ (refit with --from {keep})")
-    fitted = dataclasses.replace(fit(obs), cores=cpus)
+    fitted = fit(obs)
     write_profile(fitted, out, how)
     rows = residuals(out, obs, memory_total)
     write_profile(fitted, out, how, rows)
@@ -316,7 +345,7 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
     log(f"  source_cpu.per_page (a zero-page record)  {fitted.per_zero_page * 1e6:8.3f} us")
     log(f"  a raw-page record                          {fitted.per_raw_page * 1e6:8.3f} us")
     log(f"  switchover_cost.stop                       {fitted.switchover * 1e3:8.3f} ms")
-    log(f"  source_cpu.cores (the host's CPUs)         {fitted.cores:8d}")
+    log(f"  source_cpu.cores (multifd's channels got)  {fitted.cores:8.2f}")
     for r in rows:
         log(f"  residual {r['run']:8s} {r['quantity']:13s} QEMU {r['qemu']:9.4f}  model "
             f"{r['model']:9.4f}  {r['rel_error']:+7.1%}")
