@@ -381,6 +381,25 @@ def encode_page(old64, new64, new, limit, out, masks):  # type: ignore[no-untype
 
 
 @njit(inline="always")
+def literal_bytes(src, slen):  # type: ignore[no-untyped-def]
+    """For other compiled code: the changed bytes a well-formed record carries (its nzruns'
+    lengths summed): what the encoder copied, as against the run lengths it wrote."""
+    i = 0
+    total = 0
+    while i + 1 < slen:
+        _, ul = _read_uleb(src, i)
+        if ul == 0:
+            break
+        i += ul
+        count, ul = _read_uleb(src, i)
+        if ul == 0:
+            break
+        i += ul + count
+        total += count
+    return total
+
+
+@njit(inline="always")
 def decode_page(src, slen, page):  # type: ignore[no-untyped-def]
     """For other compiled code: apply one record in place; QEMU's return value (< 0: rejected)."""
     rc, _ = _decode_core(src, slen, page)

@@ -116,17 +116,24 @@ def synthetic_pages(rng: np.random.Generator, counts: np.ndarray, pattern: int, 
 
 
 @lru_cache(maxsize=64)
-def _size_table(pattern: int, write_size: int, word_size: int, page_size: int) -> np.ndarray:
+def _size_table(pattern: int, write_size: int, word_size: int,
+                page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, changed bytes): the encoder's record size and the changed bytes it copies (an
+    nzrun ends at the first equal byte, so they are the bytes that differ), per sample."""
     from ..encoders.xbzrle import encoded_sizes
 
     rng = np.random.default_rng([pattern, write_size, word_size, page_size])
     k = np.repeat(np.arange(1, SIZE_TABLE_WRITES + 1), SIZE_TABLE_SAMPLES)
     old, new = synthetic_pages(rng, k, pattern, write_size, word_size, page_size)
     sizes = encoded_sizes(old, new).astype(np.int32)
-    table = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
-    table[1:] = sizes.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
-    table.setflags(write=False)
-    return table
+    changed = np.where(sizes > 0, (old != new).sum(axis=1), 0).astype(np.int32)
+    tables = []
+    for values in (sizes, changed):
+        table = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
+        table[1:] = values.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
+        table.setflags(write=False)
+        tables.append(table)
+    return tables[0], tables[1]
 
 
 def writer_spec(workload: WorkloadSpec) -> WorkloadSpec:
@@ -137,8 +144,9 @@ def writer_spec(workload: WorkloadSpec) -> WorkloadSpec:
     return workload
 
 
-def xbzrle_size_table(workload: WorkloadSpec, page_size: int) -> np.ndarray:
-    """``table[k, j]``: XBZRLE size (−1 overflow) of sample ``j`` after ``k`` writes (row 0: 0).
+def xbzrle_size_table(workload: WorkloadSpec, page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sizes, changed)``: ``sizes[k, j]`` the XBZRLE size (−1 overflow) of sample ``j`` after
+    ``k`` writes (row 0: 0), ``changed[k, j]`` the changed bytes the record carries.
 
     Built once per (pattern, write size, word size, page size) by running the real encoder.
     """

@@ -79,9 +79,10 @@ class Pipeline:
         self.cache = XbzrleCache(spec.xbzrle_cache_size if self.cache_on else self.page_size,
                                  self.page_size, store_content=exact and self.cache_on,
                                  guest_pages=self.guest.pages)
-        self.xb_sizes = np.full((1, 1), -1, np.int32)
+        self.xb_sizes = self.xb_changed = np.full((1, 1), -1, np.int32)
         if self.xbzrle_on and not exact:
-            self.xb_sizes = xbzrle_size_table(self.scenario.workload, self.page_size)
+            self.xb_sizes, self.xb_changed = xbzrle_size_table(self.scenario.workload,
+                                                               self.page_size)
         # Plug-ins (DESIGN §9): (needs_previous, record header, destination cannot decode).
         n = len(self.plugins)
         self.plugin_flags = np.array(
@@ -99,7 +100,7 @@ class Pipeline:
         cache = self.cache
         content = cache.content if cache.content is not None else _PLACEHOLDER
         self._cache_args = (cache.address, cache.age, cache.version, content,
-                            content.view(np.uint64), self.xb_sizes)
+                            content.view(np.uint64), self.xb_sizes, self.xb_changed)
         self._wire_args = (self.raw_bytes, self.zero_bytes, self.wire.xbzrle_header,
                            self.page_size, self.detect_zero)
         self._bitmap_args = self.bitmap.kernel_args()
