@@ -598,9 +598,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _check_files([args.host])
     if args.linux and not args.real_qemu:
         raise UsageError("validate: --linux needs --real-qemu")
+    if not 1 <= args.repeat <= 20:
+        raise UsageError(f"validate: --repeat {args.repeat}: give 1 to 20 runs")
     return int(_module("sim.validation.command").main(
         real_qemu=args.real_qemu, output=args.output, patterns=args.case, host=args.host,
-        linux=args.linux))
+        linux=args.linux, repeat=args.repeat))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -861,6 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--host", metavar="FILE",
                      help="with --real-qemu: predict the real cases with this host profile "
                           "(default: calibrate this host first, into DIR/host.yaml)")
+    val.add_argument("--repeat", type=int, default=1, metavar="N",
+                     help="with --real-qemu: migrate each real case N times and judge the "
+                          "model against QEMU's mean (default 1)")
     val.set_defaults(func=cmd_validate)
 
     cal = sub.add_parser("calibrate", parents=[common],

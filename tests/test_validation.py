@@ -353,3 +353,23 @@ def test_rel_or_within_takes_the_looser_of_the_two():
     assert "or ±0.0015" in check.tolerance_text()
     with pytest.raises(CaseError, match="or_within goes with rel"):
         _check({"quantity": "downtime_s", "abs": 1, "or_within": 0.1}, "x")
+
+
+def test_repeated_real_runs_are_judged_on_their_means():
+    """``validate --repeat N``: numbers are averaged over the runs, an outcome is the most
+    common one, a run without the value does not count."""
+    from sim.validation.real import _mean
+
+    assert _mean([0.010, 0.009, 0.012]) == pytest.approx(0.010333, rel=1e-4)
+    assert _mean([4, 5, None]) == 4.5
+    assert _mean(["completed", "cancelled", "completed"]) == "completed"
+    assert _mean([None, None]) is None
+
+
+@pytest.mark.parametrize("n", ["0", "21"])
+def test_a_repeat_out_of_range_is_one_line(n, capsys):
+    from sim.cli import main
+
+    assert main(["validate", "--real-qemu", "--repeat", n]) == 2
+    err = capsys.readouterr().err
+    assert "--repeat" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

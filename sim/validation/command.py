@@ -40,7 +40,7 @@ def _progress(out: Callable[[str], None]) -> Callable[[Case, list[Row], float], 
 
 
 def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None],
-               host: Path | None = None) -> list[Row]:
+               host: Path | None = None, repeat: int = 1) -> list[Row]:
     from sim.errors import ScenarioError
 
     from .qemu import QemuError, find_qemu
@@ -78,11 +78,11 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
 
     def runner(case: Case) -> list[Row]:
         try:
-            return run_real_case(case, outdir, binary, log=out, host=host)
+            return run_real_case(case, outdir, binary, log=out, host=host, repeat=repeat)
         except (QemuError, ScenarioError) as err:  # a failed validation, not a crash
             return [judge(case, check, None, None, note=f"error: {err}") for check in case.checks]
 
-    out(f"real QEMU ({binary}):")
+    out(f"real QEMU ({binary}{f'; QEMU and model: mean of {repeat} runs' if repeat > 1 else ''}):")
     return run_cases(cases, runner=runner, on_case=_progress(out))
 
 
@@ -154,7 +154,7 @@ def _no_case(message: str) -> int:
 
 def main(real_qemu: bool = False, output: str | Path | None = None,
          patterns: Sequence[str] = (), out: Callable[[str], None] = print,
-         host: str | Path | None = None, linux: bool = False) -> int:
+         host: str | Path | None = None, linux: bool = False, repeat: int = 1) -> int:
     """Run the suite; returns the exit status."""
     outdir = Path(output) if output is not None else DEFAULT_OUTPUT
     started = time.monotonic()
@@ -173,7 +173,8 @@ def main(real_qemu: bool = False, output: str | Path | None = None,
     out(f"closed forms and published results ({len(cases)} cases):")
     rows = run_cases(cases, on_case=_progress(out))
     if real_qemu:
-        rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None)
+        rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None,
+                           repeat)
         if linux:
             rows += _linux_rows(patterns, outdir, out)
             rows += _replay_rows(patterns, outdir, out, host)

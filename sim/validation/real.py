@@ -195,9 +195,47 @@ def simulate(scenario: Scenario,
 
 
 def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = None,
-                  log: Callable[[str], None] = print, host: Path | None = None) -> list[Row]:
+                  log: Callable[[str], None] = print, host: Path | None = None,
+                  repeat: int = 1) -> list[Row]:
     """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given.
-    ``host``: a host profile (``migsim calibrate``) under the case's own model keys."""
+    ``host``: a host profile (``migsim calibrate``) under the case's own model keys.
+
+    ``repeat`` > 1: that many real runs, each simulated from its own measured guest (touch
+    rate, sweep position, zero pages), and QEMU's mean judged against the model's mean (the
+    outcome: the most common one on each side). Run ``k`` > 1's tables go to ``<id>-run<k>``.
+    """
+    runs = [_run_once(case, outdir, binary, log, host, k) for k in range(1, repeat + 1)]
+    if repeat == 1:
+        measured, model, scenario, variants = runs[0]
+        return compare(case, measured, model, scenario, variants)
+    rows = []
+    for check in case.checks:
+        q = [_value(r[0], r[2], check) for r in runs]
+        m = [_value(r[1], r[2], check) for r in runs]
+        rows.append(judge(case, check, _mean(q), _mean(m),
+                          note=f"mean of {repeat} runs: QEMU {_spread(q)}, model {_spread(m)}"))
+    return rows
+
+
+def _mean(values: Sequence[Any]) -> Any:
+    """The mean of the numbers, or the most common value (an outcome); None if none."""
+    import statistics
+
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return float(statistics.fmean(present))
+    return statistics.mode(present)
+
+
+def _spread(values: Sequence[Any]) -> str:
+    return " / ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _run_once(case: Case, outdir: Path | None, binary: str | None,
+              log: Callable[[str], None], host: Path | None,
+              k: int) -> tuple[Result, Result, Scenario, dict[str, tuple[Result, Scenario]]]:
     from sim.scenario import from_dict
 
     m = measure(case.id, guest_params(case), settings(case), binary=binary,
@@ -217,10 +255,11 @@ def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = N
         f"({nominal:.0f} nominal), {m.zero_pages} zero pages of {m.ram_total // PAGE}, "
         f"memory match: {m.observed.memory_match}, QEMU pair wall time {m.wall_s:.1f} s")
     if outdir is not None:
+        name = case.id if k == 1 else f"{case.id}-run{k}"
         measured.scenario = scenario
-        measured.save(outdir / "qemu" / case.id)
-        model.save(outdir / "model" / case.id)
-    return compare(case, measured, model, scenario, variants)
+        measured.save(outdir / "qemu" / name)
+        model.save(outdir / "model" / name)
+    return measured, model, scenario, variants
 
 
 def load_real_cases() -> list[Case]:
