@@ -715,9 +715,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
     def ready(where: str) -> None:
         print(f"migsim capture: waiting for one migration on {where}", flush=True)
 
-    cap = _module("sim.capture").run_capture(
-        addresses["listen"], out, forward=addresses.get("forward"), content=args.content,
-        qmp=args.qmp, on_ready=ready, command=args.command_line)
+    # Ctrl-C (or SIGTERM) mid-stream keeps what came. The handlers are installed here rather
+    # than left to Python's default: a capture started from a script's background job inherits
+    # SIGINT ignored, and then nothing but SIGKILL would stop it.
+    with _StopSignals():
+        cap = _module("sim.capture").run_capture(
+            addresses["listen"], out, forward=addresses.get("forward"), content=args.content,
+            qmp=args.qmp, on_ready=ready, command=args.command_line)
     if cap.qmp_error:
         print(f"migsim capture: warning: --qmp {cap.qmp_error}", file=sys.stderr)
     if cap.error is not None:
