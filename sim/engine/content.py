@@ -127,13 +127,14 @@ def _size_table(pattern: int, write_size: int, word_size: int,
     old, new = synthetic_pages(rng, k, pattern, write_size, word_size, page_size)
     sizes = encoded_sizes(old, new).astype(np.int32)
     changed = np.where(sizes > 0, (old != new).sum(axis=1), 0).astype(np.int32)
-    tables = []
-    for values in (sizes, changed):
-        table = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
-        table[1:] = values.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
-        table.setflags(write=False)
-        tables.append(table)
-    return tables[0], tables[1]
+
+    def table(values: np.ndarray) -> np.ndarray:  # row 0 (no write since): 0
+        out = np.zeros((SIZE_TABLE_WRITES + 1, SIZE_TABLE_SAMPLES), np.int32)
+        out[1:] = values.reshape(SIZE_TABLE_WRITES, SIZE_TABLE_SAMPLES)
+        out.setflags(write=False)
+        return out
+
+    return table(sizes), table(changed)
 
 
 def writer_spec(workload: WorkloadSpec) -> WorkloadSpec:

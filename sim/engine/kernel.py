@@ -84,20 +84,28 @@ COUNTERS = ("normal_pages", "zero_pages", "xbzrle_pages", "xbzrle_bytes", "xbzrl
 N_COUNTERS = len(COUNTERS)
 
 
+@njit(inline="always")
+def _sample(shape, writes_since, page, version):
+    """The cell ``(k, j)`` of a size table of ``shape`` for a page written ``writes_since``
+    times since it was cached: ``k`` writes (the last row for more), sample ``j`` picked by a hash
+    of (page, version) so runs are repeatable."""
+    k = writes_since
+    if k >= shape[0]:
+        k = shape[0] - 1
+    h = (np.uint64(page) * np.uint64(0x9E3779B97F4A7C15)
+         + np.uint64(version) * np.uint64(0xBF58476D1CE4E5B9))
+    h ^= h >> np.uint64(31)
+    return k, np.int64(h % np.uint64(shape[1]))
+
+
 @njit(cache=True)
 def _xbzrle_size(sizes, writes_since, page, version):
     """Encoded size for a page written ``writes_since`` times since it was cached.
 
     ``sizes[k, j]`` holds sizes the real encoder produced for ``k`` writes of the workload's
-    pattern (-1 = overflow); ``j`` is picked by a hash of (page, version) so runs are repeatable.
+    pattern (-1 = overflow), at the cell :func:`_sample` picks.
     """
-    k = writes_since
-    if k >= sizes.shape[0]:
-        k = sizes.shape[0] - 1
-    h = (np.uint64(page) * np.uint64(0x9E3779B97F4A7C15)
-         + np.uint64(version) * np.uint64(0xBF58476D1CE4E5B9))
-    h ^= h >> np.uint64(31)
-    j = np.int64(h % np.uint64(sizes.shape[1]))
+    k, j = _sample(sizes.shape, writes_since, page, version)
     return sizes[k, j]
 
 
@@ -247,9 +255,11 @@ def _xbzrle_hit(p, slot, guest, cache, wire, mode, cpu_costs, counters, dest_mem
             changed = literal_bytes(enc_out, enc)
     else:
         since = np.int64(version[p]) - np.int64(cache_version[slot])
-        enc = 0 if since == 0 else _xbzrle_size(xb_sizes, since, p, version[p])
-        if enc > 0:
-            changed = _xbzrle_size(xb_changed, since, p, version[p])
+        enc = 0
+        if since != 0:
+            k, j = _sample(xb_sizes.shape, since, p, version[p])
+            enc = xb_sizes[k, j]
+            changed = xb_changed[k, j]  # the same sample's changed bytes (0 unless enc > 0)
     cpu = xbzrle_cpu(enc, changed, page_size, cpu_costs[2], cpu_costs[3])
     if enc == 0:
         counters[C_UNCHANGED] += 1  # nothing sent; the scan moves on

@@ -29,6 +29,7 @@ Model notes (where this departs from QEMU, and why):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
@@ -155,11 +156,15 @@ class Migration:
         self.spec = spec
         self.link.set_cap(self, self.rate_cap())
 
+    def window_budget(self) -> float:
+        """The bytes one rate-limit window lets through (``inf``: unlimited): ``max-bandwidth``,
+        in whole multifd packets when multifd is in force (:meth:`Pipeline.window_budget`)."""
+        return self.pipeline.window_budget(max_bandwidth(self.spec), WINDOW_S)
+
     def rate_cap(self) -> float:
-        """What the rate limiter lets through, in bytes/s (0: unlimited): ``max-bandwidth``, in
-        whole multifd packets when multifd is in force (:meth:`Pipeline.window_budget`)."""
-        budget = self.pipeline.window_budget(max_bandwidth(self.spec), WINDOW_S)
-        return budget / WINDOW_S if budget != float("inf") else 0.0
+        """:meth:`window_budget` as the link's cap in bytes/s (0: unlimited)."""
+        budget = self.window_budget()
+        return budget / WINDOW_S if math.isfinite(budget) else 0.0
 
     def request_cancel(self, reason: str = "migrate_cancel") -> None:
         """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends.

@@ -74,8 +74,9 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
         mig.fail("cannot allocate the XBZRLE cache",
                  "Parameter 'cache size' expects Failed to allocate page cache")
         return False
-    if mig.rate_cap() != max_bandwidth(mig.spec):  # multifd: the limit counts whole packets
-        mig.link.set_cap(mig, mig.rate_cap())
+    cap = mig.rate_cap()
+    if cap != max_bandwidth(mig.spec):  # multifd: the limit counts whole packets
+        mig.link.set_cap(mig, cap)
     mig.throttle = throttle.choose(mig.in_force)(mig.state, mig.scenario.vm, mig.workload,
                                                  lambda: mig.spec, mig.rec)
     mig.bitmap.set_all()
@@ -123,7 +124,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
         if trigger.wants(mig, now):
             yield from postcopy.run(mig, deadline)
             return
-        budget = mig.pipeline.window_budget(max_bandwidth(mig.spec), WINDOW_S)
+        budget = mig.window_budget()
         change = mig.next_change(now)
         idle_to = min(mig.window.start + WINDOW_S, cancel_at, deadline, change)
         if mig.window.bytes >= budget:

@@ -47,7 +47,6 @@ XBZRLE's encoder; two idle runs cannot separate them, and they keep their defaul
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,7 +239,7 @@ def _observe_real(run: CalibrationRun,
         raise CalibrationError(f"calibration run {run.name!r} ended {row.status}: "
                                f"{row.failure_reason}")
     meta = {"run": run.name, "ram_total": m.ram_total, "zero_pages_before": m.zero_pages,
-            "qemu_version": m.qemu_version, "host_cpus": os.cpu_count() or 1}
+            "qemu_version": m.qemu_version}
     obs = Observation.from_row(run.name, row)
     log(f"  {run.name}: {run.what}; QEMU {m.qemu_version}, {row.status} in "
         f"{row.total_time_s:.3f} s, downtime {obs.downtime_s * 1000:.1f} ms, "
