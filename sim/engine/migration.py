@@ -154,17 +154,11 @@ class Migration:
         if resized and self.pipeline.xbzrle_on:
             self.pipeline.configure(spec, self.in_force)  # a MemoryError leaves all as it was
         self.spec = spec
-        self.link.set_cap(self, self.rate_cap())
+        self.link.set_cap(self, rate_cap(self))
 
     def window_budget(self) -> float:
-        """The bytes one rate-limit window lets through (``inf``: unlimited): ``max-bandwidth``,
-        in whole multifd packets when multifd is in force (:meth:`Pipeline.window_budget`)."""
+        """Bytes a rate-limit window lets through (inf: unlimited; multifd: whole packets)."""
         return self.pipeline.window_budget(max_bandwidth(self.spec), WINDOW_S)
-
-    def rate_cap(self) -> float:
-        """:meth:`window_budget` as the link's cap in bytes/s (0: unlimited)."""
-        budget = self.window_budget()
-        return budget / WINDOW_S if math.isfinite(budget) else 0.0
 
     def request_cancel(self, reason: str = "migrate_cancel") -> None:
         """``migrate_cancel``: ``cancelling`` now, ``cancelled`` when the running chunk ends.
@@ -378,3 +372,9 @@ class Migration:
         """Exact mode: pages where the destination's RAM differs from the source's."""
         return int(np.count_nonzero(
             (self.guest.memory64 != self.dest.view(np.uint64)).any(axis=1)))
+
+
+def rate_cap(mig: Migration) -> float:
+    """:meth:`Migration.window_budget` as the link's cap in bytes/s (0: unlimited)."""
+    budget = mig.window_budget()
+    return budget / WINDOW_S if math.isfinite(budget) else 0.0

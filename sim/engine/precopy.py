@@ -18,7 +18,7 @@ import simpy
 from ..capabilities import InForce
 from ..spec import MigrationSpec
 from . import postcopy, switchover, throttle
-from .migration import MAX_WAIT_S, WINDOW_S, DirtyRatePeriod, Handshake, Migration
+from .migration import MAX_WAIT_S, WINDOW_S, DirtyRatePeriod, Handshake, Migration, rate_cap
 from .profiles import max_bandwidth
 
 
@@ -74,7 +74,7 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
         mig.fail("cannot allocate the XBZRLE cache",
                  "Parameter 'cache size' expects Failed to allocate page cache")
         return False
-    cap = mig.rate_cap()
+    cap = rate_cap(mig)
     if cap != max_bandwidth(mig.spec):  # multifd: the limit counts whole packets
         mig.link.set_cap(mig, cap)
     mig.throttle = throttle.choose(mig.in_force)(mig.state, mig.scenario.vm, mig.workload,
