@@ -9,8 +9,9 @@ marker line on the serial console (``console=ttyS0``) and waits. The archive is 
 ``newc`` cpio format (see the kernel's ``Documentation/driver-api/early-userspace/
 buffer-format.rst``), gzip-compressed, written with Python's own ``gzip``.
 
-The applications (:data:`APPS`): ``idle`` (Linux and busybox only), ``redis`` (``redis-server``
-driven by ``redis-benchmark`` in a loop, packages ``redis-server`` and ``redis-tools``),
+The applications (:data:`APPS`): ``idle`` (Linux and busybox only), ``redis`` (``redis-server``,
+its keys filled, then driven by two ``redis-benchmark`` loops, SET and GET, packages
+``redis-server`` and ``redis-tools``),
 ``memcached`` (``memcached`` driven by a busybox shell loop feeding ``set`` commands to one
 ``nc`` connection) and ``stress-ng`` (``stress-ng --vm``: anonymous pages rewritten
 continuously). Nothing is downloaded: what is missing is named with its package
@@ -53,8 +54,15 @@ APPS: dict[str, App] = {
         "redis-server --save '' --appendonly no --protected-mode no --daemonize yes "
         "--logfile /tmp/redis.log\n"
         "sleep 1\n"
-        # SET/GET over 50 000 keys of 512 bytes (about 40 MiB of values), forever
-        "redis-benchmark -q -l -r 50000 -d 512 -c 4 -t set,get >/dev/null 2>&1 &\n"),
+        # 50 000 keys of 512 bytes (about 40 MiB of values) filled first (pipelined, before the
+        # ready marker), then SETs and GETs at once, forever, in two benchmarks. The load is
+        # steady from the marker on, as a replay assumes: one `-t set,get` loop alternates
+        # 100 000-request phases of each (10-20 s apiece under TCG), and a keyspace still
+        # filling dirties more each second; a 1 s capture at QEMU's defaults saw 1 768 or 3 923
+        # pages (5 or 30 s after the start) and 454 or 4 796 (a GET or a SET phase).
+        "redis-benchmark -q -n 200000 -r 50000 -d 512 -P 16 -t set >/dev/null 2>&1\n"
+        "redis-benchmark -q -l -r 50000 -d 512 -c 2 -t set >/dev/null 2>&1 &\n"
+        "redis-benchmark -q -l -r 50000 -d 512 -c 2 -t get >/dev/null 2>&1 &\n"),
     "memcached": App(
         "memcached", ("memcached",), ("memcached",),
         "memcached -u root -m 64 -l 127.0.0.1 -d\n"

@@ -49,8 +49,10 @@ XBZRLE_SLACK_PAGES = 64
 SEEDS = (1, 2)
 #: QEMU's default downtime limit (``migration/options.c``: DEFAULT_MIGRATE_SET_DOWNTIME)
 DOWNTIME_LIMIT_S = 0.3
-#: a real migration not converged after this long is cancelled (the replay's ``max_time``)
-MAX_TIME_S = 40.0
+#: a real migration not converged after this long is cancelled (the replay's ``max_time``).
+#: 60 s, not 40: Redis under auto-converge at 8 MiB/s converges at 38-41 s on this host, so at
+#: 40 s the judged outcome flipped on a 5% difference in time that the time check passes.
+MAX_TIME_S = 60.0
 REPLAY_APPS = ("redis", "memcached", "stress-ng")
 
 
