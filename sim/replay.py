@@ -70,6 +70,10 @@ class Fit:
     # later_rows[later_start[i]:later_start[i + 1]] (CSR)
     later_start: np.ndarray  # int64[pages + 1]
     later_rows: np.ndarray  # int64
+    # bool[pages]: most of the page's re-sends carried the bytes it had before (same-byte stores)
+    silent: np.ndarray
+    # int64[pages]: median bytes changed between the page's consecutive versions (0: none did)
+    step_bytes: np.ndarray
     intervals: int  # sync intervals the rates were fitted on (passes - 1)
     covered_s: float  # their total length
     write_size: int | None  # from pages.zst (None without it)
@@ -148,14 +152,16 @@ def _fit(folder: str, stamp: tuple[int, ...]) -> Fit:
     dirty_page, d, intervals, covered = _dirty_pairs(page, number, t)
     rates, _ = fit_rates(dirty_page, d, covered, intervals, ~zero)
     size, pattern = None, None
+    silent, step = np.zeros(pages, np.bool_), np.zeros(pages, np.int64)
     if (path / "pages.zst").is_file():
         versions = read_versions(path)
         if version.max(initial=-1) >= versions.shape[0]:
             raise CaptureError("records.parquet names a version beyond pages.zst")
         size, pattern = _write_size(page, t, kind, version, versions, rates,
                                     covered / max(intervals, 1))
-    return Fit(path, memory, rates, first_version, zero, later_start, later_rows, intervals,
-               covered, size, pattern)
+        silent, step = _page_steps(page, t, kind, version, versions, pages)
+    return Fit(path, memory, rates, first_version, zero, later_start, later_rows, silent, step,
+               intervals, covered, size, pattern)
 
 
 def _blocks(events: object) -> tuple[dict[str, int], int]:
@@ -209,16 +215,14 @@ def _write_size(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.n
                 versions: np.ndarray, rates: np.ndarray, interval_s: float
                 ) -> tuple[int | None, str | None]:
     """Median changed bytes and the pattern of consecutive captured versions of a page."""
-    order = np.lexsort((t, page))
-    p, v, k = page[order], version[order], kind[order]
-    pair = (p[1:] == p[:-1]) & (v[1:] >= 0) & ((v[:-1] >= 0) | (k[:-1] == "zero"))
-    rare = pair & (rates[p[1:]] * interval_s <= 1.0)
-    pair = rare if rare.any() else pair
-    idx = np.flatnonzero(pair)[:MAX_DIFF_PAIRS]
+    owner, old_row, new_row = _content_pairs(page, t, kind, version)
+    rare = rates[owner] * interval_s <= 1.0
+    idx = np.flatnonzero(rare) if rare.any() else np.arange(owner.size)
+    idx = idx[:MAX_DIFF_PAIRS]
     if not idx.size:
         return None, None
-    new = versions[v[idx + 1]]
-    prev_v = v[idx]
+    new = versions[new_row[idx]]
+    prev_v = old_row[idx]
     old = np.where((prev_v >= 0)[:, None], versions[np.maximum(prev_v, 0)], 0).astype(np.uint8)
     changed = new != old
     count = changed.sum(axis=1)
@@ -230,6 +234,48 @@ def _write_size(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.n
     size = int(np.clip(np.median(count[written]), 1, CAPTURE_PAGE_BYTES))
     run_length = float(np.median(count[written] / runs[written]))
     return size, "clustered" if run_length >= 2.0 else "scattered"
+
+
+def _content_pairs(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Consecutive captured versions of one page: (page, previous row or -1 for a zero record,
+    row), in (page, time) order."""
+    order = np.lexsort((t, page))
+    p, v, k = page[order], version[order], kind[order]
+    pair = (p[1:] == p[:-1]) & (v[1:] >= 0) & ((v[:-1] >= 0) | (k[:-1] == "zero"))
+    idx = np.flatnonzero(pair)
+    return p[idx + 1], v[idx], v[idx + 1]
+
+
+def _page_steps(page: np.ndarray, t: np.ndarray, kind: np.ndarray, version: np.ndarray,
+                versions: np.ndarray, pages: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per page, from its consecutive captured versions: (silent, step bytes).
+
+    *Silent*: most re-sends held exactly the bytes of the version before. The dirty log marks a
+    page on any store, so a store of the bytes already there (a clock or flag rewritten with its
+    value) makes QEMU send an unchanged page, which XBZRLE then skips: 72% of the Redis guest's
+    re-sent pages, 28% of memcached's, under 1% of stress-ng's. *Step bytes*: the median count
+    of bytes that changed, over the pairs that changed (0 when none did): 7 on median for
+    Redis's pages, 4 080 for stress-ng's buffer, whose pages are rewritten whole."""
+    owner, old, new = _content_pairs(page, t, kind, version)
+    changed = np.empty(owner.size, np.int64)
+    block = 4096  # pairs compared at once (2 x 16 MiB of page bytes)
+    for lo in range(0, owner.size, block):
+        o, n = old[lo:lo + block], versions[new[lo:lo + block]]
+        before = np.where((o >= 0)[:, None], versions[np.maximum(o, 0)], 0)
+        changed[lo:lo + block] = (n != before).sum(axis=1)
+    pairs = np.bincount(owner, minlength=pages)
+    silent = 2 * np.bincount(owner, weights=changed == 0, minlength=pages) > pairs
+    step = np.zeros(pages, np.int64)
+    moved = changed > 0
+    if moved.any():  # the median of each page's changed pairs: sort by (page, bytes)
+        o, c = owner[moved], changed[moved]
+        order = np.lexsort((c, o))
+        o, c = o[order], c[order]
+        first = np.searchsorted(o, np.unique(o))
+        count = np.diff(np.append(first, o.size))
+        step[o[first]] = c[first + (count - 1) // 2]
+    return silent, step
 
 
 def read_versions(folder: Path) -> np.ndarray:

@@ -22,7 +22,7 @@ from sim.replay_rates import page_rates
 from sim.run import run
 from sim.scenario import load_scenario
 from sim.spec import LinkSpec, MigrationSpec
-from sim.workloads import make_workload
+from sim.workloads import make_workload, sized_row
 from tests.builders import FREE_CPU, ZERO_OVERHEAD
 
 PAGE = 4096
@@ -331,24 +331,35 @@ def test_exact_mode_starts_from_the_captured_content(tmp_path: Path) -> None:
 
 
 def test_exact_writes_step_pages_through_their_captured_versions(tmp_path: Path) -> None:
-    """A write sets its page to the page's next captured version, cycling over those after the
-    first; a page without later versions gets the write pattern."""
+    """A write sets its page to the page's next captured version; past them a page whose
+    re-sends held the bytes it had (a silent writer) keeps its last version, any other page gets
+    the write pattern, as does a page without later versions."""
     pages = 64
     rng = np.random.default_rng(4)
     v = [rng.integers(1, 256, size=(pages, PAGE), dtype=np.uint8) for _ in range(3)]
+    v[1][5] = v[2][5] = v[0][5]  # page 5 is re-sent three times with its first bytes
     # pass 1: every page; passes 2 to 4: pages 0..7 (rows 64.. of pages.zst), equal intervals
     # (two intervals: pages 0..7 are hot, the region's other pages are not written)
     write_capture(tmp_path / "c", [np.arange(pages)] + [np.arange(8)] * 3,
                   [0.0, 1.0, 2.0, 3.0], pages, content=[v[0], v[1][:8], v[2][:8], v[1][:8]])
+    assert fit(tmp_path / "c").silent.tolist() == [p == 5 for p in range(pages)]
     scenario = load_scenario(replay_scenario(tmp_path, "c", pages * PAGE, ""))
     scenario = replace(scenario, vm=replace(scenario.vm, content="exact"))
     guest = Guest(scenario.vm, np.random.default_rng(0))
     workload = make_workload(scenario.workload, pages, PAGE)
     workload.prepare(guest)
-    rows = workload.content_rows(np.array([0, 3, 0, 0, 9, 3]))
-    np.testing.assert_array_equal(rows, [64, 67, 72, 80, -1, 75])  # page 3: rows 67 then 75
-    rows = workload.content_rows(np.array([0]))
-    np.testing.assert_array_equal(rows, [64])  # its 4th write: the cycle starts again
+    rows = workload.content_rows(np.array([0, 3, 0, 0, 9, 3, 5, 5, 5]))
+    np.testing.assert_array_equal(rows, [64, 67, 72, 80, -1, 75, 69, 77, 85])
+    rows = workload.content_rows(np.array([0, 5, 5]))
+    # past its three versions page 0 gets the write pattern with its own versions' median size
+    # of change (a whole random page: about 4 080 bytes), never its old bytes again (XBZRLE
+    # would skip a page sent with them); silent page 5 keeps its last version
+    step = int(fit(tmp_path / "c").step_bytes[0])
+    changed = sorted(int((a[0] != b[0]).sum()) for a, b in [(v[0], v[1]), (v[1], v[2]),
+                                                             (v[2], v[1])])
+    assert step == changed[1]
+    np.testing.assert_array_equal(rows, [sized_row(step), 85, 85])
+    assert sized_row(step) < -1
     # through the engine: after a second of writes each page 0..7 holds one of its versions
     from sim.engine.bitmap import MigrationBitmap
     from sim.engine.writes import WriteBuffer

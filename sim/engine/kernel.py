@@ -16,7 +16,8 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
 * ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size, row, rows)``: the
   buffered guest writes in time order and what a write does to a page (:mod:`sim.engine.content`);
   in exact mode a write whose ``row`` is >= 0 sets the page to ``rows[row]`` instead (a replay's
-  captured versions, :mod:`sim.replay`);
+  captured versions, :mod:`sim.replay`), and one below -1 writes ``-2 - row`` bytes in the
+  pattern (:func:`sim.workloads.sized_row`: a replayed page's own size of write);
 * ``at = (w_next, cursor, n_pending, started)``: where the writes, the scan and the round are;
 * ``window = (t0, rate, byte_budget, t_limit)``: the chunk's start, link share and limits;
 * ``wire = (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero)``: record sizes;
@@ -121,10 +122,12 @@ def _apply_write(k, guest, bitmap, writes, exact):
     else:
         bits.drop(zero_bits, p)
     if exact:
-        if k < w_row.shape[0] and w_row[k] >= 0:  # empty: no write sets a captured version
-            mem[p][:] = rows[w_row[k]]
-        else:
-            apply_write(mem[p], pattern, write_size, word_size, w_seed[k])
+        r = w_row[k] if k < w_row.shape[0] else -1  # empty: no write sets a captured version
+        if r >= 0:
+            mem[p][:] = rows[r]
+        else:  # -1: the workload's write size; below, a size of its own (sized_row)
+            apply_write(mem[p], pattern, write_size if r == -1 else -2 - r, word_size,
+                        w_seed[k])
     # The write is absorbed (KVM log cleared later) only while the page still waits in B and
     # its clear-chunk has not been re-armed this pass; otherwise it dirties D (REF §1.3).
     if not (bits.test(pending_bits, p) and not chunk_cleared[p >> clear_shift]) \
