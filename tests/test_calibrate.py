@@ -100,6 +100,25 @@ def test_refit_from_recorded_runs_writes_a_profile_scenarios_load(tmp_path):
     assert abs(written["rel_error"]) < 0.1, written
 
 
+def test_the_switchover_cost_is_fitted_on_the_mean_of_whole_millisecond_downtimes(tmp_path):
+    """QMP's downtime is whole ms: the zero run's repeats gave 1, 2 and 1 ms around a true
+    1.33 ms. The kept (median) run says 2 ms; the fit takes the repeats' mean."""
+    obs = {"written": _observed("written", 302, 32600, 20000),
+           "zero": _observed("zero", 32783, 115, 0)}
+    obs["zero"] = Observation("zero", obs["zero"].total_s, obs["zero"].setup_s, 0.002,
+                              obs["zero"].normal_pages, obs["zero"].zero_pages, 0.0)
+    _record(tmp_path / "runs", obs)
+    meta = tmp_path / "runs" / "zero" / "calibration.yaml"
+    meta.write_text(yaml.safe_dump({"ram_total": 128 * 2**20 + 4096 * 2,
+                                    "downtime_s_runs": [0.001, 0.002, 0.001],
+                                    "downtime_bytes_runs": [0.0, 0.0, 0.0]}))
+    fitted, _ = calibrate(tmp_path / "host.yaml", False, tmp_path / "runs", log=lambda _: None)
+    assert fitted.switchover == pytest.approx(0.004 / 3, rel=1e-6)
+    meta.write_text(yaml.safe_dump({"ram_total": 128 * 2**20 + 4096 * 2}))  # an older recording
+    fitted, _ = calibrate(tmp_path / "host.yaml", False, tmp_path / "runs", log=lambda _: None)
+    assert fitted.switchover == pytest.approx(0.002, rel=1e-6)
+
+
 def _migsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300,

@@ -21,6 +21,10 @@ and fits, from QMP's counters only (never from the cases the profile is judged o
   their sum can be seen): ``total - setup - fixed = a · zero pages + b · normal pages``, two runs,
   two unknowns;
 * the switchover's fixed cost ``c``: the ``zero`` run's downtime less what its last pages cost.
+  QMP gives the downtime in whole milliseconds, so the mean over the run's repeats is used (the
+  median run's own 1 or 2 ms was chance: zero runs of 128 MiB to 1 GiB here gave 1, 1, 1, 1, 2,
+  1, 1, 2, 1 ms, and a fitted 2 ms put small final sets' downtimes at 2-2.7 ms where QEMU
+  measured 0-1).
 
 A third run, ``multifd`` (RAM written, 4 channels), gives how many cores multifd's channels
 could use (``source_cpu.cores``, fractional): the model divides a raw page's copy (``b - a``) by
@@ -49,7 +53,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +219,10 @@ def _observe_median(run: CalibrationRun, keep: Path | None,
     runs = [_observe_real(run, log) for _ in range(REPEAT)]
     runs.sort(key=lambda r: r[0].total_s)
     obs, result, meta = runs[len(runs) // 2]
+    # the downtime (whole ms in QMP) and its bytes: the mean over the repeats (module notes)
+    meta = dict(meta, downtime_s_runs=[r[0].downtime_s for r in runs],
+                downtime_bytes_runs=[r[0].downtime_bytes for r in runs])
+    obs = _with_mean_downtime(obs, meta)
     if REPEAT > 1:
         log(f"  {run.name}: total times {', '.join(f'{r[0].total_s * 1000:.0f}' for r in runs)} "
             f"ms; fitted the median")
@@ -224,6 +232,16 @@ def _observe_median(run: CalibrationRun, keep: Path | None,
         result.save(folder, extra=lambda tmp: (tmp / "calibration.yaml").write_text(
             yaml.safe_dump(meta, sort_keys=False)))
     return obs, folder
+
+
+def _with_mean_downtime(obs: Observation, meta: dict[str, Any]) -> Observation:
+    """``obs`` with the mean downtime and downtime bytes of the repeats ``meta`` lists (a
+    recording from before they were kept: ``obs`` as it is)."""
+    times, sizes = meta.get("downtime_s_runs"), meta.get("downtime_bytes_runs")
+    if not times or not sizes or len(times) != len(sizes):
+        return obs
+    return replace(obs, downtime_s=float(sum(times)) / len(times),
+                   downtime_bytes=float(sum(sizes)) / len(sizes))
 
 
 def _observe_real(run: CalibrationRun,
@@ -258,8 +276,12 @@ def observe_recorded(folder: Path) -> dict[str, Observation]:
             raise CalibrationError(f"{folder}: no recorded run {run.name!r} "
                                    f"({runs} missing)")
         try:
-            out[run.name] = Observation.from_row(run.name, pd.read_parquet(runs).iloc[0])
-        except (OSError, ValueError, KeyError, AttributeError, IndexError) as e:
+            obs = Observation.from_row(run.name, pd.read_parquet(runs).iloc[0])
+            meta_file = folder / run.name / "calibration.yaml"
+            meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+            out[run.name] = _with_mean_downtime(obs, meta if isinstance(meta, dict) else {})
+        except (OSError, ValueError, KeyError, AttributeError, IndexError, TypeError,
+                yaml.YAMLError) as e:
             raise CalibrationError(f"{folder / run.name}: not a recorded calibration run "
                                    f"({type(e).__name__}: {e})") from None
     return out
