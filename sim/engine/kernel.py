@@ -111,10 +111,12 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 
 @njit(inline="always")
-def _apply_write(k, guest, bitmap, writes, exact):
-    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
-    pending_bits, _, chunk_cleared, clear_shift = bitmap
-    _, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
+def _apply_write(k, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+                 pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
+                 pattern, write_size, word_size, w_row, rows, exact):
+    """Write ``k`` of the buffer lands (see :func:`send_chunk`). The arrays come one by
+    one, unpacked once by the caller: unpacking tuples of arrays once a write counts
+    references on each, which cost more than the write."""
     p = w_page[k]
     version[p] += 1
     if zero_pattern:
@@ -138,9 +140,8 @@ def _apply_write(k, guest, bitmap, writes, exact):
 
 
 @njit(inline="always")
-def _take(bitmap, p):
+def _take(pending_bits, block_count, p):
     """Page ``p`` leaves ``B`` (it is being sent)."""
-    pending_bits, block_count, _, _ = bitmap
     bits.drop(pending_bits, p)
     block_count[p >> BLOCK_SHIFT] -= 1
 
@@ -176,10 +177,9 @@ def _first_touch(received, p, cost):
 
 
 @njit(inline="always")
-def _next_pending(bitmap, cursor, n):
+def _next_pending(pending_bits, block_count, cursor, n):
     """The first pending page at or after ``cursor`` in scan order, wrapping at the end of RAM
     (there must be one); also whether the scan wrapped. Empty blocks and words are skipped."""
-    pending_bits, block_count, _, _ = bitmap
     wrapped = False
     while True:
         if block_count[cursor >> BLOCK_SHIFT] == 0:
@@ -292,8 +292,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     plugin_page, plugin_slot)``.
 
     Writes with ``t < t_end`` are applied before returning; later ones stay buffered.
-    ``started``: the scan has completed its first round, so XBZRLE and the cache are in use
-    (REF §2.6).
+    ``started``: the scan has completed its first round, so XBZRLE and the cache are in use.
 
     With ``exact``, writes change the real bytes, XBZRLE runs the real encoder against the
     cached copy and the destination applies every record (XBZRLE through the real decoder);
@@ -302,11 +301,10 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     Plug-ins and CPU costs: see the module notes.
 
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends after
-    the first one (the caller fails the migration there); so does an undecodable plug-in's.
-    """
-    zero_bits, version, mem, mem64 = guest[3], guest[4], guest[5], guest[6]
-    chunk_cleared, clear_shift = bitmap[2], bitmap[3]
-    w_t = writes[0]
+    the first one (the caller fails the migration there); so does an undecodable plug-in's."""
+    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64 = guest
+    pending_bits, block_count, chunk_cleared, clear_shift = bitmap
+    w_t, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
     w_next, cursor, n_pending, started = at
     t0, rate, byte_budget, t_limit = window
     raw_bytes, zero_bytes, detect_zero = wire[0], wire[1], wire[4]
@@ -327,16 +325,18 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
-            _apply_write(w_next, guest, bitmap, writes, exact)
+            _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+                         pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
+                         pattern, write_size, word_size, w_row, rows, exact)
             w_next += 1
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
         # Next pending page from the cursor, wrapping; the first wrap starts XBZRLE (REF §2.6).
-        cursor, wrapped = _next_pending(bitmap, cursor, n)
+        cursor, wrapped = _next_pending(pending_bits, block_count, cursor, n)
         started = started or wrapped
         p = cursor
         chunk_cleared[p >> clear_shift] = True
-        _take(bitmap, p)
+        _take(pending_bits, block_count, p)
         n_pending -= 1
         cursor += 1
         if cursor == n:
@@ -411,10 +411,14 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
 @njit(cache=True)
 def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
-    w_t = writes[0]
+    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
+    pending_bits, _, chunk_cleared, clear_shift = bitmap
+    w_t, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
-        _apply_write(w_next, guest, bitmap, writes, exact)
+        _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+                     pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
+                     pattern, write_size, word_size, w_row, rows, exact)
         w_next += 1
     return w_next
 
@@ -458,7 +462,7 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
     Model note: the guest's later writes are not delayed by its stalls (the write clock is
     fixed), so with many faults the fault count is an upper bound; reads are not modelled.
     """
-    pending_bits = bitmap[0]
+    pending_bits, block_count = bitmap[0], bitmap[1]
     w_t, w_page = writes[0], writes[1]
     w_next, cursor, n_pending = at
     t0, rate, t_limit = window
@@ -475,7 +479,7 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
             stats[4] += 1.0
             dest_written[p] = True
             if bits.test(pending_bits, p):
-                _take(bitmap, p)
+                _take(pending_bits, block_count, p)
                 n_pending -= 1
                 stats[0] += 1.0
                 start = max(w_t[w_next], vcpu_until[v])
@@ -490,15 +494,21 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
             w_next += 1
         if n_pending == 0 or t >= t_limit:
             break
-        cursor, _ = _next_pending(bitmap, cursor, n)
+        cursor, _ = _next_pending(pending_bits, block_count, cursor, n)
         p = cursor
-        _take(bitmap, p)
+        _take(pending_bits, block_count, p)
         n_pending -= 1
         sent += zero_bytes if bits.test(zero_bits, p) else raw_bytes
         stats[2] += 1.0
         t = t0 + sent / rate
     stats[3] += sent
     return t, cursor, w_next, n_pending
+
+
+#: :func:`send_chunk` compiled into its caller: a call of a compiled function passes ~50 arrays
+#: and counts a reference to each in and out, which cost more than a small chunk's own work
+_send_chunk_inline = njit(inline="always")(send_chunk.py_func)
+_steady_writes_inline = njit(inline="always")(steady_writes.py_func)
 
 
 # --- one pre-copy chunk in one call, its writes drawn here ---------------------------------------
@@ -511,6 +521,53 @@ def postcopy_chunk(bitmap, zero_bits, writes, at, window, sizes, dest_written, s
 #: what :func:`draw_and_send` reports: sent, or why nothing happened (the caller fixes it and
 #: calls again)
 SENT, DRAWS_SHORT, WRITES_FULL, DIRTY_LIST_SHORT = 0, 1, 2, 3
+
+
+@njit(inline="always")
+def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
+                   t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
+                   draws, guest, bitmap, content, wire, cache, flags, plugins, cpu_costs,
+                   counters, dest):
+    """:func:`draw_and_send`'s work, compiled into its caller (:func:`draw_and_send`, and the
+    cruise's loop, :func:`sim.engine.cruise.cruise_turns`): the argument groups come as tuples
+    built once, not once a chunk. ``draws = (raw, at, params, t_buf, p_buf)``, ``content =
+    (seed, zero_pattern, pattern, write_size, word_size, row, rows)``, ``flags = (xbzrle_on,
+    cache_on)``; the others as :func:`send_chunk` takes them."""
+    raw, at, params, t_buf, p_buf = draws
+    dirty_list, dirty_count, version = guest[1], guest[2], guest[4]
+    if w_next > 0:
+        ahead = count - w_next
+        for i in range(ahead):
+            t_buf[i] = t_buf[w_next + i]
+            p_buf[i] = p_buf[w_next + i]
+        count, w_next = ahead, 0
+    c1 = c0
+    if t_draw > until:
+        drawn, c1 = _steady_writes_inline(raw, at, params, until, c0, t_draw, scale, t_buf,
+                                          p_buf, count)
+        if drawn < 0:
+            status = WRITES_FULL if drawn == -1 else DRAWS_SHORT
+            return status, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
+        count = drawn
+    if dirty_list.shape[0] < version.shape[0] and \
+            dirty_count[0] + count - w_next > dirty_list.shape[0]:
+        # every buffered write may dirty a page (the writes stay drawn: the clock moved)
+        return DIRTY_LIST_SHORT, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
+    seed, zero_pattern, pattern, write_size, word_size, row, rows = content
+    writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, pattern, write_size, word_size,
+              row, rows)
+    unchanged, pages = counters[C_UNCHANGED], counters[C_PAGES_SENT]
+    t_end, cursor, w_next, n_pending, round_done, sent, _, _ = _send_chunk_inline(
+        guest, bitmap, writes, (w_next, cursor, n_pending, round_done),
+        (t0, rate, byte_budget, t_limit), wire, cache,
+        (flags[0], flags[1], last_stage, generation, False, False),
+        plugins, cpu_costs, counters, dest)
+    if sent > 0 or counters[C_UNCHANGED] > unchanged:
+        sent += overhead
+        counters[C_BYTES] += np.int64(overhead)
+        t_end += overhead / rate
+    return (SENT, count, w_next, c1, t_end, cursor, n_pending, round_done, sent,
+            counters[C_PAGES_SENT] - pages)
 
 
 @njit(cache=True)
@@ -530,38 +587,14 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
     round_done, sent, pages_sent)``; a status other than :data:`SENT` says what ran short
     (the draws pulled, the write buffer, the dirty list's room), and then nothing was drawn or
     sent (the buffer may have been compacted: ``count`` and ``w_next`` are its state)."""
-    if w_next > 0:
-        ahead = count - w_next
-        for i in range(ahead):
-            t_buf[i] = t_buf[w_next + i]
-            p_buf[i] = p_buf[w_next + i]
-        count, w_next = ahead, 0
-    c1 = c0
-    if t_draw > until:
-        drawn, c1 = steady_writes(raw, at, params, until, c0, t_draw, scale, t_buf, p_buf, count)
-        if drawn < 0:
-            status = WRITES_FULL if drawn == -1 else DRAWS_SHORT
-            return status, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
-        count = drawn
-    if dirty_list.shape[0] < version.shape[0] and \
-            dirty_count[0] + count - w_next > dirty_list.shape[0]:
-        # every buffered write may dirty a page (the writes stay drawn: the clock moved)
-        return DIRTY_LIST_SHORT, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
-    guest = (dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64)
-    bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)
-    writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, pattern, write_size, word_size,
-              row, rows)
-    unchanged, pages = counters[C_UNCHANGED], counters[C_PAGES_SENT]
-    t_end, cursor, w_next, n_pending, round_done, sent, _, _ = send_chunk(
-        guest, bitmap, writes, (w_next, cursor, n_pending, round_done),
-        (t0, rate, byte_budget, t_limit), (raw_bytes, zero_bytes, xbzrle_header, page_size,
-                                           detect_zero),
+    return draw_then_send(
+        t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
+        t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
+        (raw, at, params, t_buf, p_buf),
+        (dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64),
+        (pending_bits, block_count, chunk_cleared, clear_shift),
+        (seed, zero_pattern, pattern, write_size, word_size, row, rows),
+        (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero),
         (address, age, cache_version, content, content64, xb_sizes, xb_changed),
-        (xbzrle_on, cache_on, last_stage, generation, False, False),
-        (pl_flags, pl_sizes, pl_counts), cpu_costs, counters, (dest_mem, enc_out, received))
-    if sent > 0 or counters[C_UNCHANGED] > unchanged:
-        sent += overhead
-        counters[C_BYTES] += np.int64(overhead)
-        t_end += overhead / rate
-    return (SENT, count, w_next, c1, t_end, cursor, n_pending, round_done, sent,
-            counters[C_PAGES_SENT] - pages)
+        (xbzrle_on, cache_on), (pl_flags, pl_sizes, pl_counts), cpu_costs, counters,
+        (dest_mem, enc_out, received))

@@ -225,15 +225,13 @@ class Pipeline:
         t_draw = t_limit if math.isfinite(t_limit) else now
         attempt = 0
         while True:
-            if self._flat_key[0] is not self.guest.dirty_list \
-                    or self._flat_key[1] is not writes.t_buf:
-                self._flat = self._flat_args()
+            flat = self.drawn_args()
             status, count, w_next, c1, t_end, cursor, n_pending, round_done, sent, pages = \
                 kernel.draw_and_send(  # type: ignore[call-arg]
                     t_draw, writes.workload.clock_count, writes.until, writes.scale(),
                     writes.count, writes.next, bitmap.cursor, bitmap.n_pending,
                     bitmap.round_done, now, rate, byte_budget, t_limit, last_stage,
-                    self.state.sync_count, self.wire.chunk_overhead, draws.raw, *self._flat,
+                    self.state.sync_count, self.wire.chunk_overhead, draws.raw, *flat,
                     counters.array, *self._dest_args)
             writes.set_count(count, w_next)
             if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
@@ -251,6 +249,25 @@ class Pipeline:
                 self.guest.reserve_dirty(writes.count - writes.next)
         bitmap.cursor, bitmap.n_pending, bitmap.round_done = cursor, n_pending, round_done
         return Chunk(t_end, sent, pages, None)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether a chunk is one compiled call (:meth:`_send_drawn`; the cruise needs it)."""
+        return self._drawn
+
+    @property
+    def dest_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled chunk's last arguments: the destination's RAM, encoder output and
+        pages received."""
+        return self._dest_args
+
+    def drawn_args(self) -> tuple[object, ...]:
+        """The fused call's arguments that change only with the buffers, rebuilt when the
+        write buffer or the dirty list has been reallocated."""
+        if self._flat_key[0] is not self.guest.dirty_list \
+                or self._flat_key[1] is not self.writes.t_buf:
+            self._flat = self._flat_args()
+        return self._flat
 
     def _flat_args(self) -> tuple[object, ...]:
         """The fused call's arguments that change only with the buffers (see :meth:`send`)."""
