@@ -262,6 +262,28 @@ def build_frame(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pd.Dat
     return pd.DataFrame(data, columns=list(columns))
 
 
+#: the samples columns a compiled block holds, in its column order (:meth:`Recorder.sample_rows`)
+BLOCK_COLUMNS = ("t_s", "bandwidth_bytes_per_s", "threshold_bytes", "pending_bytes",
+                 "expected_downtime_s", "transferred_bytes")
+
+
+def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
+    """The samples table of several runs, built from columns (not one row tuple a window)."""
+    per_run = [r._sample_columns() for r in recorders]
+    counts = [r.n_samples for r in recorders]
+    data: dict[str, pd.Series] = {
+        "run_id": pd.Series(np.repeat(np.array([r.run_id for r in recorders], dtype=object),
+                                      counts).tolist(), dtype=STRING_DTYPE, name="run_id")}
+    for name in SAMPLES_COLUMNS[1:]:
+        values: Any = np.concatenate([cols[name] for cols in per_run]) if per_run else []
+        if KINDS[name] == "str":
+            data[name] = pd.Series(list(values), dtype=STRING_DTYPE, name=name)
+        else:
+            dtype = np.int64 if KINDS[name] == "int" else np.float64
+            data[name] = pd.Series(np.asarray(values, dtype=dtype), dtype=dtype, name=name)
+    return pd.DataFrame(data, columns=list(SAMPLES_COLUMNS))
+
+
 def empty_frame(table: str) -> pd.DataFrame:
     """The table with no rows, its columns and dtypes in place."""
     return build_frame(COLUMNS[table], [])
@@ -369,6 +391,10 @@ class Recorder:
         self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
         self._passes: list[tuple[Any, ...]] = []
         self._samples: list[tuple[Any, ...]] = []
+        #: windows closed in compiled code: (where they go among ``_samples``, rows of
+        #: :data:`BLOCK_COLUMNS`, dirty_pages_rate, throttle_pct, status), kept as arrays (a
+        #: fleet of a thousand guests closes tens of millions of windows)
+        self._sample_blocks: list[tuple[int, np.ndarray, float, float, str]] = []
         self._events: list[tuple[Any, ...]] = []
         self._run: dict[str, Any] | None = None
         self._params: dict[str, Any] = {}
@@ -384,6 +410,14 @@ class Recorder:
         if not self._samples:  # the engine passes the same keys every window: check the first
             _check_keys("samples", columns, SAMPLES_COLUMNS[1:])
         self._samples.append((self.run_id, *(columns[c] for c in SAMPLES_COLUMNS[1:])))
+
+    def sample_rows(self, rows: np.ndarray, dirty_pages_rate: float, throttle_pct: float,
+                    status: str) -> None:
+        """Windows closed in compiled code (:mod:`sim.engine.cruise`): ``rows`` holds
+        ``t_s, bandwidth_bytes_per_s, threshold_bytes, pending_bytes, expected_downtime_s,
+        transferred_bytes``; the other columns are the same for all of them."""
+        self._sample_blocks.append((len(self._samples), rows.copy(), float(dirty_pages_rate),
+                                    float(throttle_pct), str(status)))
 
     def pass_row(self, **columns: Any) -> None:
         """One sync interval: every PASSES_COLUMNS column but ``run_id``."""
@@ -427,7 +461,40 @@ class Recorder:
         # Some events are stamped ahead of the engine's clock (a message's arrival one latency
         # later): the table is in time order, ties in the order they were recorded.
         return {"runs": [tuple(self._run[c] for c in order)], "passes": self._passes,
-                "samples": self._samples, "events": sorted(self._events, key=lambda row: row[1])}
+                "events": sorted(self._events, key=lambda row: row[1])}
+
+    def _sample_columns(self) -> dict[str, np.ndarray | pd.Series]:
+        """The samples table's columns (but ``run_id``): the rows recorded one by one and the
+        compiled blocks, in the order they were recorded."""
+        names = SAMPLES_COLUMNS[1:]
+        parts: dict[str, list[Any]] = {name: [] for name in names}
+
+        def add_rows(rows: Sequence[tuple[Any, ...]]) -> None:
+            if rows:
+                for i, name in enumerate(names, start=1):
+                    parts[name].append(_column(name, [row[i] for row in rows]))
+
+        at = 0
+        for where, block, dirty_rate, throttle, status in self._sample_blocks:
+            add_rows(self._samples[at:where])
+            at = where
+            n = len(block)
+            for j, name in enumerate(BLOCK_COLUMNS):
+                column = block[:, j]
+                parts[name].append(column.astype(np.int64) if KINDS[name] == "int" else column)
+            parts["dirty_pages_rate"].append(np.full(n, dirty_rate))
+            parts["throttle_pct"].append(np.full(n, throttle))
+            parts["status"].append(np.full(n, status, dtype=object))
+        add_rows(self._samples[at:])
+        return {name: np.concatenate([np.asarray(p, dtype=object if name == "status" else None)
+                                      for p in parts[name]]) if parts[name]
+                else np.empty(0, object if name == "status" else
+                              (np.int64 if KINDS[name] == "int" else np.float64))
+                for name in names}
+
+    @property
+    def n_samples(self) -> int:
+        return len(self._samples) + sum(len(b[1]) for b in self._sample_blocks)
 
     @staticmethod
     def frames_of(recorders: Sequence[Recorder]) -> dict[str, pd.DataFrame]:
@@ -441,19 +508,22 @@ class Recorder:
         if any(r._run is None or list(r._run) != list(first._run) for r in recorders[1:]):
             raise ValueError("frames_of: the runs do not have the same runs columns")
         columns = {"runs": order, "passes": list(PASSES_COLUMNS),
-                   "samples": list(SAMPLES_COLUMNS), "events": list(EVENTS_COLUMNS)}
+                   "events": list(EVENTS_COLUMNS)}
         rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in columns}
-        vms: dict[str, list[str]] = {name: [] for name in columns}
+        vms: dict[str, list[str]] = {name: [] for name in (*columns, "samples")}
         for rec in recorders:
             for name, mine in rec._rows().items():
                 rows[name].extend(mine)
                 if rec.vm is not None:
                     vms[name].extend([rec.vm] * len(mine))
         frames = {name: build_frame(columns[name], rows[name]) for name in columns}
+        frames["samples"] = _samples_frame(recorders)
         if first.vm is not None:
+            vms["samples"] = np.repeat(np.array([r.vm for r in recorders], dtype=object),
+                                       [r.n_samples for r in recorders]).tolist()
             for name, frame in frames.items():
                 frame.insert(1, "vm", pd.Series(vms[name], dtype=STRING_DTYPE))
-        return frames
+        return {name: frames[name] for name in ("runs", "passes", "samples", "events")}
 
     def same_columns(self, other: Recorder) -> bool:
         """Whether ``other``'s runs row has the same columns (so their tables build as one)."""
