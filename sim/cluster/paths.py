@@ -16,7 +16,7 @@ import pandas as pd
 import simpy
 
 from ..link import Route
-from ..network import PathLink, build_topology
+from ..network import Network, PathLink, build_topology
 from .inventory import Host
 from .spec import ClusterSpec
 
@@ -77,6 +77,11 @@ class Tokens:
         token = self._token.pop(id(flow), None)
         if token is not None:
             self.route.leave(token)
+
+    @property
+    def network(self) -> Network:
+        """The network the path runs through (its flows' shares change together)."""
+        return self.route.network
 
     def share(self, flow: object, t: float) -> float:
         token = self._token.get(id(flow))

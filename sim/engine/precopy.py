@@ -18,8 +18,13 @@ import simpy
 from ..capabilities import InForce
 from ..spec import MigrationSpec
 from . import postcopy, switchover, throttle
+from .cruise import Cruise
 from .migration import MAX_WAIT_S, WINDOW_S, DirtyRatePeriod, Handshake, Migration, rate_cap
 from .profiles import max_bandwidth
+
+#: run uneventful turns in compiled code (:mod:`sim.engine.cruise`); False: every turn here,
+#: one chunk per SimPy step (the tests compare the two)
+CRUISING = True
 
 
 def migrate(mig: Migration, spec: MigrationSpec, in_force: InForce,
@@ -98,6 +103,8 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
     policy = switchover.choose(mig.spec)
     trigger = postcopy.PostcopyTrigger.for_(mig.in_force)
     next_periodic = mig.throttle.periodic_sync_at(env.now)
+    cruise = (Cruise.of(mig) if CRUISING and isinstance(policy, switchover.QemuDrain)
+              and not trigger.enabled and hasattr(mig.link, "network") else None)
     syncs_at_tick = 0
     mig.window.start = env.now
     while True:
@@ -144,6 +151,13 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
             # The link is down: nothing moves until it is back (or a deadline).
             yield from mig.idle_until(idle_to)
             continue
+        if cruise is not None and mig.pipeline.drawn:
+            # This turn's send and the turns after it, in one compiled call, until a turn
+            # needs this loop (:mod:`sim.engine.cruise`: the same tables, far fewer steps).
+            ridden = cruise.ride(mig, cancel_at, deadline, next_periodic)
+            if ridden is not None:
+                yield ridden
+                continue
         t_limit = min(now + MAX_WAIT_S, cancel_at, deadline, change)
         chunk = mig.send(t_limit, budget - mig.window.bytes, False, rate)
         stop = min(cancel_at, deadline)

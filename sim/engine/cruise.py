@@ -1,0 +1,444 @@
+"""Cruising: many turns of the live loop in one compiled call, and fleets stepped in time order.
+
+A pre-copy migration spends most of its turns doing the same thing: close the 100 ms window
+when due, find nothing to decide, send one chunk of at most 50 ms at the link's share. Each turn
+through :func:`sim.engine.precopy._live` costs about 13 µs of Python and SimPy around a chunk
+whose own work is a microsecond; a fleet of a thousand guests each with a thousandth of a link
+sends tens of millions of chunks. :func:`cruise_turns` runs those turns in one compiled loop,
+with the same arithmetic in the same order as the Python turn, and stops *before* any turn that
+needs Python: a sync (the pending bytes below the threshold), nothing pending, a spent window
+budget, a fault, a periodic sync, a deadline or a link change coming, or a buffer running short.
+The Python loop then does that turn itself, exactly as before.
+
+**Why the tables do not change.** A turn reads the link's share when its chunk starts (the
+model of :class:`sim.network.PathLink`); the share changes only when a flow joins, leaves or
+changes its cap, or a link's capacity changes. So a migration may run ahead of SimPy's clock as
+long as no such change can come before the turns it runs. :class:`Cruise` (one per network)
+orders the cruising migrations by time and lets each run turns that start before
+
+* the next SimPy event (anything that is not a cruising migration: a migration doing a Python
+  turn, a command, a fault, a migration starting), and
+* the earliest time any *other* cruising migration could do a Python turn (``quiet``): at
+  least its time, and a lower bound from its pending pages: before the pending bytes can drop
+  under the threshold, the pages that are not zero among them must go at ``raw`` bytes each at
+  its share (so a thousand busy guests each cruise most of a pass in a call), or nothing if a
+  cheaper record (XBZRLE) could carry them.
+
+A migration always runs the turn at its own time (that is the turn the Python loop would run
+now). A join, leave or cap change makes every bound computed before it stale (a share may
+rise): the coordinator then bounds each migration by its own time until it has run again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array
+from simpy.events import URGENT  # the coordinator runs before anything else due at its time
+
+from . import kernel
+from .migration import MAX_WAIT_S, WINDOW_S
+
+if TYPE_CHECKING:
+    from ..network import Network
+    from .migration import Migration
+
+@intrinsic
+def _borrowed(typingctx, arr):
+    """The array ``arr`` without its reference count (a null meminfo): numba counts a
+    reference to every array each time a tuple of arrays is built or unpacked, atomically; a
+    chunk's inlined calls do that some hundred times, which took half the cruise's time. The
+    arrays stay alive: the caller holds them for the whole call, and the views go with it."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = make_array(sig.args[0])(context, builder, value=args[0])
+        out = make_array(sig.return_type)(context, builder)
+        for field in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(out, field, getattr(ary, field))
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        return out._getvalue()
+
+    return arr(arr), codegen
+
+
+#: why :func:`cruise_turns` stopped
+BOUND, OWN, IDLE, READY, EMPTY, ROWS_FULL = 10, 11, 12, 13, 14, 15
+ROWS = 4096  #: window rows one call can record before Python takes them
+
+
+
+@njit(cache=True)
+def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
+                 guest_page, downtime_limit, avail_bw, dirty_rate, dirty_bytes_last_sync,
+                 win, totals, stats, rows,
+                 c0, until, scale, count, w_next, cursor, n_pending, round_done,
+                 generation, overhead,
+                 raw, at, params, t_buf, p_buf,
+                 dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
+                 pending_bits, block_count, chunk_cleared, clear_shift,
+                 seed, zero_pattern, pattern, write_size, word_size, row, content_rows,
+                 raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
+                 address, age, cache_version, content, content64, xb_sizes, xb_changed,
+                 xbzrle_on, cache_on, pl_flags, pl_sizes, pl_counts,
+                 cpu_costs, counters, dest_mem, enc_out, received):
+    """Live-loop turns from ``now`` (see the module docstring), each as
+    :func:`sim.engine.precopy._live` and :func:`~sim.engine.precopy.close_window` do it:
+
+    1. close the window when due: ``stats = (bandwidth, pages/s, threshold, expected
+       downtime)`` and one ``rows`` line ``(t, bandwidth, threshold, pending bytes, expected
+       downtime, transferred)``; ``win = (start, bytes, pages)``;
+    0. stop (:data:`BOUND`) at ``bound``, but for the first turn;
+    2. stop (:data:`OWN`) at ``own_stop`` (a fault, a periodic sync, a deadline or a link
+       change near), (:data:`IDLE`) with the window's budget spent, (:data:`READY`) with the
+       pending bytes under the threshold, and (:data:`EMPTY`) with nothing pending;
+    3. send one chunk (:func:`sim.engine.kernel.draw_and_send`) until ``min(now + max_wait,
+       t_cap)``, counted in ``totals = (transferred, pre-copy bytes)`` and the window.
+
+    A status of :func:`~sim.engine.kernel.draw_and_send`'s other than ``SENT`` comes back as
+    is (the caller makes room and calls again: the turn starts over, its steps done so far
+    are not repeated). Returns ``(status, rows used, now, start of the last turn run, draws'
+    clock count, until, count, w_next, cursor, n_pending, round_done)``.
+    """
+    n_rows = 0
+    first = True
+    last = now
+    # The argument groups, built once, of arrays whose references are not counted (see
+    # _borrowed): a chunk's inlined calls copy and unpack them.
+    b = _borrowed
+    draws = (b(raw), b(at), b(params), b(t_buf), b(p_buf))
+    guest = (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
+             b(mem64))
+    bitmap = (b(pending_bits), b(block_count), b(chunk_cleared), clear_shift)
+    content_args = (b(seed), zero_pattern, pattern, write_size, word_size, b(row),
+                    b(content_rows))
+    wire = (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero)
+    cache = (b(address), b(age), b(cache_version), b(content), b(content64), b(xb_sizes),
+             b(xb_changed))
+    flags = (xbzrle_on, cache_on)
+    plugins = (b(pl_flags), b(pl_sizes), b(pl_counts))
+    dest = (b(dest_mem), b(enc_out), b(received))
+    cpu_costs, counters, win, totals, stats, rows = (b(cpu_costs), b(counters), b(win),
+                                                    b(totals), b(stats), b(rows))
+    while True:
+        if not first and now >= bound:
+            # before the window closes: at ``bound`` something else happens first (a
+            # ``query-migrate``, a new ``downtime-limit``...) and this turn comes after it
+            status = BOUND
+            break
+        if now - win[0] >= window_s - 1e-12:
+            if n_rows >= rows.shape[0]:
+                status = ROWS_FULL
+                break
+            length = now - win[0]
+            bandwidth = win[1] / length if length > 0 else 0.0
+            stats[0] = bandwidth
+            stats[1] = win[2] / length if length > 0 else 0.0
+            expected_bw = avail_bw if avail_bw != 0 else bandwidth
+            stats[2] = expected_bw * downtime_limit
+            if dirty_rate > 0 and win[1] > 10000 and expected_bw > 0:
+                stats[3] = dirty_bytes_last_sync / expected_bw
+            rows[n_rows, 0] = now
+            rows[n_rows, 1] = bandwidth
+            rows[n_rows, 2] = stats[2]
+            rows[n_rows, 3] = n_pending * guest_page
+            rows[n_rows, 4] = stats[3]
+            rows[n_rows, 5] = totals[0]
+            n_rows += 1
+            win[0] = now
+            win[1] = 0.0
+            win[2] = 0.0
+        if now >= own_stop:
+            status = OWN
+            break
+        if win[1] >= budget:
+            status = IDLE
+            break
+        if n_pending * guest_page < stats[2]:
+            status = READY
+            break
+        if n_pending == 0:
+            status = EMPTY
+            break
+        t_limit = min(now + max_wait, t_cap)
+        last = now
+        status, count, w_next, c1, t_end, cursor, n_pending, round_done, sent, pages = \
+            kernel.draw_then_send(
+                t_limit, c0, until, scale, count, w_next, cursor, n_pending, round_done,
+                now, rate, budget - win[1], t_limit, False, generation, overhead,
+                draws, guest, bitmap, content_args, wire, cache, flags, plugins, cpu_costs,
+                counters, dest)
+        if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
+            if t_limit > until:  # the writes up to t_limit are drawn: the clock moved
+                c0 = c1
+                until = t_limit
+        if status != kernel.SENT:
+            break
+        whole = np.int64(sent)
+        totals[0] += whole
+        totals[1] += whole
+        win[1] += sent
+        win[2] += pages
+        now = t_end
+        first = False
+    return status, n_rows, now, last, c0, until, count, w_next, cursor, n_pending, round_done
+
+
+@njit(cache=True)
+def nonzero_pending(pending_bits, zero_bits):
+    """Pages pending in the bitmap that are not zero now (popcount of ``B & ~Z``)."""
+    n = np.uint64(0)
+    for i in range(pending_bits.shape[0]):
+        w = pending_bits[i] & ~zero_bits[i]
+        # SWAR popcount (no loop per set bit: a pass's bitmap is mostly set)
+        w = w - ((w >> np.uint64(1)) & np.uint64(0x5555555555555555))
+        w = (w & np.uint64(0x3333333333333333)) + ((w >> np.uint64(2)) & np.uint64(0x3333333333333333))
+        w = (w + (w >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+        n += (w * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    return np.int64(n)
+
+
+class _Rider:
+    """A migration in the coordinator: where its next turn starts, and what bounds it."""
+
+    __slots__ = ("mig", "event", "t", "rate", "cancel_at", "deadline", "next_periodic",
+                 "quiet", "seq")
+
+    def __init__(self, mig: Migration, event: simpy.Event, cancel_at: float, deadline: float,
+                 next_periodic: float) -> None:
+        self.mig = mig
+        self.event = event
+        self.t = mig.env.now
+        self.rate = 0.0
+        self.cancel_at, self.deadline, self.next_periodic = cancel_at, deadline, next_periodic
+        self.quiet = self.t
+        self.seq = 0
+
+
+_COORDINATORS: weakref.WeakKeyDictionary[Network, Cruise] = weakref.WeakKeyDictionary()
+
+
+class Cruise:
+    """The cruising migrations of one network, advanced in time order (module docstring)."""
+
+    def __init__(self, env: simpy.Environment, network: Network) -> None:
+        self.env = env
+        self.network = network
+        self._by_time: list[tuple[float, int, _Rider]] = []
+        self._by_quiet: list[tuple[float, int, _Rider]] = []
+        self._riders: set[_Rider] = set()
+        self._seq = 0
+        self._version = network.version
+        self._wake_at = math.inf
+        self._rows = np.empty((ROWS, 6), np.float64)
+
+    @classmethod
+    def of(cls, mig: Migration) -> Cruise:
+        """The coordinator of the network ``mig``'s route runs over."""
+        network = mig.link.network  # type: ignore[attr-defined]
+        coordinator = _COORDINATORS.get(network)
+        if coordinator is None or coordinator.env is not mig.env:
+            coordinator = _COORDINATORS[network] = cls(mig.env, network)
+        return coordinator
+
+    def ride(self, mig: Migration, cancel_at: float, deadline: float,
+             next_periodic: float) -> simpy.Event | None:
+        """Run ``mig``'s turns from now, its first one at once; the event fires when (and at
+        the sim time) a turn needs the Python loop. None: this turn cannot cruise (a deadline
+        or a change is near); the Python loop sends it."""
+        rider = _Rider(mig, self.env.event(), cancel_at, deadline, next_periodic)
+        if not self._advance(rider, new=True):
+            return None
+        self._arm()
+        return rider.event
+
+    # --- the coordinator ----------------------------------------------------------------------
+
+    def _advance(self, rider: _Rider, new: bool = False) -> bool:
+        """Cruise ``rider`` from its time to the bound; then queue it again, or release it.
+        False if it could not run a turn (nothing done, nothing scheduled)."""
+        if self.network.version != self._version:
+            # A flow joined, left or changed its cap: every rider's quiet time assumed the old
+            # shares, so each is bounded by its own time until it has run again.
+            self._version = self.network.version
+            self._by_quiet = [(r.t, r.seq, r) for r in self._riders]
+            heapq.heapify(self._by_quiet)
+            for r in self._riders:
+                r.quiet = r.t
+        bound = self.env.peek()
+        while self._by_quiet and self._by_quiet[0][1] != self._by_quiet[0][2].seq:
+            heapq.heappop(self._by_quiet)  # stale entries
+        if self._by_quiet:
+            bound = min(bound, self._by_quiet[0][0])
+        start = rider.t
+        status = self._run(rider, bound)
+        if status == BOUND:
+            self._seq += 1
+            rider.seq = self._seq
+            rider.quiet = self._quiet(rider)
+            self._riders.add(rider)
+            heapq.heappush(self._by_time, (rider.t, rider.seq, rider))
+            heapq.heappush(self._by_quiet, (rider.quiet, rider.seq, rider))
+            return True
+        if new and rider.t == start:
+            return False  # it ran nothing: the Python loop takes this turn
+        self._riders.discard(rider)
+        rider.seq = -1
+        delay = rider.t - self.env.now
+        if delay <= 0:
+            rider.event.succeed()
+        else:
+            event = rider.event
+
+            def release(_: simpy.Event) -> None:
+                event.succeed()
+
+            self.env.timeout(delay).callbacks.append(release)
+        return True
+
+    def _arm(self) -> None:
+        """Wake (before anything else due then) when the earliest rider's next turn is due."""
+        while self._by_time and self._by_time[0][1] != self._by_time[0][2].seq:
+            heapq.heappop(self._by_time)
+        if not self._by_time:
+            return
+        t = self._by_time[0][0]
+        if t >= self._wake_at:
+            return
+        self._wake_at = t
+        wake = simpy.Event(self.env)
+        wake._ok, wake._value = True, None  # a timeout with urgent priority
+        wake.callbacks.append(self._wake)
+        self.env.schedule(wake, URGENT, max(0.0, t - self.env.now))
+
+    def _wake(self, _event: simpy.Event) -> None:
+        if self.env.now >= self._wake_at:
+            self._wake_at = math.inf
+        now = self.env.now
+        while self._by_time:
+            t, seq, rider = self._by_time[0]
+            if seq != rider.seq:
+                heapq.heappop(self._by_time)
+                continue
+            if t > now:
+                break
+            heapq.heappop(self._by_time)
+            rider.seq = 0  # out of both queues while it runs
+            self._riders.discard(rider)
+            self._advance(rider)
+        self._arm()
+
+    def _quiet(self, rider: _Rider) -> float:
+        """A lower bound on when ``rider`` can next need the Python loop (module docstring)."""
+        mig, t = rider.mig, rider.t
+        spec, state, pipe = mig.spec, mig.state, mig.pipeline
+        quiet = self._own_stop(rider)
+        rate = rider.rate
+        budget = mig.window_budget()
+        if math.isfinite(budget):  # the window's budget spent: an idle turn
+            quiet = min(quiet, t + max(0.0, budget - mig.window.bytes) / rate)
+        if pipe.xbzrle_on or mig.writes.zero_pattern:
+            return min(quiet, t)  # a page can cost (next to) nothing: no bound from pages
+        threshold = max(state.threshold,
+                        (spec.avail_switchover_bandwidth or rate) * spec.downtime_limit)
+        keep = max(0, math.ceil(threshold / mig.page_size) - 1)
+        nonzero = nonzero_pending(mig.bitmap.pending_bits, mig.guest.zero_bits)
+        return min(quiet, t + max(0, nonzero - keep) * pipe.raw_bytes / rate)
+
+    def _own_stop(self, rider: _Rider) -> float:
+        """Where the Python loop must take over whatever the others do: a fault or a link
+        change (the share may change), a periodic sync, a deadline near."""
+        mig, t = rider.mig, rider.t
+        change = min(mig.next_change(t), _next_link_change(self.network, t))
+        slack = kernel_slack(mig, rider.rate)
+        return min(change, rider.next_periodic, rider.cancel_at - slack, rider.deadline - slack)
+
+    def _run(self, rider: _Rider, bound: float) -> int:
+        """Cruise ``rider`` until a stop; returns why it stopped."""
+        mig = rider.mig
+        if mig.cancel_requested or mig.stall > 0 or not mig.pipeline.drawn:
+            return OWN  # the Python loop's checks come first
+        rider.rate = rate = mig.link.share(mig, rider.t)
+        if rate <= 0:
+            return OWN
+        spec, state, writes, bitmap, pipe = mig.spec, mig.state, mig.writes, mig.bitmap, \
+            mig.pipeline
+        change = mig.next_change(rider.t)
+        own_stop = self._own_stop(rider)
+        t_cap = min(rider.cancel_at, rider.deadline, change)
+        window = mig.window
+        win = np.array([window.start, window.bytes, window.pages], np.float64)
+        totals = np.array([state.transferred, state.precopy_bytes], np.int64)
+        stats = np.array([state.bandwidth, state.pages_per_second, state.threshold,
+                          state.expected_downtime], np.float64)
+        budget = mig.window_budget()
+        attempt = 0
+        avail = spec.avail_switchover_bandwidth or 0.0
+        while True:
+            flat = pipe.drawn_args()
+            draws = writes.draws
+            assert draws is not None
+            status, n_rows, now, last, c, until, count, w_next, cursor, n_pending, \
+                round_done = cruise_turns(  # type: ignore[call-arg]
+                    rider.t, bound, own_stop, t_cap, rate, budget, WINDOW_S, MAX_WAIT_S,
+                    mig.page_size, spec.downtime_limit, avail, state.dirty_pages_rate,
+                    state.dirty_bytes_last_sync, win, totals, stats, self._rows,
+                    writes.workload.clock_count, writes.until, writes.scale(), writes.count,
+                    writes.next, bitmap.cursor, bitmap.n_pending, bitmap.round_done,
+                    state.sync_count, pipe.wire.chunk_overhead, draws.raw, *flat,
+                    state.passes[-1].counters.array, *pipe.dest_args)
+            writes.set_count(count, w_next)
+            if until > writes.until:
+                writes.workload.advance_clock(until, c)
+                writes.until = until
+            bitmap.cursor, bitmap.n_pending, bitmap.round_done = cursor, n_pending, round_done
+            if n_rows:
+                mig.rec.sample_rows(self._rows[:n_rows], state.dirty_pages_rate,
+                                    state.throttle_pct, state.status)
+                if mig.progress is not None:
+                    mig.progress(float(self._rows[n_rows - 1, 0]), spec.start + spec.max_sim_time)
+            if last > rider.t:
+                self.network.solution(last)  # the share was read there (stamps joins/leaves)
+            if now != rider.t:
+                attempt = 0
+            rider.t = now
+            if status == kernel.DRAWS_SHORT:
+                writes.pull_draws(min(now + MAX_WAIT_S, t_cap), attempt)
+                attempt += 1
+            elif status == kernel.WRITES_FULL:
+                writes.room_for(min(now + MAX_WAIT_S, t_cap))
+            elif status == kernel.DIRTY_LIST_SHORT:
+                mig.guest.reserve_dirty(writes.count - writes.next)
+            elif status != ROWS_FULL:
+                break
+        window.start, window.bytes, window.pages = float(win[0]), float(win[1]), int(win[2])
+        state.transferred, state.precopy_bytes = int(totals[0]), int(totals[1])
+        state.bandwidth, state.pages_per_second, state.threshold, state.expected_downtime = (
+            float(v) for v in stats)
+        return status
+
+
+def kernel_slack(mig: Migration, rate: float) -> float:
+    """How far before a deadline the cruise hands over: a chunk may run a page past its 50 ms
+    (and the Python loop stops a chunk that would end past a deadline)."""
+    return MAX_WAIT_S + 1.0 + 2.0 * (mig.pipeline.raw_bytes + mig.pipeline.wire.chunk_overhead) \
+        / rate
+
+
+def _next_link_change(network: Network, t: float) -> float:
+    """The next capacity or cross-traffic change on any link of ``network`` after ``t``: a
+    change off a migration's path can still move its max-min share."""
+    changes = network.table.changes
+    i = bisect.bisect_right(changes, t)
+    return changes[i] if i < len(changes) else math.inf
