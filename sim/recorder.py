@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 TABLES: tuple[str, ...] = ("runs", "passes", "samples", "events")
 
@@ -272,16 +273,33 @@ def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
     per_run = [r._sample_columns() for r in recorders]
     counts = [r.n_samples for r in recorders]
     data: dict[str, pd.Series] = {
-        "run_id": pd.Series(np.repeat(np.array([r.run_id for r in recorders], dtype=object),
-                                      counts).tolist(), dtype=STRING_DTYPE, name="run_id")}
+        "run_id": string_column([r.run_id for r in recorders],
+                                np.repeat(np.arange(len(recorders)), counts))}
+    labels: list[str] = []
+    codes = []
+    for _, run_codes, statuses in per_run:  # one list of labels for all runs
+        labels.extend(s for s in statuses if s not in labels)
+        index = [labels.index(s) for s in statuses]
+        codes.append(np.asarray(index, np.int32)[run_codes] if len(run_codes) else run_codes)
     for name in SAMPLES_COLUMNS[1:]:
-        values: Any = np.concatenate([cols[name] for cols in per_run]) if per_run else []
-        if KINDS[name] == "str":
-            data[name] = pd.Series(list(values), dtype=STRING_DTYPE, name=name)
-        else:
-            dtype = np.int64 if KINDS[name] == "int" else np.float64
-            data[name] = pd.Series(np.asarray(values, dtype=dtype), dtype=dtype, name=name)
+        if name == "status":
+            data[name] = string_column(labels, np.concatenate(codes) if codes else [])
+            continue
+        dtype = np.int64 if KINDS[name] == "int" else np.float64
+        values = np.concatenate([cols[name] for cols, _, _ in per_run]) if per_run else \
+            np.empty(0, dtype)
+        data[name] = pd.Series(values.astype(dtype, copy=False), dtype=dtype, name=name)
     return pd.DataFrame(data, columns=list(SAMPLES_COLUMNS))
+
+
+def string_column(labels: Sequence[str], codes: Any) -> pd.Series:
+    """A string column from a few labels and each row's index into them, built in Arrow
+    (a Python string per row costs seconds and gigabytes for tens of millions of rows)."""
+    indices = pa.array(np.asarray(codes, np.int32))
+    array = pa.DictionaryArray.from_arrays(indices, pa.array(list(labels), pa.large_string()))
+    strings = array.cast(pa.large_string())
+    return pd.Series(strings.to_pandas(types_mapper={pa.large_string(): STRING_DTYPE}.get),
+                     dtype=STRING_DTYPE)
 
 
 def empty_frame(table: str) -> pd.DataFrame:
@@ -391,10 +409,15 @@ class Recorder:
         self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
         self._passes: list[tuple[Any, ...]] = []
         self._samples: list[tuple[Any, ...]] = []
-        #: windows closed in compiled code: (where they go among ``_samples``, rows of
-        #: :data:`BLOCK_COLUMNS`, dirty_pages_rate, throttle_pct, status), kept as arrays (a
-        #: fleet of a thousand guests closes tens of millions of windows)
-        self._sample_blocks: list[tuple[int, np.ndarray, float, float, str]] = []
+        #: windows closed in compiled code, one row each in a growing array: the
+        #: :data:`BLOCK_COLUMNS`, then dirty_pages_rate, throttle_pct and the status's index in
+        #: ``_statuses`` (a fleet of a thousand guests closes tens of millions of windows: no
+        #: Python object per row)
+        self._block = np.empty((0, len(BLOCK_COLUMNS) + 3), np.float64)
+        self._block_n = 0
+        self._statuses: list[str] = []
+        #: the recorded order: ``(from_block, start, end)`` runs of ``_block`` or ``_samples``
+        self._segments: list[list[Any]] = []
         self._events: list[tuple[Any, ...]] = []
         self._run: dict[str, Any] | None = None
         self._params: dict[str, Any] = {}
@@ -410,14 +433,32 @@ class Recorder:
         if not self._samples:  # the engine passes the same keys every window: check the first
             _check_keys("samples", columns, SAMPLES_COLUMNS[1:])
         self._samples.append((self.run_id, *(columns[c] for c in SAMPLES_COLUMNS[1:])))
+        self._extend_segment(False, len(self._samples) - 1, len(self._samples))
 
     def sample_rows(self, rows: np.ndarray, dirty_pages_rate: float, throttle_pct: float,
                     status: str) -> None:
         """Windows closed in compiled code (:mod:`sim.engine.cruise`): ``rows`` holds
         ``t_s, bandwidth_bytes_per_s, threshold_bytes, pending_bytes, expected_downtime_s,
         transferred_bytes``; the other columns are the same for all of them."""
-        self._sample_blocks.append((len(self._samples), rows.copy(), float(dirty_pages_rate),
-                                    float(throttle_pct), str(status)))
+        n, at = len(rows), self._block_n
+        if at + n > len(self._block):
+            grown = np.empty((max(at + n, 2 * len(self._block), 1024), self._block.shape[1]))
+            grown[:at] = self._block[:at]
+            self._block = grown
+        if status not in self._statuses:
+            self._statuses.append(status)
+        width = len(BLOCK_COLUMNS)
+        self._block[at:at + n, :width] = rows
+        self._block[at:at + n, width:] = (dirty_pages_rate, throttle_pct,
+                                          self._statuses.index(status))
+        self._block_n = at + n
+        self._extend_segment(True, at, at + n)
+
+    def _extend_segment(self, from_block: bool, start: int, end: int) -> None:
+        if self._segments and self._segments[-1][0] == from_block:
+            self._segments[-1][2] = end
+        else:
+            self._segments.append([from_block, start, end])
 
     def pass_row(self, **columns: Any) -> None:
         """One sync interval: every PASSES_COLUMNS column but ``run_id``."""
@@ -463,38 +504,43 @@ class Recorder:
         return {"runs": [tuple(self._run[c] for c in order)], "passes": self._passes,
                 "events": sorted(self._events, key=lambda row: row[1])}
 
-    def _sample_columns(self) -> dict[str, np.ndarray | pd.Series]:
-        """The samples table's columns (but ``run_id``): the rows recorded one by one and the
-        compiled blocks, in the order they were recorded."""
-        names = SAMPLES_COLUMNS[1:]
-        parts: dict[str, list[Any]] = {name: [] for name in names}
-
-        def add_rows(rows: Sequence[tuple[Any, ...]]) -> None:
-            if rows:
-                for i, name in enumerate(names, start=1):
-                    parts[name].append(_column(name, [row[i] for row in rows]))
-
-        at = 0
-        for where, block, dirty_rate, throttle, status in self._sample_blocks:
-            add_rows(self._samples[at:where])
-            at = where
-            n = len(block)
-            for j, name in enumerate(BLOCK_COLUMNS):
-                column = block[:, j]
-                parts[name].append(column.astype(np.int64) if KINDS[name] == "int" else column)
-            parts["dirty_pages_rate"].append(np.full(n, dirty_rate))
-            parts["throttle_pct"].append(np.full(n, throttle))
-            parts["status"].append(np.full(n, status, dtype=object))
-        add_rows(self._samples[at:])
-        return {name: np.concatenate([np.asarray(p, dtype=object if name == "status" else None)
-                                      for p in parts[name]]) if parts[name]
-                else np.empty(0, object if name == "status" else
-                              (np.int64 if KINDS[name] == "int" else np.float64))
-                for name in names}
+    def _sample_columns(self) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+        """The samples table's numeric columns (but ``run_id``) in the order the rows were
+        recorded (one by one or in compiled blocks), and the status as each row's index into
+        a list of labels."""
+        names = [n for n in SAMPLES_COLUMNS[1:] if n != "status"]
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        statuses = list(self._statuses)
+        codes: list[np.ndarray] = []
+        width = len(BLOCK_COLUMNS)
+        at_block = {name: i for i, name in enumerate(BLOCK_COLUMNS)}
+        at_block.update(dirty_pages_rate=width, throttle_pct=width + 1)
+        at_row = {name: i for i, name in enumerate(SAMPLES_COLUMNS)}
+        for from_block, start, end in self._segments:
+            if from_block:
+                block = self._block[start:end]
+                for name in names:
+                    column = block[:, at_block[name]]
+                    parts[name].append(column.astype(np.int64) if KINDS[name] == "int"
+                                       else column)
+                codes.append(block[:, width + 2].astype(np.int32))
+                continue
+            rows = self._samples[start:end]
+            for name in names:
+                parts[name].append(np.asarray(_column(name, [r[at_row[name]] for r in rows])))
+            for row in rows:
+                if row[at_row["status"]] not in statuses:
+                    statuses.append(row[at_row["status"]])
+            codes.append(np.array([statuses.index(r[at_row["status"]]) for r in rows],
+                                  np.int32))
+        columns = {name: np.concatenate(parts[name]) if parts[name] else
+                   np.empty(0, np.int64 if KINDS[name] == "int" else np.float64)
+                   for name in names}
+        return columns, np.concatenate(codes) if codes else np.empty(0, np.int32), statuses
 
     @property
     def n_samples(self) -> int:
-        return len(self._samples) + sum(len(b[1]) for b in self._sample_blocks)
+        return len(self._samples) + self._block_n
 
     @staticmethod
     def frames_of(recorders: Sequence[Recorder]) -> dict[str, pd.DataFrame]:
@@ -519,10 +565,12 @@ class Recorder:
         frames = {name: build_frame(columns[name], rows[name]) for name in columns}
         frames["samples"] = _samples_frame(recorders)
         if first.vm is not None:
-            vms["samples"] = np.repeat(np.array([r.vm for r in recorders], dtype=object),
-                                       [r.n_samples for r in recorders]).tolist()
             for name, frame in frames.items():
-                frame.insert(1, "vm", pd.Series(vms[name], dtype=STRING_DTYPE))
+                column = pd.Series(vms[name], dtype=STRING_DTYPE) if name != "samples" else \
+                    string_column([str(r.vm) for r in recorders],
+                                  np.repeat(np.arange(len(recorders)),
+                                            [r.n_samples for r in recorders]))
+                frame.insert(1, "vm", column)
         return {name: frames[name] for name in ("runs", "passes", "samples", "events")}
 
     def same_columns(self, other: Recorder) -> bool:
