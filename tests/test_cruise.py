@@ -10,7 +10,7 @@ import pytest
 
 import sim.engine.precopy as precopy
 from sim import bits
-from sim.engine.cruise import nonzero_pending
+from sim.engine.cruise import nonzero_to_send
 from sim.run import run_one
 from sim.scenario import loads_scenario
 
@@ -21,6 +21,19 @@ vms:
   - {name: a, vm: {memory: 64MiB}, workload: {kind: uniform, writes_per_s: 400}}
   - {name: b, vm: {memory: 32MiB, zero_fraction: 0.3}, workload: {kind: hotspot, writes_per_s: 2000, hot_set: 4MiB}}
   - {name: c, vm: {memory: 48MiB}, workload: {kind: uniform, writes_per_s: 100}, migration: {start: 0.7s}}
+link: {bandwidth: 200Mbit/s, schedule: [{at: 1.3s, bandwidth: 120Mbit/s}]}
+"""
+
+#: a fleet whose guests wait out their window budgets (max-bandwidth under the share)
+CAPPED = """
+name: capped
+seed: 4
+vms:
+  - {name: a, vm: {memory: 64MiB}, workload: {kind: uniform, writes_per_s: 400},
+     migration: {max_bandwidth: 2MiB/s}}
+  - {name: b, vm: {memory: 32MiB, zero_fraction: 0.3}, workload: {kind: hotspot, writes_per_s: 2000, hot_set: 4MiB}}
+  - {name: c, vm: {memory: 48MiB}, workload: {kind: uniform, writes_per_s: 100},
+     migration: {start: 0.7s, max_bandwidth: 5MiB/s}}
 link: {bandwidth: 200Mbit/s, schedule: [{at: 1.3s, bandwidth: 120Mbit/s}]}
 """
 
@@ -46,9 +59,9 @@ def _both(text: str) -> tuple[object, object]:
     return results[0], results[1]
 
 
-@pytest.mark.parametrize("text", [FLEET, CONTROLLED.replace("KIND", "kubevirt"),
+@pytest.mark.parametrize("text", [FLEET, CAPPED, CONTROLLED.replace("KIND", "kubevirt"),
                                   CONTROLLED.replace("KIND", "vmotion-like")],
-                         ids=["fleet", "kubevirt", "vmotion-like"])
+                         ids=["fleet", "capped-fleet", "kubevirt", "vmotion-like"])
 def test_cruise_gives_the_same_tables(text: str) -> None:
     cruised, stepped = _both(text)
     for name in ("runs", "passes", "samples", "events"):
@@ -57,9 +70,11 @@ def test_cruise_gives_the_same_tables(text: str) -> None:
     assert len(stepped.samples) > 20  # the runs closed windows: the cruise had turns to run
 
 
-def test_nonzero_pending_counts_pending_pages_that_are_not_zero() -> None:
+def test_nonzero_to_send_counts_pending_or_dirty_pages_that_are_not_zero() -> None:
     import numpy as np
 
     rng = np.random.default_rng(5)
-    pending, zero = rng.random(10_000) < 0.6, rng.random(10_000) < 0.25
-    assert nonzero_pending(bits.pack(pending), bits.pack(zero)) == int((pending & ~zero).sum())
+    pending, dirty = rng.random(10_000) < 0.3, rng.random(10_000) < 0.2
+    zero = rng.random(10_000) < 0.25
+    expected = int(((pending | dirty) & ~zero).sum())
+    assert nonzero_to_send(bits.pack(pending), bits.pack(dirty), bits.pack(zero)) == expected

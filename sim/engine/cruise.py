@@ -17,12 +17,19 @@ long as no such change can come before the turns it runs. :class:`Cruise` (one p
 orders the cruising migrations by time and lets each run turns that start before
 
 * the next SimPy event (anything that is not a cruising migration: a migration doing a Python
-  turn, a command, a fault, a migration starting), and
-* the earliest time any *other* cruising migration could do a Python turn (``quiet``): at
-  least its time, and a lower bound from its pending pages: before the pending bytes can drop
-  under the threshold, the pages that are not zero among them must go at ``raw`` bytes each at
-  its share (so a thousand busy guests each cruise most of a pass in a call), or nothing if a
-  cheaper record (XBZRLE) could carry them.
+  turn of its own making, a command, a fault, a migration starting), and
+* the earliest time any *other* migration in the coordinator could change the network
+  (``quiet``): at least its time if its deadline, a fault or a link change is due; else a
+  lower bound from its pages. It leaves the network only after a switchover, which needs the
+  pending bytes at a sync at or under the threshold, so before it every page pending or
+  dirtied since the last sync that is not zero must go at ``raw`` bytes at its share (a
+  thousand busy guests each cruise much of a pass in a call); nothing bounds it if a cheaper
+  record (XBZRLE) could carry them.
+
+A migration that stops for a Python turn (a sync below the threshold, nothing pending, a spent
+budget, a fault...) is *held* by the coordinator until that turn's time, not put on SimPy's
+queue, so the others stay bounded by its quiet time, not by its turn: a sync decides nothing for
+the other guests. The sync's stall is paid in the cruise (the Python loop only pays it).
 
 A migration always runs the turn at its own time (that is the turn the Python loop would run
 now). A join, leave or cap change makes every bound computed before it stale (a share may
@@ -47,10 +54,12 @@ from simpy.events import URGENT  # the coordinator runs before anything else due
 
 from . import kernel
 from .migration import MAX_WAIT_S, WINDOW_S
+from .writes import STEP_WRITES
 
 if TYPE_CHECKING:
     from ..network import Network
     from .migration import Migration
+    from .writes import WriteBuffer
 
 @intrinsic
 def _borrowed(typingctx, arr):
@@ -80,7 +89,8 @@ ROWS = 4096  #: window rows one call can record before Python takes them
 
 
 @njit(cache=True)
-def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
+def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, stall, pay,
+                 write_rate, step_writes,
                  guest_page, downtime_limit, avail_bw, dirty_rate, dirty_bytes_last_sync,
                  win, totals, stats, rows,
                  c0, until, scale, count, w_next, cursor, n_pending, round_done,
@@ -99,9 +109,14 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
     1. close the window when due: ``stats = (bandwidth, pages/s, threshold, expected
        downtime)`` and one ``rows`` line ``(t, bandwidth, threshold, pending bytes, expected
        downtime, transferred)``; ``win = (start, bytes, pages)``;
+    1a. pay the ``stall`` a sync left (:meth:`~sim.engine.migration.Migration.pay_stall`: the
+       time moves on, nothing is sent, the writes of that time land) and start the turn over;
+       on the first turn only if ``pay`` (the Python loop had not reached its stall check yet);
+       with the window's budget spent, wait so until the window ends (or ``t_cap``);
     0. stop (:data:`BOUND`) at ``bound``, but for the first turn;
     2. stop (:data:`OWN`) at ``own_stop`` (a fault, a periodic sync, a deadline or a link
-       change near), (:data:`IDLE`) with the window's budget spent, (:data:`READY`) with the
+       change near), (:data:`IDLE`) with a wait whose writes come in steps (``write_rate``
+       writes/s at most, :data:`~sim.engine.writes.STEP_WRITES` a step), (:data:`READY`) with the
        pending bytes under the threshold, and (:data:`EMPTY`) with nothing pending;
     3. send one chunk (:func:`sim.engine.kernel.draw_and_send`) until ``min(now + max_wait,
        t_cap)``, counted in ``totals = (transferred, pre-copy bytes)`` and the window.
@@ -109,7 +124,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
     A status of :func:`~sim.engine.kernel.draw_and_send`'s other than ``SENT`` comes back as
     is (the caller makes room and calls again: the turn starts over, its steps done so far
     are not repeated). Returns ``(status, rows used, now, start of the last turn run, draws'
-    clock count, until, count, w_next, cursor, n_pending, round_done)``.
+    clock count, until, count, w_next, cursor, n_pending, round_done, stall left)``.
     """
     n_rows = 0
     first = True
@@ -159,12 +174,42 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
             win[0] = now
             win[1] = 0.0
             win[2] = 0.0
-        if now >= own_stop:
-            status = OWN
-            break
-        if win[1] >= budget:
-            status = IDLE
-            break
+        # A wait of the Python loop's: the stall a sync left, or the window's budget spent.
+        waiting = stall > 0 and (pay or not first)
+        t_wait = now + stall
+        if not waiting:
+            if now >= own_stop:
+                status = OWN
+                break
+            if win[1] >= budget:
+                waiting = True
+                t_wait = min(win[0] + window_s, t_cap)
+                if t_wait <= now:
+                    status = IDLE
+                    break
+        if waiting:
+            # The wait's writes are drawn up to its end and land, as the Python loop's idle
+            # draws and applies them (where a draw ends decides its values, and the next sync
+            # reads the log): a chunk at the wait's end with no budget sends nothing. A wait
+            # whose writes the Python loop would draw in steps is left to it.
+            if t_wait > until and (t_wait - until) * write_rate > step_writes:
+                status = OWN if stall > 0 else IDLE
+                break
+            status, count, w_next, c1, _, cursor, n_pending, round_done, _, _ = \
+                kernel.draw_then_send(
+                    t_wait, c0, until, scale, count, w_next, cursor, n_pending, round_done,
+                    t_wait, rate, 0.0, t_wait, False, generation, overhead, draws, guest,
+                    bitmap, content_args, wire, cache, flags, plugins, cpu_costs, counters, dest)
+            if (status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT) and t_wait > until:
+                c0 = c1
+                until = t_wait
+            if status != kernel.SENT:
+                break
+            now = t_wait
+            if stall > 0 and (pay or not first):
+                stall = 0.0
+            first = False
+            continue
         if n_pending * guest_page < stats[2]:
             status = READY
             break
@@ -192,15 +237,18 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait,
         win[2] += pages
         now = t_end
         first = False
-    return status, n_rows, now, last, c0, until, count, w_next, cursor, n_pending, round_done
+    return (status, n_rows, now, last, c0, until, count, w_next, cursor, n_pending, round_done,
+            stall)
 
 
 @njit(cache=True)
-def nonzero_pending(pending_bits, zero_bits):
-    """Pages pending in the bitmap that are not zero now (popcount of ``B & ~Z``)."""
+def nonzero_to_send(pending_bits, dirty_bits, zero_bits):
+    """Pages pending or dirtied since the last sync that are not zero now (popcount of
+    ``(B | D) & ~Z``): each must be sent (a sync moves D into B) before the pending bytes
+    can be small enough to switch over."""
     n = np.uint64(0)
     for i in range(pending_bits.shape[0]):
-        w = pending_bits[i] & ~zero_bits[i]
+        w = (pending_bits[i] | dirty_bits[i]) & ~zero_bits[i]
         # SWAR popcount (no loop per set bit: a pass's bitmap is mostly set)
         w = w - ((w >> np.uint64(1)) & np.uint64(0x5555555555555555))
         w = (w & np.uint64(0x3333333333333333)) + ((w >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -213,7 +261,7 @@ class _Rider:
     """A migration in the coordinator: where its next turn starts, and what bounds it."""
 
     __slots__ = ("mig", "event", "t", "rate", "cancel_at", "deadline", "next_periodic",
-                 "quiet", "seq")
+                 "quiet", "seq", "fresh")
 
     def __init__(self, mig: Migration, event: simpy.Event, cancel_at: float, deadline: float,
                  next_periodic: float) -> None:
@@ -224,7 +272,7 @@ class _Rider:
         self.cancel_at, self.deadline, self.next_periodic = cancel_at, deadline, next_periodic
         self.quiet = self.t
         self.seq = 0
-
+        self.fresh = True  # its first turn comes straight from the Python loop
 
 _COORDINATORS: weakref.WeakKeyDictionary[Network, Cruise] = weakref.WeakKeyDictionary()
 
@@ -237,6 +285,7 @@ class Cruise:
         self.network = network
         self._by_time: list[tuple[float, int, _Rider]] = []
         self._by_quiet: list[tuple[float, int, _Rider]] = []
+        self._held: list[tuple[float, int, _Rider]] = []  # stopped: their Python turn's time
         self._riders: set[_Rider] = set()
         self._seq = 0
         self._version = network.version
@@ -266,11 +315,12 @@ class Cruise:
     # --- the coordinator ----------------------------------------------------------------------
 
     def _advance(self, rider: _Rider, new: bool = False) -> bool:
-        """Cruise ``rider`` from its time to the bound; then queue it again, or release it.
-        False if it could not run a turn (nothing done, nothing scheduled)."""
+        """Cruise ``rider`` from its time to the bound; then queue it again, or hold it until
+        its Python turn is due. False if it could not run a turn (nothing done, nothing
+        scheduled)."""
         if self.network.version != self._version:
-            # A flow joined, left or changed its cap: every rider's quiet time assumed the old
-            # shares, so each is bounded by its own time until it has run again.
+            # A flow joined, left or changed its cap: every quiet time assumed the old shares,
+            # so each migration is bounded by its own time until it has run again.
             self._version = self.network.version
             self._by_quiet = [(r.t, r.seq, r) for r in self._riders]
             heapq.heapify(self._by_quiet)
@@ -283,37 +333,33 @@ class Cruise:
             bound = min(bound, self._by_quiet[0][0])
         start = rider.t
         status = self._run(rider, bound)
-        if status == BOUND:
-            self._seq += 1
-            rider.seq = self._seq
-            rider.quiet = self._quiet(rider)
-            self._riders.add(rider)
-            heapq.heappush(self._by_time, (rider.t, rider.seq, rider))
-            heapq.heappush(self._by_quiet, (rider.quiet, rider.seq, rider))
-            return True
-        if new and rider.t == start:
-            return False  # it ran nothing: the Python loop takes this turn
-        self._riders.discard(rider)
-        rider.seq = -1
-        delay = rider.t - self.env.now
-        if delay <= 0:
-            rider.event.succeed()
-        else:
-            event = rider.event
-
-            def release(_: simpy.Event) -> None:
-                event.succeed()
-
-            self.env.timeout(delay).callbacks.append(release)
+        if status != BOUND:
+            if new and rider.t == start:
+                return False  # it ran nothing: the Python loop takes this turn
+            if rider.t <= self.env.now:
+                rider.seq = -1
+                rider.event.succeed()
+                return True
+        self._seq += 1
+        rider.seq = self._seq
+        rider.quiet = self._quiet(rider)
+        self._riders.add(rider)
+        heapq.heappush(self._by_quiet, (rider.quiet, rider.seq, rider))
+        # Cruising again at its time, or its Python turn then: held here, not as a SimPy
+        # timeout, so that the others are bounded by its quiet time rather than by that turn.
+        heapq.heappush(self._by_time if status == BOUND else self._held,
+                       (rider.t, rider.seq, rider))
         return True
 
     def _arm(self) -> None:
-        """Wake (before anything else due then) when the earliest rider's next turn is due."""
-        while self._by_time and self._by_time[0][1] != self._by_time[0][2].seq:
-            heapq.heappop(self._by_time)
-        if not self._by_time:
-            return
-        t = self._by_time[0][0]
+        """Wake (before anything else due then) when the earliest rider's next turn or held
+        Python turn is due."""
+        t = math.inf
+        for queue in (self._by_time, self._held):
+            while queue and queue[0][1] != queue[0][2].seq:
+                heapq.heappop(queue)
+            if queue:
+                t = min(t, queue[0][0])
         if t >= self._wake_at:
             return
         self._wake_at = t
@@ -326,6 +372,17 @@ class Cruise:
         if self.env.now >= self._wake_at:
             self._wake_at = math.inf
         now = self.env.now
+        while self._held:
+            t, seq, rider = self._held[0]
+            if seq != rider.seq:
+                heapq.heappop(self._held)
+                continue
+            if t > now:
+                break
+            heapq.heappop(self._held)
+            rider.seq = -1  # out of the quiet queue: its Python turn comes now
+            self._riders.discard(rider)
+            rider.event.succeed()
         while self._by_time:
             t, seq, rider = self._by_time[0]
             if seq != rider.seq:
@@ -340,21 +397,27 @@ class Cruise:
         self._arm()
 
     def _quiet(self, rider: _Rider) -> float:
-        """A lower bound on when ``rider`` can next need the Python loop (module docstring)."""
+        """A lower bound on when ``rider``'s migration can next change the network (module
+        docstring): leave at a deadline, a cancel or a fault, see a link change, or switch over
+        (and then leave), which needs the pending bytes at a sync at or under the threshold.
+        Before that, every page pending or dirtied since the last sync that is not zero must go
+        at ``raw`` bytes at its share, but as many as the threshold holds; nothing bounds it if
+        a cheaper record (XBZRLE) could carry them or a write can make a page zero."""
         mig, t = rider.mig, rider.t
-        spec, state, pipe = mig.spec, mig.state, mig.pipeline
-        quiet = self._own_stop(rider)
-        rate = rider.rate
-        budget = mig.window_budget()
-        if math.isfinite(budget):  # the window's budget spent: an idle turn
-            quiet = min(quiet, t + max(0.0, budget - mig.window.bytes) / rate)
+        quiet = min(rider.cancel_at, rider.deadline, mig.next_change(t),
+                    _next_link_change(self.network, t))
+        pipe = mig.pipeline
         if pipe.xbzrle_on or mig.writes.zero_pattern:
-            return min(quiet, t)  # a page can cost (next to) nothing: no bound from pages
-        threshold = max(state.threshold,
-                        (spec.avail_switchover_bandwidth or rate) * spec.downtime_limit)
-        keep = max(0, math.ceil(threshold / mig.page_size) - 1)
-        nonzero = nonzero_pending(mig.bitmap.pending_bits, mig.guest.zero_bits)
-        return min(quiet, t + max(0, nonzero - keep) * pipe.raw_bytes / rate)
+            return min(quiet, t)
+        spec, state = mig.spec, mig.state
+        # The threshold can rise at a window close to its bandwidth times the limit: this
+        # window's bytes so far over a whole window plus the share bounds that bandwidth.
+        bandwidth = spec.avail_switchover_bandwidth or (mig.window.bytes / WINDOW_S + rider.rate)
+        threshold = max(state.threshold, bandwidth * spec.downtime_limit)
+        keep = math.floor(threshold / mig.page_size)
+        nonzero = nonzero_to_send(mig.bitmap.pending_bits, mig.guest.dirty_bits,
+                                  mig.guest.zero_bits)
+        return min(quiet, t + max(0, nonzero - keep) * pipe.raw_bytes / rider.rate)
 
     def _own_stop(self, rider: _Rider) -> float:
         """Where the Python loop must take over whatever the others do: a fault or a link
@@ -367,7 +430,7 @@ class Cruise:
     def _run(self, rider: _Rider, bound: float) -> int:
         """Cruise ``rider`` until a stop; returns why it stopped."""
         mig = rider.mig
-        if mig.cancel_requested or mig.stall > 0 or not mig.pipeline.drawn:
+        if mig.cancel_requested or not mig.pipeline.drawn:
             return OWN  # the Python loop's checks come first
         rider.rate = rate = mig.link.share(mig, rider.t)
         if rate <= 0:
@@ -390,8 +453,10 @@ class Cruise:
             draws = writes.draws
             assert draws is not None
             status, n_rows, now, last, c, until, count, w_next, cursor, n_pending, \
-                round_done = cruise_turns(  # type: ignore[call-arg]
+                round_done, mig.stall = cruise_turns(  # type: ignore[call-arg]
                     rider.t, bound, own_stop, t_cap, rate, budget, WINDOW_S, MAX_WAIT_S,
+                    mig.stall, not rider.fresh,
+                    writes.workload.peak_writes_per_s * writes.scale(), STEP_WRITES,
                     mig.page_size, spec.downtime_limit, avail, state.dirty_pages_rate,
                     state.dirty_bytes_last_sync, win, totals, stats, self._rows,
                     writes.workload.clock_count, writes.until, writes.scale(), writes.count,
@@ -412,12 +477,14 @@ class Cruise:
                 self.network.solution(last)  # the share was read there (stamps joins/leaves)
             if now != rider.t:
                 attempt = 0
+                rider.fresh = False  # a turn ran: the next one starts at the loop's top
             rider.t = now
+            ahead = min(now + _draw_ahead(writes), t_cap)
             if status == kernel.DRAWS_SHORT:
-                writes.pull_draws(min(now + MAX_WAIT_S, t_cap), attempt)
+                writes.pull_draws(ahead, attempt)
                 attempt += 1
             elif status == kernel.WRITES_FULL:
-                writes.room_for(min(now + MAX_WAIT_S, t_cap))
+                writes.room_for(ahead)
             elif status == kernel.DIRTY_LIST_SHORT:
                 mig.guest.reserve_dirty(writes.count - writes.next)
             elif status != ROWS_FULL:
@@ -427,6 +494,18 @@ class Cruise:
         state.bandwidth, state.pages_per_second, state.threshold, state.expected_downtime = (
             float(v) for v in stats)
         return status
+
+
+#: how far ahead a cruise draws its writes' random numbers and makes room for them: a second
+#: (the turns' own 50 ms would bring it back to Python every few chunks), but at most about
+#: this many writes (memory: 24 bytes a write)
+DRAW_AHEAD_S, DRAW_AHEAD_WRITES = 1.0, 16384
+
+
+def _draw_ahead(writes: WriteBuffer) -> float:
+    rate = writes.workload.peak_writes_per_s * writes.scale()
+    return min(DRAW_AHEAD_S, max(MAX_WAIT_S, DRAW_AHEAD_WRITES / rate)) if rate > 0 \
+        else DRAW_AHEAD_S
 
 
 def kernel_slack(mig: Migration, rate: float) -> float:
