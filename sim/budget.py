@@ -50,7 +50,7 @@ LIMIT_ENV = "MIGSIM_MEMORY_LIMIT"
 TIME_LIMIT_S = 900.0
 #: ``MIGSIM_TIME_LIMIT`` (a time such as ``2h``) replaces it.
 TIME_LIMIT_ENV = "MIGSIM_TIME_LIMIT"
-NS_PER_WRITE = 75.0  # draw, apply and (often) send one guest write
+NS_PER_WRITE = 30.0  # draw, apply and (often) send one guest write (compiled, cruising turns)
 NS_PER_PAGE = 200.0  # scan, encode and send one page (make bench: 158-181 ns, 16 GiB to 4 TiB)
 US_PER_CHUNK = 90.0  # one turn of the live loop, a kernel call included
 

@@ -88,13 +88,51 @@ ROWS = 4096  #: window rows one call can record before Python takes them
 
 
 
+@njit(inline="always")
+def _close_window(now, win, stats, row, avail_bw, downtime_limit, dirty_rate,
+                  dirty_bytes_last_sync, pending_bytes, transferred):
+    """:func:`sim.engine.precopy.close_window`'s arithmetic: ``stats``, one samples ``row``, a
+    new window."""
+    length = now - win[0]
+    bandwidth = win[1] / length if length > 0 else 0.0
+    stats[0] = bandwidth
+    stats[1] = win[2] / length if length > 0 else 0.0
+    expected_bw = avail_bw if avail_bw != 0 else bandwidth
+    stats[2] = expected_bw * downtime_limit
+    if dirty_rate > 0 and win[1] > 10000 and expected_bw > 0:
+        stats[3] = dirty_bytes_last_sync / expected_bw
+    row[0] = now
+    row[1] = bandwidth
+    row[2] = stats[2]
+    row[3] = pending_bytes
+    row[4] = stats[3]
+    row[5] = transferred
+    win[0] = now
+    win[1] = 0.0
+    win[2] = 0.0
+
+
+# cruise_turns: live-loop turns from ``now`` (see the module docstring), each as
+# sim.engine.precopy._live and close_window do it:
+#   0. stop (BOUND) at ``bound``, but for the first turn;
+#   1. close the window when due: ``stats = (bandwidth, pages/s, threshold, expected downtime)``
+#      and one ``rows`` line ``(t, bandwidth, threshold, pending bytes, expected downtime,
+#      transferred)``; ``win = (start, bytes, pages)``;
+#   1a. pay the ``stall`` a sync left (Migration.pay_stall: the time moves on, nothing is sent,
+#      the writes of that time land) and start the turn over; on the first turn only if ``pay``
+#      (the Python loop had not reached its stall check yet); with the window's budget spent,
+#      wait so until the window ends (or ``t_cap``);
+#   2. stop (OWN) at ``own_stop`` (a fault, a periodic sync, a deadline or a link change near),
+#      (IDLE) with a wait whose writes come in steps (``write_rate`` writes/s at most,
+#      ``step_writes`` a step), (READY) with the pending bytes under the threshold, and (EMPTY)
+#      with nothing pending;
+#   3. send one chunk (kernel.draw_then_send) until ``min(now + max_wait, t_cap)``, counted in
+#      ``totals = (transferred, pre-copy bytes)`` and the window.
 @njit(cache=True)
 def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, stall, pay,
-                 write_rate, step_writes,
-                 guest_page, downtime_limit, avail_bw, dirty_rate, dirty_bytes_last_sync,
-                 win, totals, stats, rows,
-                 c0, until, scale, count, w_next, cursor, n_pending, round_done,
-                 generation, overhead,
+                 write_rate, step_writes, guest_page, downtime_limit, avail_bw, dirty_rate,
+                 dirty_bytes_last_sync, win, totals, stats, rows, c0, until, scale, count,
+                 w_next, cursor, n_pending, round_done, generation, overhead,
                  raw, at, params, t_buf, p_buf,
                  dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
                  pending_bits, block_count, chunk_cleared, clear_shift,
@@ -103,29 +141,11 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                  address, age, cache_version, content, content64, xb_sizes, xb_changed,
                  xbzrle_on, cache_on, pl_flags, pl_sizes, pl_counts,
                  cpu_costs, counters, dest_mem, enc_out, received):
-    """Live-loop turns from ``now`` (see the module docstring), each as
-    :func:`sim.engine.precopy._live` and :func:`~sim.engine.precopy.close_window` do it:
-
-    1. close the window when due: ``stats = (bandwidth, pages/s, threshold, expected
-       downtime)`` and one ``rows`` line ``(t, bandwidth, threshold, pending bytes, expected
-       downtime, transferred)``; ``win = (start, bytes, pages)``;
-    1a. pay the ``stall`` a sync left (:meth:`~sim.engine.migration.Migration.pay_stall`: the
-       time moves on, nothing is sent, the writes of that time land) and start the turn over;
-       on the first turn only if ``pay`` (the Python loop had not reached its stall check yet);
-       with the window's budget spent, wait so until the window ends (or ``t_cap``);
-    0. stop (:data:`BOUND`) at ``bound``, but for the first turn;
-    2. stop (:data:`OWN`) at ``own_stop`` (a fault, a periodic sync, a deadline or a link
-       change near), (:data:`IDLE`) with a wait whose writes come in steps (``write_rate``
-       writes/s at most, :data:`~sim.engine.writes.STEP_WRITES` a step), (:data:`READY`) with the
-       pending bytes under the threshold, and (:data:`EMPTY`) with nothing pending;
-    3. send one chunk (:func:`sim.engine.kernel.draw_and_send`) until ``min(now + max_wait,
-       t_cap)``, counted in ``totals = (transferred, pre-copy bytes)`` and the window.
-
-    A status of :func:`~sim.engine.kernel.draw_and_send`'s other than ``SENT`` comes back as
-    is (the caller makes room and calls again: the turn starts over, its steps done so far
-    are not repeated). Returns ``(status, rows used, now, start of the last turn run, draws'
-    clock count, until, count, w_next, cursor, n_pending, round_done, stall left)``.
-    """
+    """Live-loop turns from ``now``, as the comment above says. A status of
+    :func:`~sim.engine.kernel.draw_and_send`'s other than ``SENT`` comes back as is (the
+    caller makes room and calls again: the turn starts over, its steps done so far are not
+    repeated). Returns ``(status, rows used, now, start of the last turn run, draws' clock
+    count, until, count, w_next, cursor, n_pending, round_done, stall left)``."""
     n_rows = 0
     first = True
     last = now
@@ -156,24 +176,9 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
             if n_rows >= rows.shape[0]:
                 status = ROWS_FULL
                 break
-            length = now - win[0]
-            bandwidth = win[1] / length if length > 0 else 0.0
-            stats[0] = bandwidth
-            stats[1] = win[2] / length if length > 0 else 0.0
-            expected_bw = avail_bw if avail_bw != 0 else bandwidth
-            stats[2] = expected_bw * downtime_limit
-            if dirty_rate > 0 and win[1] > 10000 and expected_bw > 0:
-                stats[3] = dirty_bytes_last_sync / expected_bw
-            rows[n_rows, 0] = now
-            rows[n_rows, 1] = bandwidth
-            rows[n_rows, 2] = stats[2]
-            rows[n_rows, 3] = n_pending * guest_page
-            rows[n_rows, 4] = stats[3]
-            rows[n_rows, 5] = totals[0]
+            _close_window(now, win, stats, rows[n_rows], avail_bw, downtime_limit, dirty_rate,
+                          dirty_bytes_last_sync, n_pending * guest_page, totals[0])
             n_rows += 1
-            win[0] = now
-            win[1] = 0.0
-            win[2] = 0.0
         # A wait of the Python loop's: the stall a sync left, or the window's budget spent.
         waiting = stall > 0 and (pay or not first)
         t_wait = now + stall
@@ -261,10 +266,10 @@ class _Rider:
     """A migration in the coordinator: where its next turn starts, and what bounds it."""
 
     __slots__ = ("mig", "event", "t", "rate", "cancel_at", "deadline", "next_periodic",
-                 "quiet", "seq", "fresh")
+                 "quiet", "seq", "fresh", "window_s")
 
     def __init__(self, mig: Migration, event: simpy.Event, cancel_at: float, deadline: float,
-                 next_periodic: float) -> None:
+                 next_periodic: float, window_s: float = WINDOW_S) -> None:
         self.mig = mig
         self.event = event
         self.t = mig.env.now
@@ -273,6 +278,7 @@ class _Rider:
         self.quiet = self.t
         self.seq = 0
         self.fresh = True  # its first turn comes straight from the Python loop
+        self.window_s = window_s  # the Python loop's window (a test may change it)
 
 _COORDINATORS: weakref.WeakKeyDictionary[Network, Cruise] = weakref.WeakKeyDictionary()
 
@@ -301,12 +307,12 @@ class Cruise:
             coordinator = _COORDINATORS[network] = cls(mig.env, network)
         return coordinator
 
-    def ride(self, mig: Migration, cancel_at: float, deadline: float,
-             next_periodic: float) -> simpy.Event | None:
+    def ride(self, mig: Migration, cancel_at: float, deadline: float, next_periodic: float,
+             window_s: float = WINDOW_S) -> simpy.Event | None:
         """Run ``mig``'s turns from now, its first one at once; the event fires when (and at
         the sim time) a turn needs the Python loop. None: this turn cannot cruise (a deadline
         or a change is near); the Python loop sends it."""
-        rider = _Rider(mig, self.env.event(), cancel_at, deadline, next_periodic)
+        rider = _Rider(mig, self.env.event(), cancel_at, deadline, next_periodic, window_s)
         if not self._advance(rider, new=True):
             return None
         self._arm()
@@ -412,7 +418,8 @@ class Cruise:
         spec, state = mig.spec, mig.state
         # The threshold can rise at a window close to its bandwidth times the limit: this
         # window's bytes so far over a whole window plus the share bounds that bandwidth.
-        bandwidth = spec.avail_switchover_bandwidth or (mig.window.bytes / WINDOW_S + rider.rate)
+        bandwidth = spec.avail_switchover_bandwidth or (mig.window.bytes / rider.window_s
+                                                          + rider.rate)
         threshold = max(state.threshold, bandwidth * spec.downtime_limit)
         keep = math.floor(threshold / mig.page_size)
         nonzero = nonzero_to_send(mig.bitmap.pending_bits, mig.guest.dirty_bits,
@@ -454,7 +461,7 @@ class Cruise:
             assert draws is not None
             status, n_rows, now, last, c, until, count, w_next, cursor, n_pending, \
                 round_done, mig.stall = cruise_turns(  # type: ignore[call-arg]
-                    rider.t, bound, own_stop, t_cap, rate, budget, WINDOW_S, MAX_WAIT_S,
+                    rider.t, bound, own_stop, t_cap, rate, budget, rider.window_s, MAX_WAIT_S,
                     mig.stall, not rider.fresh,
                     writes.workload.peak_writes_per_s * writes.scale(), STEP_WRITES,
                     mig.page_size, spec.downtime_limit, avail, state.dirty_pages_rate,

@@ -154,7 +154,7 @@ def _live(mig: Migration, cancel_at: float, deadline: float,
         if cruise is not None and mig.pipeline.drawn:
             # This turn's send and the turns after it, in one compiled call, until a turn
             # needs this loop (:mod:`sim.engine.cruise`: the same tables, far fewer steps).
-            ridden = cruise.ride(mig, cancel_at, deadline, next_periodic)
+            ridden = cruise.ride(mig, cancel_at, deadline, next_periodic, WINDOW_S)
             if ridden is not None:
                 yield ridden
                 continue
