@@ -268,6 +268,25 @@ BLOCK_COLUMNS = ("t_s", "bandwidth_bytes_per_s", "threshold_bytes", "pending_byt
                  "expected_downtime_s", "transferred_bytes")
 
 
+#: the samples block's rows, in order (the status's code comes last)
+_BLOCK_NAMES = (*BLOCK_COLUMNS, "dirty_pages_rate", "throttle_pct")
+
+
+def _number(name: str, value: Any) -> float:
+    """One samples value, checked as :func:`_column` checks a whole column."""
+    if KINDS[name] == "int":
+        return float(_int_array(name, [value])[0])
+    return float(_float_array(name, [value])[0])
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"column {name!r} holds strings (got {value!r})")
+    return value
+
+
 def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
     """The samples table of several runs, built from columns (not one row tuple a window)."""
     per_run = [r._sample_columns() for r in recorders]
@@ -287,9 +306,11 @@ def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
             continue
         dtype = np.int64 if KINDS[name] == "int" else np.float64
         values = np.concatenate([cols[name] for cols, _, _ in per_run]) if per_run else \
-            np.empty(0, dtype)
-        data[name] = pd.Series(values.astype(dtype, copy=False), dtype=dtype, name=name)
-    return pd.DataFrame(data, columns=list(SAMPLES_COLUMNS))
+            np.empty(0)
+        data[name] = pd.Series(values.astype(dtype, copy=False), dtype=dtype, name=name,
+                               copy=False)
+    # copy=False: no consolidation of the columns into one 2-D block (a copy of the table)
+    return pd.DataFrame(data, columns=list(SAMPLES_COLUMNS), copy=False)
 
 
 def string_column(labels: Sequence[str], codes: Any) -> pd.Series:
@@ -408,16 +429,14 @@ class Recorder:
         self.scenario_name = scenario_name
         self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
         self._passes: list[tuple[Any, ...]] = []
-        self._samples: list[tuple[Any, ...]] = []
-        #: windows closed in compiled code, one row each in a growing array: the
-        #: :data:`BLOCK_COLUMNS`, then dirty_pages_rate, throttle_pct and the status's index in
-        #: ``_statuses`` (a fleet of a thousand guests closes tens of millions of windows: no
-        #: Python object per row)
-        self._block = np.empty((0, len(BLOCK_COLUMNS) + 3), np.float64)
+        #: the samples, one column a row of a growing array (a row each for the
+        #: :data:`BLOCK_COLUMNS`, dirty_pages_rate, throttle_pct and the status's index in
+        #: ``_statuses``), from Python windows and compiled ones alike: a fleet of a thousand
+        #: guests closes tens of millions of windows, so no Python object per row, and each
+        #: column is one contiguous slice when the table is built
+        self._block = np.empty((len(BLOCK_COLUMNS) + 3, 0), np.float64)
         self._block_n = 0
         self._statuses: list[str] = []
-        #: the recorded order: ``(from_block, start, end)`` runs of ``_block`` or ``_samples``
-        self._segments: list[list[Any]] = []
         self._events: list[tuple[Any, ...]] = []
         self._run: dict[str, Any] | None = None
         self._params: dict[str, Any] = {}
@@ -429,36 +448,43 @@ class Recorder:
         self._events.append((self.run_id, t_s, endpoint, event, event_detail(event, detail)))
 
     def sample(self, **columns: Any) -> None:
-        """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``."""
-        if not self._samples:  # the engine passes the same keys every window: check the first
+        """One 100 ms window: every SAMPLES_COLUMNS column but ``run_id``. A value of the
+        wrong type (1.5 for an integer column, a string for a number) is a TypeError here."""
+        if self._block_n == 0:  # the engine passes the same keys every window: check the first
             _check_keys("samples", columns, SAMPLES_COLUMNS[1:])
-        self._samples.append((self.run_id, *(columns[c] for c in SAMPLES_COLUMNS[1:])))
-        self._extend_segment(False, len(self._samples) - 1, len(self._samples))
+        at = self._room(1)
+        for i, name in enumerate(_BLOCK_NAMES):
+            self._block[i, at] = _number(name, columns[name])
+        self._block[-1, at] = self._status_code(_text("status", columns["status"]))
+        self._block_n = at + 1
 
     def sample_rows(self, rows: np.ndarray, dirty_pages_rate: float, throttle_pct: float,
                     status: str) -> None:
         """Windows closed in compiled code (:mod:`sim.engine.cruise`): ``rows`` holds
         ``t_s, bandwidth_bytes_per_s, threshold_bytes, pending_bytes, expected_downtime_s,
         transferred_bytes``; the other columns are the same for all of them."""
-        n, at = len(rows), self._block_n
-        if at + n > len(self._block):
-            grown = np.empty((max(at + n, 2 * len(self._block), 1024), self._block.shape[1]))
-            grown[:at] = self._block[:at]
+        n = len(rows)
+        at = self._room(n)
+        width = len(BLOCK_COLUMNS)
+        self._block[:width, at:at + n] = rows.T
+        self._block[width, at:at + n] = dirty_pages_rate
+        self._block[width + 1, at:at + n] = throttle_pct
+        self._block[width + 2, at:at + n] = self._status_code(status)
+        self._block_n = at + n
+
+    def _room(self, n: int) -> int:
+        """Room for ``n`` more samples rows; returns where they go."""
+        at = self._block_n
+        if at + n > self._block.shape[1]:
+            grown = np.empty((self._block.shape[0], max(at + n, 2 * self._block.shape[1], 1024)))
+            grown[:, :at] = self._block[:, :at]
             self._block = grown
+        return at
+
+    def _status_code(self, status: str) -> int:
         if status not in self._statuses:
             self._statuses.append(status)
-        width = len(BLOCK_COLUMNS)
-        self._block[at:at + n, :width] = rows
-        self._block[at:at + n, width:] = (dirty_pages_rate, throttle_pct,
-                                          self._statuses.index(status))
-        self._block_n = at + n
-        self._extend_segment(True, at, at + n)
-
-    def _extend_segment(self, from_block: bool, start: int, end: int) -> None:
-        if self._segments and self._segments[-1][0] == from_block:
-            self._segments[-1][2] = end
-        else:
-            self._segments.append([from_block, start, end])
+        return self._statuses.index(status)
 
     def pass_row(self, **columns: Any) -> None:
         """One sync interval: every PASSES_COLUMNS column but ``run_id``."""
@@ -505,42 +531,16 @@ class Recorder:
                 "events": sorted(self._events, key=lambda row: row[1])}
 
     def _sample_columns(self) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-        """The samples table's numeric columns (but ``run_id``) in the order the rows were
-        recorded (one by one or in compiled blocks), and the status as each row's index into
-        a list of labels."""
-        names = [n for n in SAMPLES_COLUMNS[1:] if n != "status"]
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        statuses = list(self._statuses)
-        codes: list[np.ndarray] = []
-        width = len(BLOCK_COLUMNS)
-        at_block = {name: i for i, name in enumerate(BLOCK_COLUMNS)}
-        at_block.update(dirty_pages_rate=width, throttle_pct=width + 1)
-        at_row = {name: i for i, name in enumerate(SAMPLES_COLUMNS)}
-        for from_block, start, end in self._segments:
-            if from_block:
-                block = self._block[start:end]
-                for name in names:
-                    column = block[:, at_block[name]]
-                    parts[name].append(column.astype(np.int64) if KINDS[name] == "int"
-                                       else column)
-                codes.append(block[:, width + 2].astype(np.int32))
-                continue
-            rows = self._samples[start:end]
-            for name in names:
-                parts[name].append(np.asarray(_column(name, [r[at_row[name]] for r in rows])))
-            for row in rows:
-                if row[at_row["status"]] not in statuses:
-                    statuses.append(row[at_row["status"]])
-            codes.append(np.array([statuses.index(r[at_row["status"]]) for r in rows],
-                                  np.int32))
-        columns = {name: np.concatenate(parts[name]) if parts[name] else
-                   np.empty(0, np.int64 if KINDS[name] == "int" else np.float64)
-                   for name in names}
-        return columns, np.concatenate(codes) if codes else np.empty(0, np.int32), statuses
+        """The samples table's numeric columns (but ``run_id``), views of the block in the
+        order the rows were recorded, and the status as each row's index into a list of
+        labels. Integer columns are held as float64: exact below 2**53 bytes (8 PiB)."""
+        n = self._block_n
+        columns = {name: self._block[i, :n] for i, name in enumerate(_BLOCK_NAMES)}
+        return columns, self._block[-1, :n].astype(np.int32), list(self._statuses)
 
     @property
     def n_samples(self) -> int:
-        return len(self._samples) + self._block_n
+        return self._block_n
 
     @staticmethod
     def frames_of(recorders: Sequence[Recorder]) -> dict[str, pd.DataFrame]:

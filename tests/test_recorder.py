@@ -153,10 +153,12 @@ def test_finish_once_and_frames_after_finish() -> None:
 def test_value_types_are_checked() -> None:
     """Integers stay integers: 1.5 in an int column is an error, 2.0 is accepted; None -> NaN / ''."""
     rec = Recorder("r1", "tiny")
-    rec.sample(**{**SAMPLE_ROW, "pending_bytes": 1.5})
-    rec.finish(**RUN_ROW)
-    with pytest.raises(TypeError, match="pending_bytes"):
-        rec.frames()
+    with pytest.raises(TypeError, match="pending_bytes"):  # at once: the row's origin
+        rec.sample(**{**SAMPLE_ROW, "pending_bytes": 1.5})
+    with pytest.raises(TypeError, match="status"):
+        rec.sample(**{**SAMPLE_ROW, "status": 3})
+    with pytest.raises(TypeError, match="t_s"):
+        rec.sample(**{**SAMPLE_ROW, "t_s": "soon"})
 
     rec = Recorder("r1", "tiny")
     rec.sample(**{**SAMPLE_ROW, "pending_bytes": 2.0, "expected_downtime_s": None})

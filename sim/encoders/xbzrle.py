@@ -370,7 +370,10 @@ def _decode_rows(src, lengths, pages, result):  # type: ignore[no-untyped-def]
 
 
 
-@njit(inline="always")
+# encode_page and decode_page are called, not inlined: only exact mode uses them, a call is
+# nothing beside a page's encoding, and inlined they doubled the compile time of every chunk
+# loop that holds them (the kernel's, the fused chunk's, the cruise's).
+@njit(cache=True)
 def encode_page(old64, new64, new, limit, out, masks):  # type: ignore[no-untyped-def]
     """For other compiled code (the engine's kernel): encode one page into ``out``.
 
@@ -399,7 +402,7 @@ def literal_bytes(src, slen):  # type: ignore[no-untyped-def]
     return total
 
 
-@njit(inline="always")
+@njit(cache=True)
 def decode_page(src, slen, page):  # type: ignore[no-untyped-def]
     """For other compiled code: apply one record in place; QEMU's return value (< 0: rejected)."""
     rc, _ = _decode_core(src, slen, page)

@@ -46,10 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
-from numba.np.arrayobj import make_array
+from numba import njit
 from simpy.events import URGENT  # the coordinator runs before anything else due at its time
 
 from . import kernel
@@ -60,27 +57,6 @@ if TYPE_CHECKING:
     from ..network import Network
     from .migration import Migration
     from .writes import WriteBuffer
-
-@intrinsic
-def _borrowed(typingctx, arr):
-    """The array ``arr`` without its reference count (a null meminfo): numba counts a
-    reference to every array each time a tuple of arrays is built or unpacked, atomically; a
-    chunk's inlined calls do that some hundred times, which took half the cruise's time. The
-    arrays stay alive: the caller holds them for the whole call, and the views go with it."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ary = make_array(sig.args[0])(context, builder, value=args[0])
-        out = make_array(sig.return_type)(context, builder)
-        for field in ("nitems", "itemsize", "data", "shape", "strides"):
-            setattr(out, field, getattr(ary, field))
-        out.meminfo = cgutils.get_null_value(out.meminfo.type)
-        out.parent = cgutils.get_null_value(out.parent.type)
-        return out._getvalue()
-
-    return arr(arr), codegen
-
 
 #: why :func:`cruise_turns` stopped
 BOUND, OWN, IDLE, READY, EMPTY, ROWS_FULL = 10, 11, 12, 13, 14, 15
@@ -150,8 +126,8 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
     first = True
     last = now
     # The argument groups, built once, of arrays whose references are not counted (see
-    # _borrowed): a chunk's inlined calls copy and unpack them.
-    b = _borrowed
+    # kernel.borrowed): a chunk's inlined calls copy and unpack them.
+    b = kernel.borrowed
     draws = (b(raw), b(at), b(params), b(t_buf), b(p_buf))
     guest = (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
              b(mem64))
@@ -200,33 +176,23 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
             if t_wait > until and (t_wait - until) * write_rate > step_writes:
                 status = OWN if stall > 0 else IDLE
                 break
-            status, count, w_next, c1, _, cursor, n_pending, round_done, _, _ = \
-                kernel.draw_then_send(
-                    t_wait, c0, until, scale, count, w_next, cursor, n_pending, round_done,
-                    t_wait, rate, 0.0, t_wait, False, generation, overhead, draws, guest,
-                    bitmap, content_args, wire, cache, flags, plugins, cpu_costs, counters, dest)
-            if (status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT) and t_wait > until:
-                c0 = c1
-                until = t_wait
-            if status != kernel.SENT:
+            t_start = t_limit = t_wait
+            room = 0.0
+        else:
+            if n_pending * guest_page < stats[2]:
+                status = READY
                 break
-            now = t_wait
-            if stall > 0 and (pay or not first):
-                stall = 0.0
-            first = False
-            continue
-        if n_pending * guest_page < stats[2]:
-            status = READY
-            break
-        if n_pending == 0:
-            status = EMPTY
-            break
-        t_limit = min(now + max_wait, t_cap)
-        last = now
+            if n_pending == 0:
+                status = EMPTY
+                break
+            t_start, t_limit = now, min(now + max_wait, t_cap)
+            room = budget - win[1]
+            last = now
+        # One call site for both: each inlined copy of the chunk costs a minute of compiling.
         status, count, w_next, c1, t_end, cursor, n_pending, round_done, sent, pages = \
             kernel.draw_then_send(
                 t_limit, c0, until, scale, count, w_next, cursor, n_pending, round_done,
-                now, rate, budget - win[1], t_limit, False, generation, overhead,
+                t_start, rate, room, t_limit, False, generation, overhead,
                 draws, guest, bitmap, content_args, wire, cache, flags, plugins, cpu_costs,
                 counters, dest)
         if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
@@ -235,6 +201,12 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                 until = t_limit
         if status != kernel.SENT:
             break
+        if waiting:  # nothing was sent: the wait is over
+            now = t_wait
+            if stall > 0 and (pay or not first):
+                stall = 0.0
+            first = False
+            continue
         whole = np.int64(sent)
         totals[0] += whole
         totals[1] += whole
@@ -333,10 +305,9 @@ class Cruise:
             for r in self._riders:
                 r.quiet = r.t
         bound = self.env.peek()
-        while self._by_quiet and self._by_quiet[0][1] != self._by_quiet[0][2].seq:
-            heapq.heappop(self._by_quiet)  # stale entries
-        if self._by_quiet:
-            bound = min(bound, self._by_quiet[0][0])
+        first = _live_first(self._by_quiet)
+        if first is not None:
+            bound = min(bound, first[0])
         start = rider.t
         status = self._run(rider, bound)
         if status != BOUND:
@@ -362,10 +333,9 @@ class Cruise:
         Python turn is due."""
         t = math.inf
         for queue in (self._by_time, self._held):
-            while queue and queue[0][1] != queue[0][2].seq:
-                heapq.heappop(queue)
-            if queue:
-                t = min(t, queue[0][0])
+            first = _live_first(queue)
+            if first is not None:
+                t = min(t, first[0])
         if t >= self._wake_at:
             return
         self._wake_at = t
@@ -378,25 +348,13 @@ class Cruise:
         if self.env.now >= self._wake_at:
             self._wake_at = math.inf
         now = self.env.now
-        while self._held:
-            t, seq, rider = self._held[0]
-            if seq != rider.seq:
-                heapq.heappop(self._held)
-                continue
-            if t > now:
-                break
-            heapq.heappop(self._held)
+        while (first := _live_first(self._held)) is not None and first[0] <= now:
+            rider = heapq.heappop(self._held)[2]
             rider.seq = -1  # out of the quiet queue: its Python turn comes now
             self._riders.discard(rider)
             rider.event.succeed()
-        while self._by_time:
-            t, seq, rider = self._by_time[0]
-            if seq != rider.seq:
-                heapq.heappop(self._by_time)
-                continue
-            if t > now:
-                break
-            heapq.heappop(self._by_time)
+        while (first := _live_first(self._by_time)) is not None and first[0] <= now:
+            rider = heapq.heappop(self._by_time)[2]
             rider.seq = 0  # out of both queues while it runs
             self._riders.discard(rider)
             self._advance(rider)
@@ -520,6 +478,14 @@ def kernel_slack(mig: Migration, rate: float) -> float:
     (and the Python loop stops a chunk that would end past a deadline)."""
     return MAX_WAIT_S + 1.0 + 2.0 * (mig.pipeline.raw_bytes + mig.pipeline.wire.chunk_overhead) \
         / rate
+
+
+def _live_first(queue: list[tuple[float, int, _Rider]]) -> tuple[float, int, _Rider] | None:
+    """The first entry of a coordinator's heap that is still its rider's (a rider queued again
+    leaves its old entries behind, told apart by ``seq``), dropping the stale ones before it."""
+    while queue and queue[0][1] != queue[0][2].seq:
+        heapq.heappop(queue)
+    return queue[0] if queue else None
 
 
 def _next_link_change(network: Network, t: float) -> float:
