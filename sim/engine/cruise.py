@@ -238,7 +238,7 @@ class _Rider:
     """A migration in the coordinator: where its next turn starts, and what bounds it."""
 
     __slots__ = ("mig", "event", "t", "rate", "cancel_at", "deadline", "next_periodic",
-                 "quiet", "seq", "fresh", "window_s")
+                 "quiet", "nonzero", "seq", "fresh", "window_s")
 
     def __init__(self, mig: Migration, event: simpy.Event, cancel_at: float, deadline: float,
                  next_periodic: float, window_s: float = WINDOW_S) -> None:
@@ -248,6 +248,7 @@ class _Rider:
         self.rate = 0.0
         self.cancel_at, self.deadline, self.next_periodic = cancel_at, deadline, next_periodic
         self.quiet = self.t
+        self.nonzero = -1  # pages it must still send raw, as of its quiet time (-1: unknown)
         self.seq = 0
         self.fresh = True  # its first turn comes straight from the Python loop
         self.window_s = window_s  # the Python loop's window (a test may change it)
@@ -297,13 +298,8 @@ class Cruise:
         its Python turn is due. False if it could not run a turn (nothing done, nothing
         scheduled)."""
         if self.network.version != self._version:
-            # A flow joined, left or changed its cap: every quiet time assumed the old shares,
-            # so each migration is bounded by its own time until it has run again.
             self._version = self.network.version
-            self._by_quiet = [(r.t, r.seq, r) for r in self._riders]
-            heapq.heapify(self._by_quiet)
-            for r in self._riders:
-                r.quiet = r.t
+            self._requiet()
         bound = self.env.peek()
         first = _live_first(self._by_quiet)
         if first is not None:
@@ -319,6 +315,7 @@ class Cruise:
                 return True
         self._seq += 1
         rider.seq = self._seq
+        rider.nonzero = -1  # counted afresh: its pages moved
         rider.quiet = self._quiet(rider)
         self._riders.add(rider)
         heapq.heappush(self._by_quiet, (rider.quiet, rider.seq, rider))
@@ -360,29 +357,38 @@ class Cruise:
             self._advance(rider)
         self._arm()
 
-    def _quiet(self, rider: _Rider) -> float:
+    def _requiet(self) -> None:
+        """A flow joined, left or changed its cap: every quiet time assumed the old shares.
+        Each waiting migration's is computed again at its share under the new flows (its pages
+        have not changed since: it has not run). Bounding each by its own time instead made a
+        fleet's every leave cost a call per other guest: O(guests²) calls."""
+        for r in sorted(self._riders, key=lambda r: r.t):  # few re-solves across link changes
+            rate = self.network.solution(r.t, stamp=False).share.get(r.mig, 0.0)
+            r.quiet = self._quiet(r, rate, r.nonzero) if rate > 0 and r.nonzero >= 0 else r.t
+        self._by_quiet = [(r.quiet, r.seq, r) for r in self._riders]
+        heapq.heapify(self._by_quiet)
+
+    def _quiet(self, rider: _Rider, rate: float | None = None, nonzero: int = -1) -> float:
         """A lower bound on when ``rider``'s migration can next change the network (module
-        docstring): leave at a deadline, a cancel or a fault, see a link change, or switch over
-        (and then leave), which needs the pending bytes at a sync at or under the threshold.
-        Before that, every page pending or dirtied since the last sync that is not zero must go
-        at ``raw`` bytes at its share, but as many as the threshold holds; nothing bounds it if
-        a cheaper record (XBZRLE) could carry them or a write can make a page zero."""
+        docstring): leave at a deadline, a cancel or a fault, see a link change, or leave after
+        its switchover. Before that, every page pending or dirtied since the last sync that is
+        not zero must go, in this pass or in the stop-and-copy (which sends at the same share),
+        at ``raw`` bytes at its share; nothing bounds it if a cheaper record (XBZRLE) could
+        carry them or a write can make a page zero.
+
+        ``rate``: its share (default: the one its last turns read); ``nonzero``: the pages
+        left to send raw, if known (else counted and kept on the rider)."""
         mig, t = rider.mig, rider.t
+        rate = rider.rate if rate is None else rate
         quiet = min(rider.cancel_at, rider.deadline, mig.next_change(t),
                     _next_link_change(self.network, t))
         pipe = mig.pipeline
         if pipe.xbzrle_on or mig.writes.zero_pattern:
             return min(quiet, t)
-        spec, state = mig.spec, mig.state
-        # The threshold can rise at a window close to its bandwidth times the limit: this
-        # window's bytes so far over a whole window plus the share bounds that bandwidth.
-        bandwidth = spec.avail_switchover_bandwidth or (mig.window.bytes / rider.window_s
-                                                          + rider.rate)
-        threshold = max(state.threshold, bandwidth * spec.downtime_limit)
-        keep = math.floor(threshold / mig.page_size)
-        nonzero = nonzero_to_send(mig.bitmap.pending_bits, mig.guest.dirty_bits,
-                                  mig.guest.zero_bits)
-        return min(quiet, t + max(0, nonzero - keep) * pipe.raw_bytes / rider.rate)
+        if nonzero < 0:
+            nonzero = rider.nonzero = int(nonzero_to_send(
+                mig.bitmap.pending_bits, mig.guest.dirty_bits, mig.guest.zero_bits))
+        return min(quiet, t + nonzero * pipe.raw_bytes / rate)
 
     def _own_stop(self, rider: _Rider) -> float:
         """Where the Python loop must take over whatever the others do: a fault or a link

@@ -116,10 +116,13 @@ class Network:
         """How many flows are sending now."""
         return len(self._flows)
 
-    def solution(self, t: float) -> Solution:
+    def solution(self, t: float, stamp: bool = True) -> Solution:
         """The max-min solution at ``t``: solved once per set of flows and interval between
-        link changes (keyed on :attr:`version` and the interval), so reading shares is cheap."""
-        self._now = max(self._now, t)
+        link changes (keyed on :attr:`version` and the interval), so reading shares is cheap.
+        Without a clock, a read at ``t`` stamps the joins and leaves after it (``stamp``
+        False: a look ahead that must not)."""
+        if stamp:
+            self._now = max(self._now, t)
         key = (self.version, self.table.segment(t))
         cached = self._solution
         if cached is not None and cached[0] == key:
