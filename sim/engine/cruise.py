@@ -116,7 +116,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                  raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
                  address, age, cache_version, content, content64, xb_sizes, xb_changed,
                  xbzrle_on, cache_on, pl_flags, pl_sizes, pl_counts,
-                 cpu_costs, counters, dest_mem, enc_out, received):
+                 cpu_costs, counters, dest_mem, enc_out, received, masks):
     """Live-loop turns from ``now``, as the comment above says. A status of
     :func:`~sim.engine.kernel.draw_and_send`'s other than ``SENT`` comes back as is (the
     caller makes room and calls again: the turn starts over, its steps done so far are not
@@ -139,7 +139,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
              b(xb_changed))
     flags = (xbzrle_on, cache_on)
     plugins = (b(pl_flags), b(pl_sizes), b(pl_counts))
-    dest = (b(dest_mem), b(enc_out), b(received))
+    dest = (b(dest_mem), b(enc_out), b(received), b(masks))
     cpu_costs, counters, win, totals, stats, rows = (b(cpu_costs), b(counters), b(win),
                                                     b(totals), b(stats), b(rows))
     while True:

@@ -25,8 +25,9 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
   arrays (:class:`sim.encoders.cache.XbzrleCache`) and the modelled size table;
 * ``mode = (xbzrle_on, cache_on, last_stage, generation, stop_after_encoded, exact)``;
 * ``plugins = (flags, sizes, counts)``: plug-in encoders in force;
-* ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out, received)``: exact mode's
-  destination RAM and encoder output, and the pages the destination has received.
+* ``cpu_costs``, ``counters``, and ``dest = (dest_mem, enc_out, received, masks)``: exact mode's
+  destination RAM, encoder output and encoder scratch (one bit a word of a page), and the
+  pages the destination has received.
 
 Plug-in encoders (DESIGN §9) in force are rows of ``plugins[0]`` (needs_previous, record header
 bytes, destination cannot decode) in their order. They get the pages that the zero test and
@@ -334,11 +335,10 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     raw_bytes, zero_bytes, detect_zero = wire[0], wire[1], wire[4]
     address, age, cache_version, cache_data = cache[0], cache[1], cache[2], cache[3]
     xbzrle_on, cache_on, last_stage, generation, exact = mode[0], mode[1], mode[2], mode[3], mode[5]
-    dest_mem, enc_out, received = dest
+    dest_mem, enc_out, received, masks = dest
     n = version.shape[0]
     t = t0
     sent = 0.0
-    masks = np.empty((mem64.shape[1] + 7) >> 3, dtype=np.uint64)  # encoder scratch
     mask = address.shape[0] - 1
     n_w = w_t.shape[0]
     n_pl = plugins[0].shape[0]
@@ -604,7 +604,7 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
                   raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
                   address, age, cache_version, content, content64, xb_sizes, xb_changed,
                   xbzrle_on, cache_on, pl_flags, pl_sizes, pl_counts,
-                  cpu_costs, counters, dest_mem, enc_out, received):
+                  cpu_costs, counters, dest_mem, enc_out, received, masks):
     """Draw the writes of ``[until, t_draw)`` (nothing if ``t_draw <= until``), then send one
     chunk, adding to the pass's ``counters``. Writes already applied are dropped from the
     buffer's front first. Returns ``(status, count, w_next, c1, t_end, cursor, n_pending,
@@ -624,4 +624,4 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
         (b(address), b(age), b(cache_version), b(content), b(content64), b(xb_sizes),
          b(xb_changed)),
         (xbzrle_on, cache_on), (b(pl_flags), b(pl_sizes), b(pl_counts)), b(cpu_costs),
-        b(counters), (b(dest_mem), b(enc_out), b(received)))
+        b(counters), (b(dest_mem), b(enc_out), b(received), b(masks)))

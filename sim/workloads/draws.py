@@ -174,24 +174,25 @@ def steady_writes(raw, at, params, t0, c0, t1, scale, t_buf, p_buf, count):
     n = k1 - k0
     if count + n > t_buf.shape[0]:
         return np.int64(-1), c1
-    saved = at.copy()
+    # Nothing is allocated here (a chunk draws a dozen writes; an allocation cost more): the
+    # cursor is saved in scalars, and the hotspot's draws wait in the slots they will fill.
+    pos, has32, half, short = at[AT_POS], at[AT_HAS32], at[AT_HALF], at[AT_SHORT]
     first, region = np.int64(params[1]), np.int64(params[2])
     if params[0] == KIND_UNIFORM:
         for i in range(n):
             p_buf[count + i] = first + bounded(raw, at, region - 1)
     else:
         hot_pages, p_hot = np.int64(params[3]), params[4]
-        hot = np.empty(n, np.bool_)
-        for i in range(n):
-            hot[i] = uniform01(raw, at) < p_hot
-        in_hot = np.empty(n, np.int64)
-        for i in range(n):
-            in_hot[i] = bounded(raw, at, hot_pages - 1)
+        for i in range(n):  # hot or not, in t_buf's slots (1.0: hot)
+            t_buf[count + i] = 1.0 if uniform01(raw, at) < p_hot else 0.0
+        for i in range(n):  # the page in the hot set, in p_buf's slots
+            p_buf[count + i] = bounded(raw, at, hot_pages - 1)
         for i in range(n):
             anywhere = bounded(raw, at, region - 1)
-            p_buf[count + i] = first + (in_hot[i] if hot[i] else anywhere)
+            p_buf[count + i] = first + (p_buf[count + i] if t_buf[count + i] != 0.0
+                                        else anywhere)
     if at[AT_SHORT] != 0:
-        at[:] = saved
+        at[AT_POS], at[AT_HAS32], at[AT_HALF], at[AT_SHORT] = pos, has32, half, short
         return np.int64(-2), c1
     for i in range(n):
         t_buf[count + i] = t0 + (np.float64(k0 + i) - c0) / rate
