@@ -43,7 +43,7 @@ from . import parameters as qemu_parameters
 from .capabilities import InForce
 from .engine import precopy
 from .engine.migration import Handshake, Migration
-from .engine.state import RUNNING
+from .engine.state import RUNNING, passive
 from .errors import QmpError, ScenarioError
 from .link import Route
 from .qmp import qapi
@@ -84,7 +84,9 @@ class Endpoint:
         self.dirty_rate = dirtyrate.DirtyRateJob()
         self._subscribers: list[EventCallback] = []
         self._was_running = role == "source"  # for STOP / RESUME
-        pair.migration.state.subscribers.append(self._on_state_event)
+        # passive: it keeps its own run state and queues QMP events for clients, who answer
+        # later; nothing acts on the simulation at the event's time
+        pair.migration.state.subscribers.append(passive(self._on_state_event))
 
     # --- capabilities --------------------------------------------------------------------------
 

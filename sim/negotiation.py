@@ -41,6 +41,7 @@ import simpy
 from .capabilities import CAPABILITIES, InForce
 from .choices import NEGOTIATION_MODES
 from .engine.migration import Handshake, Migration
+from .engine.state import passive
 from .errors import QmpError
 
 if TYPE_CHECKING:
@@ -88,9 +89,10 @@ def operate(pair: Pair, mode: str) -> Generator[simpy.Event, None, None]:
     pair.source.migrate(handshake=start.handshake, in_force=start.in_force)
     # With pause-before-switchover the operator has nothing to do at the switchover (as
     # libvirt without block jobs): it sends migrate-continue as soon as pre-switchover shows.
-    pair.migration.state.subscribers.append(
+    # (passive: it acts on this migration's own switchover only)
+    pair.migration.state.subscribers.append(passive(
         lambda t, side, event, data: pair.source.migrate_continue("pre-switchover")
-        if side == "source" and data.get("status") == "pre-switchover" else None)
+        if side == "source" and data.get("status") == "pre-switchover" else None))
 
 
 def _none(pair: Pair, wishes: list[str]) -> Start:

@@ -59,9 +59,16 @@ def _both(text: str) -> tuple[object, object]:
     return results[0], results[1]
 
 
+#: a fleet whose controller reacts to each guest's passes at once (its Python turns then come
+#: before the other guests' later turns)
+CONTROLLED_FLEET = FLEET.replace("name: fleet", "name: controlled-fleet") + \
+    "controller: {kind: kubevirt}\n"
+
+
 @pytest.mark.parametrize("text", [FLEET, CAPPED, CONTROLLED.replace("KIND", "kubevirt"),
-                                  CONTROLLED.replace("KIND", "vmotion-like")],
-                         ids=["fleet", "capped-fleet", "kubevirt", "vmotion-like"])
+                                  CONTROLLED.replace("KIND", "vmotion-like"), CONTROLLED_FLEET],
+                         ids=["fleet", "capped-fleet", "kubevirt", "vmotion-like",
+                              "controlled-fleet"])
 def test_cruise_gives_the_same_tables(text: str) -> None:
     cruised, stepped = _both(text)
     for name in ("runs", "passes", "samples", "events"):
@@ -78,3 +85,22 @@ def test_nonzero_to_send_counts_pending_or_dirty_pages_that_are_not_zero() -> No
     zero = rng.random(10_000) < 0.25
     expected = int(((pending | dirty) & ~zero).sum())
     assert nonzero_to_send(bits.pack(pending), bits.pack(dirty), bits.pack(zero)) == expected
+
+
+def test_only_a_controller_makes_a_migration_reactive() -> None:
+    """The coordinator lets other guests cruise past a guest's Python turn (a sync) unless
+    something subscribed to that guest's events acts at once: a controller does, the
+    endpoints' own bookkeeping and the operator's migrate-continue do not."""
+    from sim.engine.cruise import _reactive
+    from sim.run import Testbed
+
+    plain = Testbed(loads_scenario(FLEET, file="t.yaml"))
+    assert not any(_reactive(p.migration) for p in plain.pairs)
+    from sim import controllers
+    scenario = loads_scenario(CONTROLLED_FLEET, file="t.yaml")
+    managed = Testbed(scenario)
+    assert scenario.controller is not None
+    controllers.start(managed.env, managed.pairs, scenario.controller, scenario.negotiation,
+                      fleet=True)
+    managed.env.run(until=0.5)
+    assert all(_reactive(p.migration) for p in managed.pairs)

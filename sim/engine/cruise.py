@@ -345,17 +345,35 @@ class Cruise:
         if self.env.now >= self._wake_at:
             self._wake_at = math.inf
         now = self.env.now
-        while (first := _live_first(self._held)) is not None and first[0] <= now:
-            rider = heapq.heappop(self._held)[2]
-            rider.seq = -1  # out of the quiet queue: its Python turn comes now
-            self._riders.discard(rider)
-            rider.event.succeed()
+        # Python turns due now of migrations that something reacts to at once (a controller
+        # may act at the turn's time): released first, so that the others stop at now.
+        self._release(now, reactive=True)
         while (first := _live_first(self._by_time)) is not None and first[0] <= now:
             rider = heapq.heappop(self._by_time)[2]
             rider.seq = 0  # out of both queues while it runs
             self._riders.discard(rider)
             self._advance(rider)
+        # The other Python turns due now (a sync, say) change nothing another migration sees
+        # but through the network, which their quiet times bound: they are released after the
+        # others have cruised (released first, each would stop every other at now).
+        self._release(now, reactive=False)
         self._arm()
+
+    def _release(self, now: float, reactive: bool) -> None:
+        """Start the held Python turns due by ``now`` (those of reactive migrations, or the
+        others)."""
+        kept = []
+        while (first := _live_first(self._held)) is not None and first[0] <= now:
+            entry = heapq.heappop(self._held)
+            rider = entry[2]
+            if _reactive(rider.mig) != reactive:
+                kept.append(entry)
+                continue
+            rider.seq = -1  # out of the quiet queue: its Python turn comes now
+            self._riders.discard(rider)
+            rider.event.succeed()
+        for entry in kept:
+            heapq.heappush(self._held, entry)
 
     def _requiet(self) -> None:
         """A flow joined, left or changed its cap: every quiet time assumed the old shares.
@@ -484,6 +502,12 @@ def kernel_slack(mig: Migration, rate: float) -> float:
     (and the Python loop stops a chunk that would end past a deadline)."""
     return MAX_WAIT_S + 1.0 + 2.0 * (mig.pipeline.raw_bytes + mig.pipeline.wire.chunk_overhead) \
         / rate
+
+
+def _reactive(mig: Migration) -> bool:
+    """Whether something subscribed to ``mig``'s events may act at their time (a controller, a
+    cluster's runner): any subscriber not marked :func:`~sim.engine.state.passive`."""
+    return any(getattr(cb, "acts_at_once", True) for cb in mig.state.subscribers)
 
 
 def _live_first(queue: list[tuple[float, int, _Rider]]) -> tuple[float, int, _Rider] | None:

@@ -27,6 +27,16 @@ ENDED = ("completed", "failed", "cancelled")
 #: subscriber(t_s, side, event, data): a MIGRATION or MIGRATION_PASS event of ``side``
 Subscriber = Callable[[float, str, str, dict[str, Any]], None]
 
+
+def passive(callback: Subscriber) -> Subscriber:
+    """Mark a subscriber that does not act on the simulation at an event's time (it keeps its
+    own books, or acts on this migration's own next step only): the fleet's coordinator
+    (:mod:`sim.engine.cruise`) may then let other migrations run past a Python turn of this
+    one before the turn itself. Unmarked subscribers (a controller) are assumed to act."""
+    target: Any = getattr(callback, "__func__", callback)  # a bound method: its function
+    target.acts_at_once = False
+    return callback
+
 _INDEX = {name: i for i, name in enumerate(kernel.COUNTERS)}
 
 
