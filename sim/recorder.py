@@ -263,7 +263,7 @@ def build_frame(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pd.Dat
     return pd.DataFrame(data, columns=list(columns))
 
 
-#: the samples columns a compiled block holds, in its column order (:meth:`Recorder.sample_rows`)
+#: the samples columns compiled code writes, in the block's row order (:meth:`Recorder.sample_block`)
 BLOCK_COLUMNS = ("t_s", "bandwidth_bytes_per_s", "threshold_bytes", "pending_bytes",
                  "expected_downtime_s", "transferred_bytes")
 
@@ -458,19 +458,19 @@ class Recorder:
         self._block[-1, at] = self._status_code(_text("status", columns["status"]))
         self._block_n = at + 1
 
-    def sample_rows(self, rows: np.ndarray, dirty_pages_rate: float, throttle_pct: float,
-                    status: str) -> None:
-        """Windows closed in compiled code (:mod:`sim.engine.cruise`): ``rows`` holds
-        ``t_s, bandwidth_bytes_per_s, threshold_bytes, pending_bytes, expected_downtime_s,
-        transferred_bytes``; the other columns are the same for all of them."""
-        n = len(rows)
+    def sample_block(self, n: int, dirty_pages_rate: float, throttle_pct: float,
+                     status: str) -> tuple[np.ndarray, int, tuple[float, float, float]]:
+        """Room for ``n`` more samples rows that compiled code writes in place
+        (:mod:`sim.engine.cruise`): the block (a row per :data:`BLOCK_COLUMNS` column, then
+        dirty_pages_rate, throttle_pct and the status's code), the first free column, and the
+        values of those last three for these rows; :meth:`samples_written` counts them."""
         at = self._room(n)
-        width = len(BLOCK_COLUMNS)
-        self._block[:width, at:at + n] = rows.T
-        self._block[width, at:at + n] = dirty_pages_rate
-        self._block[width + 1, at:at + n] = throttle_pct
-        self._block[width + 2, at:at + n] = self._status_code(status)
-        self._block_n = at + n
+        return self._block, at, (dirty_pages_rate, throttle_pct,
+                                 float(self._status_code(status)))
+
+    def samples_written(self, n: int) -> None:
+        """``n`` rows were written from :meth:`sample_block`'s first free column on."""
+        self._block_n += n
 
     def _room(self, n: int) -> int:
         """Room for ``n`` more samples rows; returns where they go."""

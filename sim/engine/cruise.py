@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 #: why :func:`cruise_turns` stopped
 BOUND, OWN, IDLE, READY, EMPTY, ROWS_FULL = 10, 11, 12, 13, 14, 15
-ROWS = 4096  #: window rows one call can record before Python takes them
+ROWS = 4096  #: window rows the recorder makes room for before a call
 
 
 
@@ -92,8 +92,9 @@ def _close_window(now, win, stats, row, avail_bw, downtime_limit, dirty_rate,
 # sim.engine.precopy._live and close_window do it:
 #   0. stop (BOUND) at ``bound``, but for the first turn;
 #   1. close the window when due: ``stats = (bandwidth, pages/s, threshold, expected downtime)``
-#      and one ``rows`` line ``(t, bandwidth, threshold, pending bytes, expected downtime,
-#      transferred)``; ``win = (start, bytes, pages)``;
+#      and one samples row, column ``row0 + n`` of the recorder's block ``rows`` (stop
+#      ROWS_FULL at its end): ``(t, bandwidth, threshold, pending bytes, expected downtime,
+#      transferred)`` and ``fill``'s three; ``win = (start, bytes, pages)``;
 #   1a. pay the ``stall`` a sync left (Migration.pay_stall: the time moves on, nothing is sent,
 #      the writes of that time land) and start the turn over; on the first turn only if ``pay``
 #      (the Python loop had not reached its stall check yet); with the window's budget spent,
@@ -107,7 +108,8 @@ def _close_window(now, win, stats, row, avail_bw, downtime_limit, dirty_rate,
 @njit(cache=True)
 def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, stall, pay,
                  write_rate, step_writes, guest_page, downtime_limit, avail_bw, dirty_rate,
-                 dirty_bytes_last_sync, win, totals, stats, rows, c0, until, scale, count,
+                 dirty_bytes_last_sync, win, totals, stats, rows, row0, fill, c0, until, scale,
+                 count,
                  w_next, cursor, n_pending, round_done, generation, overhead,
                  raw, at, params, t_buf, p_buf,
                  dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
@@ -149,11 +151,13 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
             status = BOUND
             break
         if now - win[0] >= window_s - 1e-12:
-            if n_rows >= rows.shape[0]:
+            if row0 + n_rows >= rows.shape[1]:
                 status = ROWS_FULL
                 break
-            _close_window(now, win, stats, rows[n_rows], avail_bw, downtime_limit, dirty_rate,
+            row = rows[:, row0 + n_rows]
+            _close_window(now, win, stats, row, avail_bw, downtime_limit, dirty_rate,
                           dirty_bytes_last_sync, n_pending * guest_page, totals[0])
+            row[6], row[7], row[8] = fill
             n_rows += 1
         # A wait of the Python loop's: the stall a sync left, or the window's budget spent.
         waiting = stall > 0 and (pay or not first)
@@ -269,7 +273,6 @@ class Cruise:
         self._seq = 0
         self._version = network.version
         self._wake_at = math.inf
-        self._rows = np.empty((ROWS, 6), np.float64)
 
     @classmethod
     def of(cls, mig: Migration) -> Cruise:
@@ -438,6 +441,9 @@ class Cruise:
         attempt = 0
         avail = spec.avail_switchover_bandwidth or 0.0
         while True:
+            # the windows it closes go straight into the recorder's samples block
+            block, row0, fill = mig.rec.sample_block(ROWS, state.dirty_pages_rate,
+                                                     state.throttle_pct, state.status)
             flat = pipe.drawn_args()
             draws = writes.draws
             assert draws is not None
@@ -447,7 +453,7 @@ class Cruise:
                     mig.stall, not rider.fresh,
                     writes.workload.peak_writes_per_s * writes.scale(), STEP_WRITES,
                     mig.page_size, spec.downtime_limit, avail, state.dirty_pages_rate,
-                    state.dirty_bytes_last_sync, win, totals, stats, self._rows,
+                    state.dirty_bytes_last_sync, win, totals, stats, block, row0, fill,
                     writes.workload.clock_count, writes.until, writes.scale(), writes.count,
                     writes.next, bitmap.cursor, bitmap.n_pending, bitmap.round_done,
                     state.sync_count, pipe.wire.chunk_overhead, draws.raw, *flat,
@@ -458,10 +464,10 @@ class Cruise:
                 writes.until = until
             bitmap.cursor, bitmap.n_pending, bitmap.round_done = cursor, n_pending, round_done
             if n_rows:
-                mig.rec.sample_rows(self._rows[:n_rows], state.dirty_pages_rate,
-                                    state.throttle_pct, state.status)
+                mig.rec.samples_written(n_rows)
                 if mig.progress is not None:
-                    mig.progress(float(self._rows[n_rows - 1, 0]), spec.start + spec.max_sim_time)
+                    mig.progress(float(block[0, row0 + n_rows - 1]),
+                                 spec.start + spec.max_sim_time)
             if last > rider.t:
                 self.network.solution(last)  # the share was read there (stamps joins/leaves)
             if now != rider.t:
