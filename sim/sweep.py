@@ -18,6 +18,7 @@ parent dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed sweep leaves no process 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import multiprocessing
@@ -346,6 +347,14 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
             process.join(timeout=1)
+    # A worker killed while it was sending a result leaves half a message in the result pipe:
+    # the pool's thread would wait for the rest for ever (this process holds the pipe's write
+    # end too, so no end of file comes), and the interpreter joins that thread at exit. With
+    # the workers gone, closing that end gives the thread its end of file.
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
     pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -450,3 +450,23 @@ sweep:
     assert lines[-1].startswith("migsim: every run of the sweep failed (2 of 2); first: "
                                 "FileNotFoundError: "), captured.err
     assert list(Result.load(tmp_path / "out").runs.status) == ["failed", "failed"]
+
+
+def test_stop_frees_the_pool_thread_from_half_a_result() -> None:
+    """A worker killed while sending its result leaves half a message in the result pipe; the
+    pool's thread must not wait for the rest (the interpreter joins it at exit: a Ctrl-C'd
+    sweep hung after its message, seen in CI)."""
+    import struct
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sim.sweep import _mp_context, _stop
+
+    pool = ProcessPoolExecutor(1, mp_context=_mp_context())
+    assert pool.submit(int, "1").result(timeout=60) == 1  # the pool and its thread are up
+    thread = pool._executor_manager_thread  # type: ignore[attr-defined]
+    writer = pool._result_queue._writer  # type: ignore[attr-defined]
+    os.write(writer.fileno(), struct.pack("!i", 1000))  # a header whose body never comes
+    time.sleep(0.2)  # the thread is now reading the body
+    _stop(pool)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
