@@ -491,10 +491,11 @@ class Cruise:
         return status
 
 
-#: how far ahead a cruise draws its writes' random numbers and makes room for them: a second
-#: (the turns' own 50 ms would bring it back to Python every few chunks), but at most about
-#: this many writes (memory: 24 bytes a write)
-DRAW_AHEAD_S, DRAW_AHEAD_WRITES = 1.0, 16384
+#: how far ahead a cruise draws its writes' random numbers and makes room for them: 8 s (the
+#: turns' own 50 ms would bring it back to Python every few chunks; at 1 s, a thousand slow
+#: writers came back 157 k times for draws), but at most about this many writes (memory: 24
+#: bytes a write)
+DRAW_AHEAD_S, DRAW_AHEAD_WRITES = 8.0, 16384
 
 
 def _draw_ahead(writes: WriteBuffer) -> float:
