@@ -104,3 +104,23 @@ def test_only_a_controller_makes_a_migration_reactive() -> None:
                       fleet=True)
     managed.env.run(until=0.5)
     assert all(_reactive(p.migration) for p in managed.pairs)
+
+
+def test_a_testbed_sees_the_migration_at_its_own_time() -> None:
+    """A cruising migration runs ahead of SimPy's clock only up to the next event: a testbed
+    advanced to t shows the state at t (query-migrate once showed the state of the deadline,
+    an hour ahead, since nothing else was due)."""
+    from sim.run import Testbed
+    from sim.spec import Scenario, VmSpec, WorkloadSpec
+    from sim.units import GiB
+
+    tb = Testbed(Scenario(name="tb", seed=9, vm=VmSpec(memory=1 * GiB),
+                          workload=WorkloadSpec(kind="uniform", writes_per_s=10_000.0)))
+    tb.advance(1.0)
+    tb.source.migrate_set_parameters({"max-bandwidth": 1 << 20})
+    tb.source.migrate()
+    for t in (2.0, 3.5):
+        tb.advance(t)
+        transferred = tb.source.query_migrate()["ram"]["transferred"]
+        # 1 MiB/s from t = 1 s (each 100 ms window may go a page over its budget)
+        assert transferred == pytest.approx((t - 1.0) * 2**20, rel=0.05)
