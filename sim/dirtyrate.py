@@ -96,9 +96,13 @@ def measure(env: simpy.Environment, mig: Any, job: DirtyRateJob, seconds: float,
     where = sample(guest.pages, guest.page_size, job.sample_pages, rng)
     mig.writes.apply_until(env.now)  # every write so far is in the pages
     before = snapshot(guest, where)
-    yield env.timeout(seconds)
-    mig.writes.apply_until(env.now)
-    after = snapshot(guest, where)
+    guest.version_readers += 1  # the writes from now on must count (Guest.counts_versions)
+    try:
+        yield env.timeout(seconds)
+        mig.writes.apply_until(env.now)
+        after = snapshot(guest, where)
+    finally:
+        guest.version_readers -= 1
     differs = after != before
     changed = int(np.count_nonzero(differs.any(axis=1) if differs.ndim == 2 else differs))
     job.rate_mib_s = estimate(changed, where.size, guest.pages * guest.page_size, seconds)

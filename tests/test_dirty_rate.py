@@ -68,3 +68,25 @@ def test_a_stopped_guest_dirties_nothing() -> None:
 def test_refusals(args: tuple, problem: str) -> None:
     with pytest.raises(QmpError, match=problem):
         make_testbed(64 * MiB, 100.0).source.calc_dirty_rate(*args)
+
+
+@pytest.mark.parametrize("xbzrle", [False, True])
+def test_a_measurement_during_a_migration_counts_every_write(xbzrle: bool) -> None:
+    """A migration without XBZRLE or plug-ins does not count versions (nothing of it reads
+    them), but a measurement running during it does: the estimate is the same as at rest."""
+    memory, rate = 4 * GiB, 300_000.0
+    tb = make_testbed(memory, rate)
+    tb.advance(1.0)
+    if xbzrle:
+        tb.source.migrate_set_capabilities([{"capability": "xbzrle", "state": True}])
+    tb.source.migrate_set_parameters({"max-bandwidth": 1 << 20})  # a slow one: still running
+    tb.source.migrate()
+    tb.advance(2.0)
+    assert tb.source.query_migrate()["status"] == "active"
+    assert tb.source.pair.migration.guest.counts_versions is xbzrle
+    tb.source.calc_dirty_rate(1)
+    tb.advance(3.01)
+    info = tb.source.query_dirty_rate()
+    assert info["status"] == "measured"
+    assert info["dirty-rate"] == pytest.approx(true_rate(memory, rate, 1.0), rel=0.10)
+    assert tb.source.pair.migration.guest.counts_versions is xbzrle

@@ -110,7 +110,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                  write_rate, step_writes, guest_page, downtime_limit, avail_bw, dirty_rate,
                  dirty_bytes_last_sync, win, totals, stats, rows, row0, fill, c0, until, scale,
                  count,
-                 w_next, cursor, n_pending, round_done, generation, overhead,
+                 w_next, cursor, n_pending, round_done, generation, overhead, count_versions,
                  raw, at, params, t_buf, p_buf,
                  dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
                  pending_bits, block_count, chunk_cleared, clear_shift,
@@ -134,8 +134,8 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
     guest = (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
              b(mem64))
     bitmap = (b(pending_bits), b(block_count), b(chunk_cleared), clear_shift)
-    content_args = (b(seed), zero_pattern, pattern, write_size, word_size, b(row),
-                    b(content_rows))
+    content_args = (b(seed), zero_pattern, count_versions, pattern, write_size, word_size,
+                    b(row), b(content_rows))
     wire = (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero)
     cache = (b(address), b(age), b(cache_version), b(content), b(content64), b(xb_sizes),
              b(xb_changed))
@@ -456,7 +456,8 @@ class Cruise:
                     state.dirty_bytes_last_sync, win, totals, stats, block, row0, fill,
                     writes.workload.clock_count, writes.until, writes.scale(), writes.count,
                     writes.next, bitmap.cursor, bitmap.n_pending, bitmap.round_done,
-                    state.sync_count, pipe.wire.chunk_overhead, draws.raw, *flat,
+                    state.sync_count, pipe.wire.chunk_overhead, mig.guest.counts_versions,
+                    draws.raw, *flat,
                     state.passes[-1].counters.array, *pipe.dest_args)
             writes.set_count(count, w_next)
             if until > writes.until:

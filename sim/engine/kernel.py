@@ -13,8 +13,10 @@ Arguments come in groups (tuples), each one fact of the migration, so a call rea
   pages and KVM's dirty log ``D`` (bit-packed, and listed in order of first dirtying);
 * ``bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)``: the migration bitmap
   ``B``, bit-packed, with its pending count per block of ``2**BLOCK_SHIFT`` pages;
-* ``writes = (t, page, seed, zero_pattern, pattern, write_size, word_size, row, rows)``: the
-  buffered guest writes in time order and what a write does to a page (:mod:`sim.engine.content`);
+* ``writes = (t, page, seed, zero_pattern, count, pattern, write_size, word_size, row, rows)``:
+  the buffered guest writes in time order and what a write does to a page
+  (:mod:`sim.engine.content`); ``count``: a write bumps its page's ``version``
+  (:attr:`sim.guest.Guest.counts_versions`: not while nothing can read versions);
   in exact mode a write whose ``row`` is >= 0 sets the page to ``rows[row]`` instead (a replay's
   captured versions, :mod:`sim.replay`), and one below -1 writes ``-2 - row`` bytes in the
   pattern (:func:`sim.workloads.sized_row`: a replayed page's own size of write);
@@ -137,13 +139,14 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 @njit(inline="always")
 def _apply_write(k, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
-                 pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
+                 pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern, count,
                  pattern, write_size, word_size, w_row, rows, exact):
     """Write ``k`` of the buffer lands (see :func:`send_chunk`). The arrays come one by
     one, unpacked once by the caller: unpacking tuples of arrays once a write counts
     references on each, which cost more than the write."""
     p = w_page[k]
-    version[p] += 1
+    if count:  # a random access, a cache miss in a fleet: skipped when nothing reads versions
+        version[p] += 1
     if zero_pattern:
         bits.put(zero_bits, p)
     else:
@@ -329,7 +332,8 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     the first one (the caller fails the migration there); so does an undecodable plug-in's."""
     dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64 = guest
     pending_bits, block_count, chunk_cleared, clear_shift = bitmap
-    w_t, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
+    w_t, w_page, w_seed, zero_pattern, count, pattern, write_size, word_size, w_row, rows = \
+        writes
     w_next, cursor, n_pending, started = at
     t0, rate, byte_budget, t_limit = window
     raw_bytes, zero_bytes, detect_zero = wire[0], wire[1], wire[4]
@@ -351,7 +355,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
         while w_next < n_w and w_t[w_next] < t:
             _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
                          pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
-                         pattern, write_size, word_size, w_row, rows, exact)
+                         count, pattern, write_size, word_size, w_row, rows, exact)
             w_next += 1
         if n_pending == 0 or sent >= byte_budget or t >= t_limit:
             break
@@ -437,12 +441,13 @@ def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
     dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
     pending_bits, _, chunk_cleared, clear_shift = bitmap
-    w_t, w_page, w_seed, zero_pattern, pattern, write_size, word_size, w_row, rows = writes
+    w_t, w_page, w_seed, zero_pattern, count, pattern, write_size, word_size, w_row, rows = \
+        writes
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
         _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
                      pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
-                     pattern, write_size, word_size, w_row, rows, exact)
+                     count, pattern, write_size, word_size, w_row, rows, exact)
         w_next += 1
     return w_next
 
@@ -555,7 +560,7 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
     """:func:`draw_and_send`'s work, compiled into its caller (:func:`draw_and_send`, and the
     cruise's loop, :func:`sim.engine.cruise.cruise_turns`): the argument groups come as tuples
     built once, not once a chunk. ``draws = (raw, at, params, t_buf, p_buf)``, ``content =
-    (seed, zero_pattern, pattern, write_size, word_size, row, rows)``, ``flags = (xbzrle_on,
+    (seed, zero_pattern, count, pattern, write_size, word_size, row, rows)``, ``flags = (xbzrle_on,
     cache_on)``; the others as :func:`send_chunk` takes them."""
     raw, at, params, t_buf, p_buf = draws
     dirty_list, dirty_count, version = guest[1], guest[2], guest[4]
@@ -577,9 +582,9 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
             dirty_count[0] + count - w_next > dirty_list.shape[0]:
         # every buffered write may dirty a page (the writes stay drawn: the clock moved)
         return DIRTY_LIST_SHORT, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
-    seed, zero_pattern, pattern, write_size, word_size, row, rows = content
-    writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, pattern, write_size, word_size,
-              row, rows)
+    seed, zero_pattern, count_versions, pattern, write_size, word_size, row, rows = content
+    writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, count_versions, pattern,
+              write_size, word_size, row, rows)
     unchanged, pages = counters[C_UNCHANGED], counters[C_PAGES_SENT]
     t_end, cursor, w_next, n_pending, round_done, sent, _, _ = _send_chunk_inline(
         guest, bitmap, writes, (w_next, cursor, n_pending, round_done),
@@ -597,7 +602,7 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
 @njit(cache=True)
 def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
                   t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
-                  raw, at, params, t_buf, p_buf,
+                  count_versions, raw, at, params, t_buf, p_buf,
                   dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
                   pending_bits, block_count, chunk_cleared, clear_shift,
                   seed, zero_pattern, pattern, write_size, word_size, row, rows,
@@ -619,7 +624,8 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
         (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
          b(mem64)),
         (b(pending_bits), b(block_count), b(chunk_cleared), clear_shift),
-        (b(seed), zero_pattern, pattern, write_size, word_size, b(row), b(rows)),
+        (b(seed), zero_pattern, count_versions, pattern, write_size, word_size, b(row),
+         b(rows)),
         (raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero),
         (b(address), b(age), b(cache_version), b(content), b(content64), b(xb_sizes),
          b(xb_changed)),

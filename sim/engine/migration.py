@@ -323,6 +323,7 @@ class Migration:
         state.close_pass(now)
         state.set_dest_status("completed", t_destination)
         self.encoder_stats()
+        self.guest.versions_unread = False  # the guest's writes count again
         state.set_status("completed", now)
 
     def fail(self, reason: str, source_error: str) -> None:
@@ -337,6 +338,7 @@ class Migration:
         state.total_time = now - state.t_migrate
         state.close_pass(now)
         self.encoder_stats()
+        self.guest.versions_unread = False  # the guest's writes count again
         state.set_status("failed", now)
 
     def cancel(self, reason: str) -> None:
@@ -345,6 +347,7 @@ class Migration:
         if state.status != "cancelling":
             state.set_status("cancelling", now)
         self.encoder_stats()
+        self.guest.versions_unread = False  # the guest's writes count again
         state.set_status("cancelled", now)
         state.failure_reason = reason
         state.total_time = now - state.t_migrate

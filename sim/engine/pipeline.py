@@ -78,6 +78,8 @@ class Pipeline:
         self.detect_zero = spec.zero_page_detection != "none"
         self.plugins: list[Encoder] = [cls() for cls in plugins_in_force(in_force.capabilities)]
         self.cache_on = self.xbzrle_on or any(e.needs_previous for e in self.plugins)
+        #: the page cache and the size samples read the guest's versions (so do plug-ins)
+        self.reads_versions = self.cache_on or bool(self.plugins)
         exact = self.guest.exact
         self.cache = XbzrleCache(spec.xbzrle_cache_size if self.cache_on else self.page_size,
                                  self.page_size, store_content=exact and self.cache_on,
@@ -234,7 +236,8 @@ class Pipeline:
                     t_draw, writes.workload.clock_count, writes.until, writes.scale(),
                     writes.count, writes.next, bitmap.cursor, bitmap.n_pending,
                     bitmap.round_done, now, rate, byte_budget, t_limit, last_stage,
-                    self.state.sync_count, self.wire.chunk_overhead, draws.raw, *flat,
+                    self.state.sync_count, self.wire.chunk_overhead,
+                    self.guest.counts_versions, draws.raw, *flat,
                     counters.array, *self._dest_args)
             writes.set_count(count, w_next)
             if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:

@@ -86,6 +86,7 @@ def _setup(mig: Migration, handshake: Handshake | None) -> Generator[simpy.Event
                                                  lambda: mig.spec, mig.rec)
     mig.bitmap.set_all()
     mig.guest.clear_dirty_log()
+    mig.guest.versions_unread = not mig.pipeline.reads_versions  # until it ends
     mig.period = DirtyRatePeriod(env.now, 0, state.transferred)
     mig.sync("setup")
     yield from mig.pay_stall()

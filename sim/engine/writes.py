@@ -205,10 +205,11 @@ class WriteBuffer:
             self._args = None
 
     def kernel_args(self) -> tuple[Any, ...]:
-        if self._args is None:
+        count = self.guest.counts_versions
+        if self._args is None or self._args[4] is not count:
             self._args = (self.t_buf[:self.count], self.p_buf[:self.count], self.seed,
-                          self.zero_pattern, self.pattern, self.write_size, self.word_size,
-                          self.row, self.workload.content_versions)
+                          self.zero_pattern, count, self.pattern, self.write_size,
+                          self.word_size, self.row, self.workload.content_versions)
         return self._args
 
     def settle(self) -> None:
