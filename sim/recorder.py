@@ -268,6 +268,9 @@ BLOCK_COLUMNS = ("t_s", "bandwidth_bytes_per_s", "threshold_bytes", "pending_byt
                  "expected_downtime_s", "transferred_bytes")
 
 
+#: samples rows a block of the recorder holds (a block is never grown: a full one is kept as is)
+SAMPLE_BLOCK = 8192
+
 #: the samples block's rows, in order (the status's code comes last)
 _BLOCK_NAMES = (*BLOCK_COLUMNS, "dirty_pages_rate", "throttle_pct")
 
@@ -289,26 +292,27 @@ def _text(name: str, value: Any) -> str:
 
 def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
     """The samples table of several runs, built from columns (not one row tuple a window)."""
-    per_run = [r._sample_columns() for r in recorders]
+    per_run = [r._sample_pieces() for r in recorders]
     counts = [r.n_samples for r in recorders]
     data: dict[str, pd.Series] = {
         "run_id": string_column([r.run_id for r in recorders],
                                 np.repeat(np.arange(len(recorders)), counts))}
     labels: list[str] = []
     codes = []
-    for _, run_codes, statuses in per_run:  # one list of labels for all runs
+    for pieces, statuses in per_run:  # one list of labels for all runs
         labels.extend(s for s in statuses if s not in labels)
-        index = [labels.index(s) for s in statuses]
-        codes.append(np.asarray(index, np.int32)[run_codes] if len(run_codes) else run_codes)
+        index = np.asarray([labels.index(s) for s in statuses], np.int32)
+        codes.extend(index[piece[-1].astype(np.int32)] for piece in pieces)
     for name in SAMPLES_COLUMNS[1:]:
         if name == "status":
             data[name] = string_column(labels, np.concatenate(codes) if codes else [])
             continue
         dtype = np.int64 if KINDS[name] == "int" else np.float64
-        values = np.concatenate([cols[name] for cols, _, _ in per_run]) if per_run else \
-            np.empty(0)
-        data[name] = pd.Series(values.astype(dtype, copy=False), dtype=dtype, name=name,
-                               copy=False)
+        row = _BLOCK_NAMES.index(name)
+        # one copy: every run's every block's rows straight into the column
+        values = np.concatenate([piece[row] for pieces, _ in per_run for piece in pieces] or
+                                [np.empty(0)], dtype=dtype, casting="unsafe")
+        data[name] = pd.Series(values, dtype=dtype, name=name, copy=False)
     # copy=False: no consolidation of the columns into one 2-D block (a copy of the table)
     return pd.DataFrame(data, columns=list(SAMPLES_COLUMNS), copy=False)
 
@@ -429,13 +433,15 @@ class Recorder:
         self.scenario_name = scenario_name
         self.vm = vm  # a fleet's guest: every table gets a ``vm`` column after ``run_id``
         self._passes: list[tuple[Any, ...]] = []
-        #: the samples, one column a row of a growing array (a row each for the
+        #: the samples, a column a row in blocks of SAMPLE_BLOCK rows (a row each for the
         #: :data:`BLOCK_COLUMNS`, dirty_pages_rate, throttle_pct and the status's index in
         #: ``_statuses``), from Python windows and compiled ones alike: a fleet of a thousand
-        #: guests closes tens of millions of windows, so no Python object per row, and each
-        #: column is one contiguous slice when the table is built
-        self._block = np.empty((len(BLOCK_COLUMNS) + 3, 0), np.float64)
-        self._block_n = 0
+        #: guests closes tens of millions of windows, so no Python object per row; blocks are
+        #: never grown (copied), the table copies each once
+        self._blocks: list[np.ndarray] = []  # full ones
+        self._block = np.empty((len(BLOCK_COLUMNS) + 3, 0), np.float64)  # being filled
+        self._block_at = 0  # its first free column
+        self._block_n = 0  # samples in all
         self._statuses: list[str] = []
         self._events: list[tuple[Any, ...]] = []
         self._run: dict[str, Any] | None = None
@@ -452,34 +458,36 @@ class Recorder:
         wrong type (1.5 for an integer column, a string for a number) is a TypeError here."""
         if self._block_n == 0:  # the engine passes the same keys every window: check the first
             _check_keys("samples", columns, SAMPLES_COLUMNS[1:])
-        at = self._room(1)
+        at = self._room()
         for i, name in enumerate(_BLOCK_NAMES):
             self._block[i, at] = _number(name, columns[name])
         self._block[-1, at] = self._status_code(_text("status", columns["status"]))
-        self._block_n = at + 1
+        self.samples_written(1)
 
-    def sample_block(self, n: int, dirty_pages_rate: float, throttle_pct: float,
+    def sample_block(self, dirty_pages_rate: float, throttle_pct: float,
                      status: str) -> tuple[np.ndarray, int, tuple[float, float, float]]:
-        """Room for ``n`` more samples rows that compiled code writes in place
-        (:mod:`sim.engine.cruise`): the block (a row per :data:`BLOCK_COLUMNS` column, then
-        dirty_pages_rate, throttle_pct and the status's code), the first free column, and the
-        values of those last three for these rows; :meth:`samples_written` counts them."""
-        at = self._room(n)
+        """Room for samples rows that compiled code writes in place (:mod:`sim.engine.cruise`),
+        at least one: the block (a row per :data:`BLOCK_COLUMNS` column, then
+        dirty_pages_rate, throttle_pct and the status's code), the first free column (the
+        rest up to the block's end is free), and the values of those last three for these
+        rows; :meth:`samples_written` counts them."""
+        at = self._room()
         return self._block, at, (dirty_pages_rate, throttle_pct,
                                  float(self._status_code(status)))
 
     def samples_written(self, n: int) -> None:
         """``n`` rows were written from :meth:`sample_block`'s first free column on."""
+        self._block_at += n
         self._block_n += n
 
-    def _room(self, n: int) -> int:
-        """Room for ``n`` more samples rows; returns where they go."""
-        at = self._block_n
-        if at + n > self._block.shape[1]:
-            grown = np.empty((self._block.shape[0], max(at + n, 2 * self._block.shape[1], 1024)))
-            grown[:, :at] = self._block[:, :at]
-            self._block = grown
-        return at
+    def _room(self) -> int:
+        """Where the next samples row goes in ``_block`` (a fresh block when it is full)."""
+        if self._block_at == self._block.shape[1]:
+            if self._block_at:
+                self._blocks.append(self._block)
+            self._block = np.empty((self._block.shape[0], SAMPLE_BLOCK))
+            self._block_at = 0
+        return self._block_at
 
     def _status_code(self, status: str) -> int:
         if status not in self._statuses:
@@ -530,13 +538,12 @@ class Recorder:
         return {"runs": [tuple(self._run[c] for c in order)], "passes": self._passes,
                 "events": sorted(self._events, key=lambda row: row[1])}
 
-    def _sample_columns(self) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-        """The samples table's numeric columns (but ``run_id``), views of the block in the
-        order the rows were recorded, and the status as each row's index into a list of
-        labels. Integer columns are held as float64: exact below 2**53 bytes (8 PiB)."""
-        n = self._block_n
-        columns = {name: self._block[i, :n] for i, name in enumerate(_BLOCK_NAMES)}
-        return columns, self._block[-1, :n].astype(np.int32), list(self._statuses)
+    def _sample_pieces(self) -> tuple[list[np.ndarray], list[str]]:
+        """The samples rows so far as views of the blocks in the order they were recorded
+        (rows as :meth:`sample_block` says; the status as an index into the list of labels
+        returned). Integer columns are held as float64: exact below 2**53 bytes (8 PiB)."""
+        pieces = [*self._blocks, self._block[:, :self._block_at]]
+        return [p for p in pieces if p.shape[1]], list(self._statuses)
 
     @property
     def n_samples(self) -> int:

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 #: why :func:`cruise_turns` stopped
 BOUND, OWN, IDLE, READY, EMPTY, ROWS_FULL = 10, 11, 12, 13, 14, 15
-ROWS = 4096  #: window rows the recorder makes room for before a call
 
 
 
@@ -199,7 +198,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                 t_start, rate, room, t_limit, False, generation, overhead,
                 draws, guest, bitmap, content_args, wire, cache, flags, plugins, cpu_costs,
                 counters, dest)
-        if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
+        if status == kernel.SENT:
             if t_limit > until:  # the writes up to t_limit are drawn: the clock moved
                 c0 = c1
                 until = t_limit
@@ -442,8 +441,8 @@ class Cruise:
         avail = spec.avail_switchover_bandwidth or 0.0
         while True:
             # the windows it closes go straight into the recorder's samples block
-            block, row0, fill = mig.rec.sample_block(ROWS, state.dirty_pages_rate,
-                                                     state.throttle_pct, state.status)
+            block, row0, fill = mig.rec.sample_block(state.dirty_pages_rate, state.throttle_pct,
+                                                     state.status)
             flat = pipe.drawn_args()
             draws = writes.draws
             assert draws is not None
@@ -481,8 +480,6 @@ class Cruise:
                 attempt += 1
             elif status == kernel.WRITES_FULL:
                 writes.room_for(ahead)
-            elif status == kernel.DIRTY_LIST_SHORT:
-                mig.guest.reserve_dirty(writes.count - writes.next)
             elif status != ROWS_FULL:
                 break
         window.start, window.bytes, window.pages = float(win[0]), float(win[1]), int(win[2])

@@ -549,7 +549,7 @@ _steady_writes_inline = njit(inline="always")(steady_writes.py_func)
 
 #: what :func:`draw_and_send` reports: sent, or why nothing happened (the caller fixes it and
 #: calls again)
-SENT, DRAWS_SHORT, WRITES_FULL, DIRTY_LIST_SHORT = 0, 1, 2, 3
+SENT, DRAWS_SHORT, WRITES_FULL = 0, 1, 2
 
 
 @njit(inline="always")
@@ -563,7 +563,6 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
     (seed, zero_pattern, count, pattern, write_size, word_size, row, rows)``, ``flags = (xbzrle_on,
     cache_on)``; the others as :func:`send_chunk` takes them."""
     raw, at, params, t_buf, p_buf = draws
-    dirty_list, dirty_count, version = guest[1], guest[2], guest[4]
     if w_next > 0:
         ahead = count - w_next
         for i in range(ahead):
@@ -578,10 +577,6 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
             status = WRITES_FULL if drawn == -1 else DRAWS_SHORT
             return status, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
         count = drawn
-    if dirty_list.shape[0] < version.shape[0] and \
-            dirty_count[0] + count - w_next > dirty_list.shape[0]:
-        # every buffered write may dirty a page (the writes stay drawn: the clock moved)
-        return DIRTY_LIST_SHORT, count, w_next, c1, t0, cursor, n_pending, round_done, 0.0, 0
     seed, zero_pattern, count_versions, pattern, write_size, word_size, row, rows = content
     writes = (t_buf[:count], p_buf[:count], seed, zero_pattern, count_versions, pattern,
               write_size, word_size, row, rows)
@@ -614,7 +609,7 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
     chunk, adding to the pass's ``counters``. Writes already applied are dropped from the
     buffer's front first. Returns ``(status, count, w_next, c1, t_end, cursor, n_pending,
     round_done, sent, pages_sent)``; a status other than :data:`SENT` says what ran short
-    (the draws pulled, the write buffer, the dirty list's room), and then nothing was drawn or
+    (the draws pulled, the write buffer), and then nothing was drawn or
     sent (the buffer may have been compacted: ``count`` and ``w_next`` are its state)."""
     b = borrowed  # the tuples are built and unpacked without counting references
     return draw_then_send(

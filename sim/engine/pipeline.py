@@ -114,7 +114,7 @@ class Pipeline:
         # One compiled call a chunk when the writes are drawn in compiled code (:meth:`send`).
         self._drawn = (self.writes.draws is not None and not self.plugins and not exact
                        and not self._undecodable)
-        self._flat_key: tuple[object, object] = (None, None)
+        self._flat_key: object = None  # the write buffer the flat arguments hold
 
     def _configure_stream(self, spec: MigrationSpec, in_force: InForce) -> None:
         """Record sizes and the source thread's costs: one stream, or multifd's packets over
@@ -240,7 +240,7 @@ class Pipeline:
                     self.guest.counts_versions, draws.raw, *flat,
                     counters.array, *self._dest_args)
             writes.set_count(count, w_next)
-            if status == kernel.SENT or status == kernel.DIRTY_LIST_SHORT:
+            if status == kernel.SENT:
                 if t_draw > writes.until:
                     writes.workload.advance_clock(t_draw, c1)
                     writes.until = t_draw
@@ -249,10 +249,8 @@ class Pipeline:
             if status == kernel.DRAWS_SHORT:
                 writes.pull_draws(t_draw, attempt)
                 attempt += 1
-            elif status == kernel.WRITES_FULL:
+            else:  # WRITES_FULL
                 writes.room_for(t_draw)
-            else:
-                self.guest.reserve_dirty(writes.count - writes.next)
         bitmap.cursor, bitmap.n_pending, bitmap.round_done = cursor, n_pending, round_done
         return Chunk(t_end, sent, pages, None)
 
@@ -269,9 +267,8 @@ class Pipeline:
 
     def drawn_args(self) -> tuple[object, ...]:
         """The fused call's arguments that change only with the buffers, rebuilt when the
-        write buffer or the dirty list has been reallocated."""
-        if self._flat_key[0] is not self.guest.dirty_list \
-                or self._flat_key[1] is not self.writes.t_buf:
+        write buffer has been reallocated."""
+        if self._flat_key is not self.writes.t_buf:
             self._flat = self._flat_args()
         return self._flat
 
@@ -279,7 +276,7 @@ class Pipeline:
         """The fused call's arguments that change only with the buffers (see :meth:`send`)."""
         writes, guest = self.writes, self.guest
         assert writes.draws is not None
-        self._flat_key = (guest.dirty_list, writes.t_buf)
+        self._flat_key = writes.t_buf
         return (writes.draws.at, writes.draw_params, writes.t_buf, writes.p_buf,
                 *guest.kernel_args(), *self._bitmap_args, writes.seed, writes.zero_pattern,
                 writes.pattern, writes.write_size, writes.word_size, writes.row,

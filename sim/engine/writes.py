@@ -92,7 +92,6 @@ class WriteBuffer:
             return
         if self.draws is not None:
             self.draw_until(t_end)
-            self.guest.reserve_dirty(self.count)  # each buffered write may dirty a page
             return
         batch = self.workload.writes(self.until, t_end, self.rng, self.scale())
         self.until = t_end
@@ -118,7 +117,6 @@ class WriteBuffer:
                                            _rows_of(rows, n)])
         self.next = 0
         self._args = None
-        self.guest.reserve_dirty(self.count)  # each buffered write may dirty a page
 
     def room_for(self, t_end: float) -> int:
         """Make the buffer hold the writes still ahead at its start, with room for those of
