@@ -61,6 +61,16 @@ def drop(bits, p):
 
 
 @njit(inline="always")
+def popcount(w):
+    """Set bits of one word (a step a set bit)."""
+    n = 0
+    while w:
+        w &= w - _ONE
+        n += 1
+    return n
+
+
+@njit(inline="always")
 def lowest_at_or_after(bits, p, n):
     """The first set bit at or after ``p`` within the word of ``p``, or -1 (below ``n``)."""
     w = bits[p >> 6] >> np.uint64(p & 63)

@@ -7,8 +7,8 @@ The estimate follows the engine's data structures (:mod:`sim.engine`), per guest
 
 * the page state: three bit-packed page sets (pending, dirty, zero: 1 bit a page each) and a
   32-bit write count per page (``vm.memory``);
-* the dirty list: page numbers dirtied since the last sync, at most the pages, assumed here to
-  hold about a second of writes (a heuristic: the list grows with the writes between syncs);
+* the dirty list: the dirty log's words (64 pages each) dirtied since the last sync, room for
+  every word (allocated at once; only what a sync interval fills is touched);
 * the write buffer: one 50 ms chunk of writes, 24 bytes each (``workload.writes_per_s``); a
   long wait with nothing sent (``migration.start``) is applied in steps of a bounded number of
   writes (:data:`sim.engine.writes.STEP_WRITES`), so the start does not count;
@@ -105,7 +105,7 @@ def _guest(prefix: str, vm: VmSpec, workload: WorkloadSpec, migration: Migration
     size = format_size(memory, exact=True)
     out = [
         Need(f"{prefix}vm.memory", "page state", pages * (3 / 8 + 4), size),
-        Need(f"{prefix}vm.memory", "dirty list", 8 * min(pages, 65536 + rate), size),
+        Need(f"{prefix}vm.memory", "dirty list", 8 * ((pages + 63) // 64), size),
         Need(f"{prefix}workload.writes_per_s", "write buffer", rate * _CHUNK_S * _WRITE_BYTES,
              f"{rate:g}"),
     ]

@@ -43,10 +43,10 @@ class Guest:
         self.versions_unread = False
         self.version_readers = 0  # dirty-rate measurements running (they read versions)
         self.dirty_bits = bits.empty(self.pages)
-        # Room for every page at once: zeroed lazily by the OS, so only the part a sync interval
-        # fills is ever resident (growing it as it filled cost a thousand guests seconds).
-        self.dirty_list = np.zeros(self.pages, np.int64)
-        self.dirty_count = np.zeros(1, np.int64)  # how many of dirty_list are in use
+        # D's words that are not empty, in the order they were first dirtied: a sync walks
+        # them, not RAM. Room for every word (a 64th of the pages; never grown).
+        self.dirty_words = np.zeros(bits.words(self.pages), np.int64)
+        self.dirty_count = np.zeros(1, np.int64)  # how many of dirty_words are in use
         self.running = True
         self.exact = spec.content == "exact"
         if self.exact:
@@ -86,8 +86,7 @@ class Guest:
 
     def clear_dirty_log(self) -> None:
         """D := ∅, in what was dirtied (the migration's setup starts a fresh log)."""
-        listed = self.dirty_list[: int(self.dirty_count[0])]
-        self.dirty_bits[listed >> 6] = 0
+        self.dirty_bits[self.dirty_words[: int(self.dirty_count[0])]] = 0
         self.dirty_count[0] = 0
 
     def kernel_args(self) -> tuple[np.ndarray, ...]:
@@ -95,5 +94,5 @@ class Guest:
         return self._args
 
     def _kernel_args(self) -> tuple[np.ndarray, ...]:
-        return (self.dirty_bits, self.dirty_list, self.dirty_count, self.zero_bits, self.version,
+        return (self.dirty_bits, self.dirty_words, self.dirty_count, self.zero_bits, self.version,
                 self.memory, self.memory64)

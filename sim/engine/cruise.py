@@ -111,7 +111,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
                  count,
                  w_next, cursor, n_pending, round_done, generation, overhead, count_versions,
                  raw, at, params, t_buf, p_buf,
-                 dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
+                 dirty_bits, dirty_words, dirty_count, zero_bits, version, mem, mem64,
                  pending_bits, block_count, chunk_cleared, clear_shift,
                  seed, zero_pattern, pattern, write_size, word_size, row, content_rows,
                  raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
@@ -130,7 +130,7 @@ def cruise_turns(now, bound, own_stop, t_cap, rate, budget, window_s, max_wait, 
     # kernel.borrowed): a chunk's inlined calls copy and unpack them.
     b = kernel.borrowed
     draws = (b(raw), b(at), b(params), b(t_buf), b(p_buf))
-    guest = (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
+    guest = (b(dirty_bits), b(dirty_words), b(dirty_count), b(zero_bits), b(version), b(mem),
              b(mem64))
     bitmap = (b(pending_bits), b(block_count), b(chunk_cleared), clear_shift)
     content_args = (b(seed), zero_pattern, count_versions, pattern, write_size, word_size,

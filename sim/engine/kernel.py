@@ -9,8 +9,9 @@ page would be far too slow for TiB guests; this is one compiled pass.
 
 Arguments come in groups (tuples), each one fact of the migration, so a call reads as what it is:
 
-* ``guest = (dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64)``: the guest's
-  pages and KVM's dirty log ``D`` (bit-packed, and listed in order of first dirtying);
+* ``guest = (dirty_bits, dirty_words, dirty_count, zero_bits, version, mem, mem64)``: the guest's
+  pages and KVM's dirty log ``D``: bit-packed, and its words that are not empty listed in the
+  order they were first dirtied (so a sync walks what was dirtied, never all of RAM);
 * ``bitmap = (pending_bits, block_count, chunk_cleared, clear_shift)``: the migration bitmap
   ``B``, bit-packed, with its pending count per block of ``2**BLOCK_SHIFT`` pages;
 * ``writes = (t, page, seed, zero_pattern, count, pattern, write_size, word_size, row, rows)``:
@@ -138,7 +139,7 @@ def _xbzrle_size(sizes, writes_since, page, version):
 
 
 @njit(inline="always")
-def _apply_write(k, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+def _apply_write(k, dirty_bits, dirty_words, dirty_count, zero_bits, version, mem,
                  pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern, count,
                  pattern, write_size, word_size, w_row, rows, exact):
     """Write ``k`` of the buffer lands (see :func:`send_chunk`). The arrays come one by
@@ -162,9 +163,11 @@ def _apply_write(k, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem
     # its clear-chunk has not been re-armed this pass; otherwise it dirties D (REF §1.3).
     if not (bits.test(pending_bits, p) and not chunk_cleared[p >> clear_shift]) \
             and not bits.test(dirty_bits, p):
+        w = p >> 6
+        if dirty_bits[w] == 0:  # the word's first dirty page since the last sync lists it
+            dirty_words[dirty_count[0]] = w
+            dirty_count[0] += 1
         bits.put(dirty_bits, p)
-        dirty_list[dirty_count[0]] = p
-        dirty_count[0] += 1
 
 
 @njit(inline="always")
@@ -330,7 +333,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
 
     ``stop_after_encoded``: the destination cannot parse XBZRLE records, so the chunk ends after
     the first one (the caller fails the migration there); so does an undecodable plug-in's."""
-    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64 = guest
+    dirty_bits, dirty_words, dirty_count, zero_bits, version, mem, mem64 = guest
     pending_bits, block_count, chunk_cleared, clear_shift = bitmap
     w_t, w_page, w_seed, zero_pattern, count, pattern, write_size, word_size, w_row, rows = \
         writes
@@ -353,7 +356,7 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
     while True:
         # Guest writes that happen before this page's send starts.
         while w_next < n_w and w_t[w_next] < t:
-            _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+            _apply_write(w_next, dirty_bits, dirty_words, dirty_count, zero_bits, version, mem,
                          pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
                          count, pattern, write_size, word_size, w_row, rows, exact)
             w_next += 1
@@ -439,13 +442,13 @@ def send_chunk(guest, bitmap, writes, at, window, wire, cache, mode, plugins, cp
 @njit(cache=True)
 def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
     """Apply buffered writes with ``t < t_end`` while nothing is being sent (idle or stopped)."""
-    dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, _ = guest
+    dirty_bits, dirty_words, dirty_count, zero_bits, version, mem, _ = guest
     pending_bits, _, chunk_cleared, clear_shift = bitmap
     w_t, w_page, w_seed, zero_pattern, count, pattern, write_size, word_size, w_row, rows = \
         writes
     n_w = w_t.shape[0]
     while w_next < n_w and w_t[w_next] < t_end:
-        _apply_write(w_next, dirty_bits, dirty_list, dirty_count, zero_bits, version, mem,
+        _apply_write(w_next, dirty_bits, dirty_words, dirty_count, zero_bits, version, mem,
                      pending_bits, chunk_cleared, clear_shift, w_page, w_seed, zero_pattern,
                      count, pattern, write_size, word_size, w_row, rows, exact)
         w_next += 1
@@ -454,17 +457,19 @@ def apply_writes(guest, bitmap, writes, w_next, t_end, exact):
 
 @njit(cache=True)
 def sync_bitmap(bitmap, guest):
-    """B := B ∪ D, D := ∅, walking only the pages D lists. Returns the pages newly pending."""
+    """B := B ∪ D, D := ∅, a word (64 pages) at a time, walking only the words D lists.
+    Returns the pages newly pending."""
     pending_bits, block_count, _, _ = bitmap
-    dirty_bits, dirty_list, dirty_count = guest[0], guest[1], guest[2]
+    dirty_bits, dirty_words, dirty_count = guest[0], guest[1], guest[2]
     newly = 0
     for i in range(dirty_count[0]):
-        p = dirty_list[i]
-        bits.drop(dirty_bits, p)
-        if not bits.test(pending_bits, p):
-            bits.put(pending_bits, p)
-            block_count[p >> BLOCK_SHIFT] += 1
-            newly += 1
+        w = dirty_words[i]
+        new = dirty_bits[w] & ~pending_bits[w]
+        dirty_bits[w] = 0
+        pending_bits[w] |= new
+        n = bits.popcount(new)
+        block_count[w >> (BLOCK_SHIFT - 6)] += n
+        newly += n
     dirty_count[0] = 0
     return newly
 
@@ -598,7 +603,7 @@ def draw_then_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, r
 def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
                   t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
                   count_versions, raw, at, params, t_buf, p_buf,
-                  dirty_bits, dirty_list, dirty_count, zero_bits, version, mem, mem64,
+                  dirty_bits, dirty_words, dirty_count, zero_bits, version, mem, mem64,
                   pending_bits, block_count, chunk_cleared, clear_shift,
                   seed, zero_pattern, pattern, write_size, word_size, row, rows,
                   raw_bytes, zero_bytes, xbzrle_header, page_size, detect_zero,
@@ -616,7 +621,7 @@ def draw_and_send(t_draw, c0, until, scale, count, w_next, cursor, n_pending, ro
         t_draw, c0, until, scale, count, w_next, cursor, n_pending, round_done,
         t0, rate, byte_budget, t_limit, last_stage, generation, overhead,
         (b(raw), b(at), b(params), b(t_buf), b(p_buf)),
-        (b(dirty_bits), b(dirty_list), b(dirty_count), b(zero_bits), b(version), b(mem),
+        (b(dirty_bits), b(dirty_words), b(dirty_count), b(zero_bits), b(version), b(mem),
          b(mem64)),
         (b(pending_bits), b(block_count), b(chunk_cleared), clear_shift),
         (b(seed), zero_pattern, count_versions, pattern, write_size, word_size, b(row),
