@@ -298,7 +298,7 @@ def _samples_frame(recorders: Sequence[Recorder]) -> pd.DataFrame:
         "run_id": string_column([r.run_id for r in recorders],
                                 np.repeat(np.arange(len(recorders)), counts))}
     labels: list[str] = []
-    codes = []
+    codes: list[np.ndarray] = []
     for pieces, statuses in per_run:  # one list of labels for all runs
         labels.extend(s for s in statuses if s not in labels)
         index = np.asarray([labels.index(s) for s in statuses], np.int32)
