@@ -60,14 +60,19 @@ def drop(bits, p):
     bits[p >> 6] &= ~(_ONE << np.uint64(p & 63))
 
 
+_M1, _M2, _M4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), \
+    np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
 @njit(inline="always")
 def popcount(w):
-    """Set bits of one word (a step a set bit)."""
-    n = 0
-    while w:
-        w &= w - _ONE
-        n += 1
-    return n
+    """Set bits of one word, as an int64 (SWAR: no step per set bit, as a word of a pass's
+    bitmap is mostly set)."""
+    w = w - ((w >> np.uint64(1)) & _M1)
+    w = (w & _M2) + ((w >> np.uint64(2)) & _M2)
+    w = (w + (w >> np.uint64(4))) & _M4
+    return np.int64((w * _H01) >> np.uint64(56))
 
 
 @njit(inline="always")
@@ -86,13 +91,7 @@ def count_below(bits, p):
     total = 0
     full_words = p >> 6
     for i in range(full_words):
-        w = bits[i]
-        while w:
-            w &= w - _ONE
-            total += 1
+        total += popcount(bits[i])
     if p & 63:
-        w = bits[full_words] & ((_ONE << np.uint64(p & 63)) - _ONE)
-        while w:
-            w &= w - _ONE
-            total += 1
+        total += popcount(bits[full_words] & ((_ONE << np.uint64(p & 63)) - _ONE))
     return total

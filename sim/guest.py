@@ -56,7 +56,9 @@ class Guest:
         else:
             self.memory = np.zeros((1, 8), np.uint8)  # placeholder the kernel never reads
         self.memory64 = self.memory.view(np.uint64)  # the same bytes as 64-bit words
-        self._args = self._kernel_args()
+        # the compiled kernel's ``guest`` group: these arrays are never reallocated
+        self._args = (self.dirty_bits, self.dirty_words, self.dirty_count, self.zero_bits,
+                      self.version, self.memory, self.memory64)
 
     @property
     def counts_versions(self) -> bool:
@@ -92,7 +94,3 @@ class Guest:
     def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The compiled kernel's ``guest`` group (:mod:`sim.engine.kernel`)."""
         return self._args
-
-    def _kernel_args(self) -> tuple[np.ndarray, ...]:
-        return (self.dirty_bits, self.dirty_words, self.dirty_count, self.zero_bits, self.version,
-                self.memory, self.memory64)

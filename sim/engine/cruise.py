@@ -49,6 +49,7 @@ import simpy
 from numba import njit
 from simpy.events import URGENT  # the coordinator runs before anything else due at its time
 
+from .. import bits
 from . import kernel
 from .migration import MAX_WAIT_S, WINDOW_S
 from .writes import STEP_WRITES
@@ -226,15 +227,10 @@ def nonzero_to_send(pending_bits, dirty_bits, zero_bits):
     """Pages pending or dirtied since the last sync that are not zero now (popcount of
     ``(B | D) & ~Z``): each must be sent (a sync moves D into B) before the pending bytes
     can be small enough to switch over."""
-    n = np.uint64(0)
+    n = 0
     for i in range(pending_bits.shape[0]):
-        w = (pending_bits[i] | dirty_bits[i]) & ~zero_bits[i]
-        # SWAR popcount (no loop per set bit: a pass's bitmap is mostly set)
-        w = w - ((w >> np.uint64(1)) & np.uint64(0x5555555555555555))
-        w = (w & np.uint64(0x3333333333333333)) + ((w >> np.uint64(2)) & np.uint64(0x3333333333333333))
-        w = (w + (w >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-        n += (w * np.uint64(0x0101010101010101)) >> np.uint64(56)
-    return np.int64(n)
+        n += bits.popcount((pending_bits[i] | dirty_bits[i]) & ~zero_bits[i])
+    return n
 
 
 class _Rider:
