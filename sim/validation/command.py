@@ -44,7 +44,7 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
     from sim.errors import ScenarioError
 
     from .qemu import QemuError, find_qemu
-    from .real import load_real_cases, run_real_case
+    from .real import PHASES_CSV, load_real_cases, run_real_case
 
     binary = find_qemu()
     if binary is None:
@@ -60,6 +60,7 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
     cases = _selected(load_real_cases(), patterns)
     if not cases:
         return []
+    (outdir / PHASES_CSV).unlink(missing_ok=True)  # rows are appended run by run
     if host is None:
         # Measure this host first (a profile fitted only on calibration runs, never on the
         # cases judged here), then predict the cases with it.

@@ -31,6 +31,7 @@ import numpy as np
 
 from sim.units import MiB
 
+from . import qemu_trace
 from .guest import (
     PAGE,
     SWEEPS_ADDR,
@@ -97,6 +98,8 @@ class Measurement:
     # the guest's touch counter just before `migrate` (the initial fill included): where its
     # sequential sweep had got to
     touches_at_migrate: int = 0
+    # the switchover's steps from QEMU's trace (None: no trace backend, or no stop-and-copy)
+    phases: qemu_trace.Phases | None = None
 
 
 def _die_with_parent() -> None:
@@ -140,7 +143,8 @@ class QemuProcess:
     def exited(self) -> str | None:
         if self.proc is None or self.proc.poll() is None:
             return None
-        tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+        tail = [line for line in self.log.read_text(errors="replace").strip().splitlines()
+                if not qemu_trace.is_trace_line(line)][-3:]
         return f"{self.role} QEMU exited with {self.proc.returncode}: {' | '.join(tail)}"
 
     async def connect(self) -> None:
@@ -318,6 +322,8 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
                       # after a post-copy switch the guest must run on the destination (its
                       # faults are the point), so its RAM is not compared with the source's
                       paused=not settings.postcopy)
+    for q in (src, dst):  # the switchover's steps, into the logs (qemu_trace.py)
+        q.args += qemu_trace.trace_args()
     obs = Observed(run_id)
     try:
         src.start()
@@ -376,7 +382,11 @@ def measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
     with tempfile.TemporaryDirectory(prefix="migsim-qemu-") as tmp:
         # QEMU's unix socket paths must stay short: a temp dir, not the output directory.
         try:
-            return asyncio.run(_measure(run_id, guest, settings, binary, Path(tmp), need_rate))
+            m = asyncio.run(_measure(run_id, guest, settings, binary, Path(tmp), need_rate))
+            logs = [Path(tmp) / f"{role}.log" for role in ("source", "destination")]
+            if all(log.exists() for log in logs):
+                m.phases = qemu_trace.parse(*(log.read_text(errors="replace") for log in logs))
+            return m
         finally:
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from .cases import REAL_DIR, Case, Check, deep_merge, load_cases
 from .guest import PAGE, PIT_HZ, GuestParams
 from .qemu import Measurement, MigrationSettings, find_qemu, measure
 from .qemu_tables import tables
+from .qemu_trace import Phases, model_row
 from .quantities import extract
 from .suite import Row, judge
 
@@ -254,12 +255,43 @@ def _run_once(case: Case, outdir: Path | None, binary: str | None,
     log(f"  {case.id}: QEMU {m.qemu_version}, guest {m.touches_per_s:.0f} touches/s measured "
         f"({nominal:.0f} nominal), {m.zero_pages} zero pages of {m.ram_total // PAGE}, "
         f"memory match: {m.observed.memory_match}, QEMU pair wall time {m.wall_s:.1f} s")
+    name = case.id if k == 1 else f"{case.id}-run{k}"
+    if m.phases is not None:
+        phases = _phases_row(name, m.phases, model, scenario)
+        log(f"    switchover: QEMU {m.phases.final_pages} pages, source "
+            f"{m.phases.us_per_page_source:.2f} us/page, destination "
+            f"{m.phases.us_per_page_destination:.2f} us/page; model "
+            f"{phases['model_final_pages']} pages, {phases['model_us_per_page']:.2f} us/page")
+        if outdir is not None:
+            _append_csv(outdir / PHASES_CSV, phases)
     if outdir is not None:
-        name = case.id if k == 1 else f"{case.id}-run{k}"
         measured.scenario = scenario
         measured.save(outdir / "qemu" / name)
         model.save(outdir / "model" / name)
     return measured, model, scenario, variants
+
+
+#: one row per real run: QEMU's switchover from its trace (qemu_trace.py) beside the model's
+PHASES_CSV = "qemu-phases.csv"
+
+
+def _phases_row(name: str, phases: Phases, model: Result, scenario: Scenario) -> dict[str, Any]:
+    last = model.passes.iloc[-1] if len(model.passes) else None
+    pages = int(last.pages_sent) if last is not None else 0
+    return {"run": name, **phases.row(),
+            **model_row(model.runs.iloc[0], pages, scenario.switchover_cost.stop)}
+
+
+def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
+    import csv
+
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def load_real_cases() -> list[Case]:

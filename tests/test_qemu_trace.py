@@ -1,0 +1,55 @@
+"""The switchover read from QEMU's trace (sim/validation/qemu_trace.py), on a real QEMU 7.2 log:
+two QEMUs (TCG, loopback) migrating qemu-converging-default, its lines trimmed to the events
+the parser reads (tests/data/qemu-trace/)."""
+
+from pathlib import Path
+
+import pytest
+
+from sim.validation import qemu_trace
+
+DATA = Path(__file__).parent / "data" / "qemu-trace"
+
+
+def _logs() -> tuple[str, str]:
+    return (DATA / "source.log").read_text(), (DATA / "destination.log").read_text()
+
+
+def test_phases_of_a_real_switchover() -> None:
+    p = qemu_trace.parse(*_logs())
+    assert p is not None
+    # the pending bytes after the sync that decided the switchover: 32325632 B
+    assert p.final_pages == 32325632 // 4096 == 7892
+    # finish-migrate at .952554, RAM section .952834-.969152, last device section .970292,
+    # completed .970407 (source); the destination's last RAM load .973967
+    assert p.stop_ms == pytest.approx(0.280, abs=1e-3)
+    assert p.ram_source_ms == pytest.approx(16.318, abs=1e-3)
+    assert p.ram_destination_ms == pytest.approx(21.133, abs=1e-3)
+    assert p.device_ms == pytest.approx(1.140, abs=1e-3)
+    assert p.tail_ms == pytest.approx(0.115, abs=1e-3)
+    assert p.downtime_ms == pytest.approx(17.853, abs=1e-3)
+    assert p.stop_ms + p.ram_source_ms + p.device_ms + p.tail_ms == pytest.approx(p.downtime_ms)
+    assert p.us_per_page_source == pytest.approx(16.318 / 7892 * 1000, rel=1e-4)
+
+
+def test_no_switchover_no_phases() -> None:
+    source, destination = _logs()
+    # cut before the stop (a cancelled run), or no trace at all (a build without the backend)
+    cut = "\n".join(line for line in source.splitlines() if "finish-migrate" not in line)
+    assert qemu_trace.parse(cut, destination) is None
+    assert qemu_trace.parse("", "") is None
+
+
+def test_qemu_messages_are_not_trace_lines() -> None:
+    lines = (DATA / "source.log").read_text().splitlines()
+    assert qemu_trace.is_trace_line(lines[0])
+    assert not qemu_trace.is_trace_line(lines[-1])  # QEMU's own message, dated by -msg
+    args = qemu_trace.trace_args()
+    assert args[:2] == ["-msg", "timestamp=on"]
+    assert all(f"enable={event}" in args for event in qemu_trace.EVENTS)
+
+
+def test_model_row() -> None:
+    row = qemu_trace.model_row({"downtime_s": 0.0122}, 8020, 0.00166)
+    assert row["model_us_per_page"] == pytest.approx((12.2 - 1.66) / 8020 * 1000)
+    assert row["model_final_pages"] == 8020
