@@ -602,7 +602,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"validate: --repeat {args.repeat}: give 1 to 20 runs")
     return int(_module("sim.validation.command").main(
         real_qemu=args.real_qemu, output=args.output, patterns=args.case, host=args.host,
-        linux=args.linux, repeat=args.repeat))
+        linux=args.linux, repeat=args.repeat, qemu_trace=args.qemu_trace))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -870,6 +870,10 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--repeat", type=int, default=1, metavar="N",
                      help="with --real-qemu: migrate each real case N times and judge the "
                           "model against QEMU's mean (default 1)")
+    val.add_argument("--qemu-trace", action="store_true",
+                     help="with --real-qemu: time each real switchover from QEMU's trace points "
+                          "into DIR/qemu-phases.csv (off by default: tracing adds its own "
+                          "writes to the downtime it measures)")
     val.set_defaults(func=cmd_validate)
 
     cal = sub.add_parser("calibrate", parents=[common],

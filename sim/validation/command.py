@@ -40,7 +40,7 @@ def _progress(out: Callable[[str], None]) -> Callable[[Case, list[Row], float], 
 
 
 def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None],
-               host: Path | None = None, repeat: int = 1) -> list[Row]:
+               host: Path | None = None, repeat: int = 1, trace: bool = False) -> list[Row]:
     from sim.errors import ScenarioError
 
     from .qemu import QemuError, find_qemu
@@ -79,7 +79,8 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
 
     def runner(case: Case) -> list[Row]:
         try:
-            return run_real_case(case, outdir, binary, log=out, host=host, repeat=repeat)
+            return run_real_case(case, outdir, binary, log=out, host=host, repeat=repeat,
+                                 trace=trace)
         except (QemuError, ScenarioError) as err:  # a failed validation, not a crash
             return [judge(case, check, None, None, note=f"error: {err}") for check in case.checks]
 
@@ -155,7 +156,8 @@ def _no_case(message: str) -> int:
 
 def main(real_qemu: bool = False, output: str | Path | None = None,
          patterns: Sequence[str] = (), out: Callable[[str], None] = print,
-         host: str | Path | None = None, linux: bool = False, repeat: int = 1) -> int:
+         host: str | Path | None = None, linux: bool = False, repeat: int = 1,
+         qemu_trace: bool = False) -> int:
     """Run the suite; returns the exit status."""
     outdir = Path(output) if output is not None else DEFAULT_OUTPUT
     started = time.monotonic()
@@ -175,7 +177,7 @@ def main(real_qemu: bool = False, output: str | Path | None = None,
     rows = run_cases(cases, on_case=_progress(out))
     if real_qemu:
         rows += _real_rows(patterns, outdir, out, Path(host) if host is not None else None,
-                           repeat)
+                           repeat, qemu_trace)
         if linux:
             rows += _linux_rows(patterns, outdir, out)
             rows += _replay_rows(patterns, outdir, out, host)

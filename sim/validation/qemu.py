@@ -309,7 +309,8 @@ async def _migrate(src: QemuProcess, dst: QemuProcess, settings: MigrationSettin
 
 
 async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
-                   binary: str, workdir: Path, need_rate: bool = True) -> Measurement:
+                   binary: str, workdir: Path, need_rate: bool = True,
+                   trace: bool = False) -> Measurement:
     if guest.end > settings.memory:
         raise ValueError("the guest's working set does not fit in its RAM")
     sector = assemble(workdir)
@@ -322,8 +323,9 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
                       # after a post-copy switch the guest must run on the destination (its
                       # faults are the point), so its RAM is not compared with the source's
                       paused=not settings.postcopy)
-    for q in (src, dst):  # the switchover's steps, into the logs (qemu_trace.py)
-        q.args += qemu_trace.trace_args()
+    if trace:  # the switchover's steps, into the logs (qemu_trace.py)
+        for q in (src, dst):
+            q.args += qemu_trace.trace_args()
     obs = Observed(run_id)
     try:
         src.start()
@@ -372,19 +374,22 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
 
 def measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
             binary: str | None = None, keep: Path | None = None,
-            need_rate: bool = True) -> Measurement:
+            need_rate: bool = True, trace: bool = False) -> Measurement:
     """Launch the pair, migrate once, tear everything down; ``keep``: copy the QEMU logs there.
     ``need_rate``: fail when the guest's touch rate cannot be measured (a run too short to
-    count touches); without it the nominal rate stands in."""
+    count touches); without it the nominal rate stands in. ``trace``: QEMU logs its
+    switchover's steps (``Measurement.phases``); off by default, since the log's writes during
+    the switchover add to the downtime being measured."""
     binary = binary or find_qemu()
     if binary is None:
         raise QemuError(f"{QEMU_BINARY} not found")
     with tempfile.TemporaryDirectory(prefix="migsim-qemu-") as tmp:
         # QEMU's unix socket paths must stay short: a temp dir, not the output directory.
         try:
-            m = asyncio.run(_measure(run_id, guest, settings, binary, Path(tmp), need_rate))
+            m = asyncio.run(_measure(run_id, guest, settings, binary, Path(tmp), need_rate,
+                                     trace))
             logs = [Path(tmp) / f"{role}.log" for role in ("source", "destination")]
-            if all(log.exists() for log in logs):
+            if trace and all(log.exists() for log in logs):
                 m.phases = qemu_trace.parse(*(log.read_text(errors="replace") for log in logs))
             return m
         finally:

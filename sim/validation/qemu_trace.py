@@ -5,9 +5,10 @@ events (``-trace enable=...``; the distribution's build logs them to stderr as
 ``PID@SECONDS:event args``) mark each step of the switchover in the source's migration thread
 (``migration/migration.c``: ``migration_completion``; ``migration/savevm.c``:
 ``qemu_savevm_state_complete_precopy``; ``migration/ram.c``: ``ram_save_complete``) and on the
-destination (``ram_load_complete``, ``qemu_loadvm_state_post_main``). The harness enables a
-handful of them (section-level, never per page, so they cost nothing measurable) and this module
-reads them back as one row per run:
+destination (``ram_load_complete``, ``qemu_loadvm_state_post_main``). With ``migsim validate
+--real-qemu --qemu-trace`` the harness enables a handful of them (section-level, never per page;
+still off by default, since the source writes a line for each device section inside the
+downtime being timed) and this module reads them back as one row per run:
 
 * ``final_pages``: the pages the stop-and-copy sends: the pending bytes of the last
   ``migrate_pending`` before ``migration_thread_low_pending`` (after the sync that decided it;
@@ -24,7 +25,7 @@ reads them back as one row per run:
 * ``downtime_ms``: the switchover's length from the trace (QMP rounds it).
 
 Nothing here feeds the model: the rows are reported beside the model's own downtime
-(``qemu-phases.csv`` of ``migsim validate --real-qemu``), so a downtime miss can be read as a
+(``qemu-phases.csv``), so a downtime miss can be read as a
 count miss (pages) or a pace miss (microseconds a page).
 """
 

@@ -197,15 +197,16 @@ def simulate(scenario: Scenario,
 
 def run_real_case(case: Case, outdir: Path | None = None, binary: str | None = None,
                   log: Callable[[str], None] = print, host: Path | None = None,
-                  repeat: int = 1) -> list[Row]:
+                  repeat: int = 1, trace: bool = False) -> list[Row]:
     """Measure ``case`` on QEMU, simulate it, compare; tables saved under ``outdir`` if given.
     ``host``: a host profile (``migsim calibrate``) under the case's own model keys.
 
     ``repeat`` > 1: that many real runs, each simulated from its own measured guest (touch
     rate, sweep position, zero pages), and QEMU's mean judged against the model's mean (the
     outcome: the most common one on each side). Run ``k`` > 1's tables go to ``<id>-run<k>``.
+    ``trace``: time each switchover from QEMU's trace points (``qemu-phases.csv``).
     """
-    runs = [_run_once(case, outdir, binary, log, host, k) for k in range(1, repeat + 1)]
+    runs = [_run_once(case, outdir, binary, log, host, k, trace) for k in range(1, repeat + 1)]
     if repeat == 1:
         measured, model, scenario, variants = runs[0]
         return compare(case, measured, model, scenario, variants)
@@ -236,11 +237,12 @@ def _spread(values: Sequence[Any]) -> str:
 
 def _run_once(case: Case, outdir: Path | None, binary: str | None,
               log: Callable[[str], None], host: Path | None,
-              k: int) -> tuple[Result, Result, Scenario, dict[str, tuple[Result, Scenario]]]:
+              k: int, trace: bool = False,
+              ) -> tuple[Result, Result, Scenario, dict[str, tuple[Result, Scenario]]]:
     from sim.scenario import from_dict
 
     m = measure(case.id, guest_params(case), settings(case), binary=binary,
-                keep=outdir / "qemu-logs" if outdir is not None else None)
+                keep=outdir / "qemu-logs" if outdir is not None else None, trace=trace)
     measured = tables(m.observed, case.id)
     data = scenario_data(case, m)
     scenario = with_host(from_dict(data, file=str(case.path)), host, case.model)
