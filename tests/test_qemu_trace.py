@@ -38,6 +38,13 @@ def test_no_switchover_no_phases() -> None:
     cut = "\n".join(line for line in source.splitlines() if "finish-migrate" not in line)
     assert qemu_trace.parse(cut, destination) is None
     assert qemu_trace.parse("", "") is None
+    # a post-copy switch also stops the source (finish-migrate) but sends its RAM on demand
+    postcopy = source.replace(
+        "16333@1796596683.970407:migrate_set_state new state completed",
+        "16333@1796596683.952600:migrate_set_state new state postcopy-active\n"
+        "16333@1796596683.970407:migrate_set_state new state completed")
+    assert "postcopy-active" in postcopy
+    assert qemu_trace.parse(postcopy, destination) is None
 
 
 def test_qemu_messages_are_not_trace_lines() -> None:
@@ -53,3 +60,22 @@ def test_model_row() -> None:
     row = qemu_trace.model_row({"downtime_s": 0.0122}, 8020, 0.00166)
     assert row["model_us_per_page"] == pytest.approx((12.2 - 1.66) / 8020 * 1000)
     assert row["model_final_pages"] == 8020
+
+
+def test_the_phases_figure(tmp_path):
+    import csv
+
+    p = qemu_trace.parse(*_logs())
+    row = {"run": "qemu-converging-default", **p.row(),
+           **qemu_trace.model_row({"downtime_s": 0.0122}, 8020, 0.00166)}
+    path = tmp_path / "qemu-phases.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    figure = qemu_trace.draw(path, tmp_path / "qemu-phases.png")
+    assert figure is not None and figure.read_bytes()[:4] == b"\x89PNG"
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(row) + "\n")
+    assert qemu_trace.draw(empty, tmp_path / "none.png") is None
+

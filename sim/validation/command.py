@@ -85,7 +85,13 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
             return [judge(case, check, None, None, note=f"error: {err}") for check in case.checks]
 
     out(f"real QEMU ({binary}{f'; QEMU and model: mean of {repeat} runs' if repeat > 1 else ''}):")
-    return run_cases(cases, runner=runner, on_case=_progress(out))
+    rows = run_cases(cases, runner=runner, on_case=_progress(out))
+    if trace and (outdir / PHASES_CSV).is_file():
+        from .qemu_trace import draw
+
+        if (figure := draw(outdir / PHASES_CSV, outdir / "qemu-phases.png")) is not None:
+            out(f"where QEMU's downtime went: {outdir / PHASES_CSV}, {figure}")
+    return rows
 
 
 def _linux_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]) -> list[Row]:

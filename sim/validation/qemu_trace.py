@@ -31,9 +31,11 @@ count miss (pages) or a pace miss (microseconds a page).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 PAGE = 4096
@@ -99,6 +101,8 @@ def parse(source: str, destination: str) -> Phases | None:
     """The switchover of a completed pre-copy migration from the two QEMUs' logs, or None when
     the logs hold no such switchover (no trace backend, post-copy, a cancelled run)."""
     src = _records(source)
+    if any(ev == "migrate_set_state" and args.endswith("postcopy-active") for _, ev, args in src):
+        return None  # a post-copy switch sends no stop-and-copy of RAM
     stop = next((i for i, (_, ev, args) in enumerate(src)
                  if ev == "runstate_set" and "(finish-migrate)" in args.split("new_state")[-1]),
                 None)
@@ -150,4 +154,59 @@ def model_row(runs: Mapping[str, Any] | Any, final_pages: int, stop_s: float) ->
             "model_us_per_page": pace}
 
 
-__all__ = ["EVENTS", "Phases", "is_trace_line", "model_row", "parse", "trace_args"]
+def _pace(value: str) -> str:
+    """A CSV pace as a label; no pages, no pace."""
+    pace = float(value) if value else math.nan
+    return f"{pace:.2f} µs/page" if math.isfinite(pace) else "no pages"
+
+
+def draw(csv_path: Path, path: Path) -> Path | None:
+    """``qemu-phases.png``: each run's downtime as stacked bars, QEMU's (stop, RAM burst on the
+    source, device state, final flush) beside the model's (its fixed stop cost, then the rest),
+    with each burst's pace a page written over the RAM parts. None when ``csv_path`` has no
+    row."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    # one panel a run, each on its own scale: a 1 GiB guest's 250 ms would flatten a 2 ms one
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.9 * len(rows) + 1.2), squeeze=False)
+    parts = (("stop_ms", "stop", "#999999"), ("ram_source_ms", "RAM (source)", "#1f77b4"),
+             ("device_ms", "device state", "#ff7f0e"), ("tail_ms", "final flush", "#2ca02c"))
+    for i, (row, ax) in enumerate(zip(rows, axes[:, 0], strict=True)):
+        left = 0.0
+        for key, label, colour in parts:
+            width = float(row[key])
+            ax.barh(1, width, left=left, height=0.8, color=colour,
+                    label=label if i == 0 else None)
+            left += width
+        ax.text(left, 1, f"  QEMU: {_pace(row['us_per_page_source'])}, "
+                f"{row['final_pages']} pages", va="center", fontsize=8)
+        model = float(row["model_downtime_ms"])
+        stop = model - float(row["model_final_pages"]) * float(row["model_us_per_page"]) / 1000
+        ax.barh(0, stop, height=0.8, color="#999999")
+        ax.barh(0, model - stop, left=stop, height=0.8, color="#9467bd",
+                label="model: pages" if i == 0 else None)
+        ax.text(model, 0, f"  model: {_pace(row['model_us_per_page'])}, "
+                f"{row['model_final_pages']} pages", va="center", fontsize=8)
+        ax.set_yticks([1, 0], ["QEMU", "model"], fontsize=7)
+        ax.set_xlim(0, 1.6 * max(left, model))
+        ax.set_title(row["run"], fontsize=8, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("downtime (ms); QEMU's from its trace points")
+    fig.legend(loc="upper right", fontsize=7, ncol=5)
+    fig.suptitle("Where the downtime goes: QEMU vs model", x=0.01, ha="left", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["EVENTS", "Phases", "draw", "is_trace_line", "model_row", "parse", "trace_args"]
