@@ -79,3 +79,15 @@ def test_the_phases_figure(tmp_path):
     empty.write_text(",".join(row) + "\n")
     assert qemu_trace.draw(empty, tmp_path / "none.png") is None
 
+
+
+def test_a_host_that_hands_memory_back_is_named(monkeypatch, tmp_path):
+    """Free page reporting makes real QEMU runs spread (docs/validation.md): the harness says
+    so when the host has it, and says nothing when it does not."""
+    from sim.validation import qemu
+
+    monkeypatch.setattr(qemu, "PAGE_REPORTING", tmp_path / "page_reporting")
+    assert qemu.memory_note() is None
+    (tmp_path / "page_reporting").mkdir()
+    note = qemu.memory_note()
+    assert note is not None and "free page reporting" in note

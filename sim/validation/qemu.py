@@ -55,6 +55,23 @@ class QemuError(RuntimeError):
     """QEMU could not be started, died, or the guest never became ready."""
 
 
+#: where Linux shows free page reporting (a VM handing its free memory back to the hypervisor)
+PAGE_REPORTING = Path("/sys/module/page_reporting")
+
+
+def memory_note() -> str | None:
+    """A warning when this host is a VM that hands freed memory back to its hypervisor (free
+    page reporting): touching such memory again cost 8-9 us a 4 KiB page on the VMs CI uses
+    (0.6 while still backed), so a fresh QEMU pair's costs depend on the seconds since the
+    last one freed its memory (docs/validation.md). None elsewhere."""
+    if not PAGE_REPORTING.is_dir():
+        return None
+    return ("note: this host hands freed memory back to its hypervisor (free page reporting, "
+            f"{PAGE_REPORTING}): each QEMU pair may pay the hypervisor's first touch of its "
+            "memory, so real runs spread more than on a host that keeps its memory "
+            "(docs/validation.md)")
+
+
 def find_qemu() -> str | None:
     """The path of ``qemu-system-x86_64``, or None when it is not installed."""
     return shutil.which(QEMU_BINARY)
