@@ -348,12 +348,8 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
                 memory_total[run.name] = int(yaml.safe_load(meta.read_text())["ram_total"])
         how = f"--from {recorded}"
     else:
-        from .qemu import memory_note
-
         keep = out.with_name(out.stem + "-runs")
         obs = {}
-        if (note := memory_note()) is not None:
-            log(f"  {note}")
         for run in RUNS:
             o, folder = _observe_median(run, keep, log)
             obs[run.name] = o
