@@ -18,15 +18,15 @@ downtime being timed) and this module reads them back as one row per run:
   the RAM section begins;
 * ``ram_source_ms``: the source's last RAM section (``savevm_section_start ram`` to its
   ``savevm_section_end``); ``ram_destination_ms``: from the same start until the destination's
-  last ``ram_load_complete`` (it loaded the final RAM section): the slower end sets the pace, and the socket's buffers let the
-  source finish a few milliseconds early;
+  last ``ram_load_complete`` (it loaded the final RAM section): the slower end sets the pace,
+  and the socket's buffers let the source finish a few milliseconds early;
 * ``device_ms``: the device-state sections; ``tail_ms``: from the last section to the state
   ``completed`` (the stream's last flush);
 * ``downtime_ms``: the switchover's length from the trace (QMP rounds it).
 
 Nothing here feeds the model: the rows are reported beside the model's own downtime
-(``qemu-phases.csv``), so a downtime miss can be read as a
-count miss (pages) or a pace miss (microseconds a page).
+(``qemu-phases.csv``), so a downtime miss can be read as a count miss (pages) or a pace miss
+(microseconds a page).
 """
 
 from __future__ import annotations
@@ -83,14 +83,16 @@ class Phases:
     tail_ms: float
     downtime_ms: float
 
+    def _per_page(self, ms: float) -> float:
+        return 1000 * ms / self.final_pages if self.final_pages else math.nan
+
     @property
     def us_per_page_source(self) -> float:
-        return 1000 * self.ram_source_ms / self.final_pages if self.final_pages else float("nan")
+        return self._per_page(self.ram_source_ms)
 
     @property
     def us_per_page_destination(self) -> float:
-        return (1000 * self.ram_destination_ms / self.final_pages if self.final_pages
-                else float("nan"))
+        return self._per_page(self.ram_destination_ms)
 
     def row(self) -> dict[str, Any]:
         return {**asdict(self), "us_per_page_source": self.us_per_page_source,
@@ -148,10 +150,9 @@ def model_row(runs: Mapping[str, Any] | Any, final_pages: int, stop_s: float) ->
     stop-and-copy sent and the pace that implies (downtime less the profile's fixed stop cost,
     a page)."""
     downtime_ms = 1000 * float(runs["downtime_s"])
-    pace = (1000 * (downtime_ms - 1000 * stop_s) / final_pages if final_pages
-            else float("nan"))
-    return {"model_downtime_ms": downtime_ms, "model_final_pages": final_pages,
-            "model_us_per_page": pace}
+    pace = 1000 * (downtime_ms - 1000 * stop_s) / final_pages if final_pages else math.nan
+    return {"model_downtime_ms": downtime_ms, "model_stop_ms": 1000 * stop_s,
+            "model_final_pages": final_pages, "model_us_per_page": pace}
 
 
 def _pace(value: str) -> str:
@@ -161,10 +162,9 @@ def _pace(value: str) -> str:
 
 
 def draw(csv_path: Path, path: Path) -> Path | None:
-    """``qemu-phases.png``: each run's downtime as stacked bars, QEMU's (stop, RAM burst on the
-    source, device state, final flush) beside the model's (its fixed stop cost, then the rest),
-    with each burst's pace a page written over the RAM parts. None when ``csv_path`` has no
-    row."""
+    """``qemu-phases.png``: a panel a run, its downtime as stacked bars, QEMU's (stop, RAM burst
+    on the source, device state, final flush) over the model's (its fixed stop cost, then the
+    pages), each labelled with its pages and µs a page. None when ``csv_path`` has no row."""
     import csv
 
     import matplotlib
@@ -189,8 +189,7 @@ def draw(csv_path: Path, path: Path) -> Path | None:
             left += width
         ax.text(left, 1, f"  QEMU: {_pace(row['us_per_page_source'])}, "
                 f"{row['final_pages']} pages", va="center", fontsize=8)
-        model = float(row["model_downtime_ms"])
-        stop = model - float(row["model_final_pages"]) * float(row["model_us_per_page"]) / 1000
+        model, stop = float(row["model_downtime_ms"]), float(row["model_stop_ms"])
         ax.barh(0, stop, height=0.8, color="#999999")
         ax.barh(0, model - stop, left=stop, height=0.8, color="#9467bd",
                 label="model: pages" if i == 0 else None)
