@@ -267,10 +267,20 @@ class SwitchoverCostSpec:
     loads the device state and starts the guest; with a return path the source waits for its
     reply, so it counts in the source's downtime. Defaults 0 (not measured on a KVM server here);
     a host profile sets them.
+
+    ``paced_stop``: ``stop`` when the live phase before it was paced by ``max-bandwidth`` (the
+    last 100 ms window spent its budget, so the migration thread and the destination slept
+    between windows). On a host whose idle CPUs are slow to wake (a virtual machine that
+    halts idle vCPUs, as the Firecracker VMs ``migsim calibrate`` was first run on), QEMU's
+    switchover after such a phase took 4-8 ms where one after an unlimited stream took 2: the
+    device state and the last flush cross between threads that were asleep. ``None`` (the
+    default): the same as ``stop``. Fitted by ``migsim calibrate`` from a paced run.
     """
 
     stop: float = field(default=0.0, metadata={"unit": "time", "ge": 0, "le": 3600})
     start: float = field(default=0.0, metadata={"unit": "time", "ge": 0, "le": 3600})
+    paced_stop: float | None = field(default=None,
+                                     metadata={"unit": "time", "ge": 0, "le": 3600})
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,25 @@ def test_the_multifd_run_gives_the_cores_the_channels_got(cores):
     obs = {"written": _observed("written", zero, raw, 20000),
            "zero": _observed("zero", 32783, 115, 10), "multifd": m}
     assert fit(obs).cores == pytest.approx(cores, rel=1e-6)
-    assert {r.name for r in RUNS} == {"written", "zero", "multifd"}
+    assert {r.name for r in RUNS} == {"written", "zero", "multifd", "paced"}
+
+
+C_PACED = 7e-3  # seconds: the switchover after a rate-limited live phase
+
+
+def test_the_paced_run_gives_the_switchover_after_a_paced_phase():
+    """The paced run's downtime less its last pages at the raw-page time; without the run the
+    profile has no ``paced_stop`` (the engine then charges ``stop`` everywhere)."""
+    obs = {"written": _observed("written", 302, 32600, 20000),
+           "zero": _observed("zero", 32783, 115, 10)}
+    assert fit(obs).paced_switchover is None
+    assert "paced_stop" not in fit(obs).profile()["switchover_cost"]
+    obs["paced"] = Observation("paced", 2.0, 1e-3, C_PACED + 4 * B, 130904, 302,
+                               4 * (4096 + 8))
+    f = fit(obs)
+    assert f.paced_switchover == pytest.approx(C_PACED, rel=1e-6)
+    assert f.profile()["switchover_cost"]["paced_stop"] == "7000us"
+    assert f.switchover == pytest.approx(C, rel=1e-6)  # the unlimited runs' own, unchanged
 
 
 def test_runs_that_do_not_separate_the_pages_are_refused():
@@ -98,6 +116,26 @@ def test_refit_from_recorded_runs_writes_a_profile_scenarios_load(tmp_path):
     # the profile predicts its own calibration runs' total time (the fit's closed form)
     written = next(r for r in rows if r["run"] == "written" and r["quantity"] == "total_time_s")
     assert abs(written["rel_error"]) < 0.1, written
+
+
+def test_a_recorded_paced_run_is_refitted_and_simulated_at_its_own_rate_limit(tmp_path):
+    """The paced run's residuals simulate it at 256 MiB/s with a 2 ms limit, as it ran: 133 MB
+    is 4.97 windows of 26.8 MB, so the last window starts at 0.4 s and ends its pages 13 ms
+    later (an unlimited simulation would give the written run's 0.23 s), and its downtime is
+    the paced switchover."""
+    obs = {"written": _observed("written", 302, 32600, 20000),
+           "zero": _observed("zero", 32783, 115, 10),
+           "paced": Observation("paced", 0.51, 1e-3, C_PACED + 4 * B, 32600, 302,
+                                4 * (4096 + 8))}
+    _record(tmp_path / "runs", obs)
+    fitted, rows = calibrate(tmp_path / "host.yaml", False, tmp_path / "runs",
+                             log=lambda _: None)
+    assert fitted.paced_switchover == pytest.approx(C_PACED, rel=1e-6)
+    got = {(r["run"], r["quantity"]): r for r in rows}
+    assert 0.4 < got["paced", "total_time_s"]["model"] < 0.47
+    assert got["paced", "downtime_s"]["model"] == pytest.approx(C_PACED, abs=0.5e-3)
+    s = loads_scenario(f"host: {tmp_path / 'host.yaml'}\nvm: {{memory: 64MiB}}\n")
+    assert s.switchover_cost.paced_stop == pytest.approx(C_PACED, rel=1e-3)
 
 
 def test_the_switchover_cost_is_fitted_on_the_mean_of_whole_millisecond_downtimes(tmp_path):

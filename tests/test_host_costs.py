@@ -81,6 +81,24 @@ def test_switchover_costs_add_to_the_downtime(return_path):
     assert after.downtime_s > before.downtime_s
 
 
+@pytest.mark.parametrize(("max_bandwidth", "paced"), [
+    (64 * MiB, True),  # the link does 125 MB/s: the 64 MiB/s budget paces every window
+    (0.0, False),  # unlimited: the link sets the pace, the thread never sleeps on a budget
+    (512 * MiB, False),  # a budget above what the link moves is never spent
+])
+def test_the_paced_stop_cost_is_charged_only_after_a_paced_live_phase(max_bandwidth, paced):
+    link = LinkSpec(bandwidth=1e9 / 8, latency=1e-3)
+    base = _idle(link=link, migration=MigrationSpec(max_bandwidth=max_bandwidth),
+                 switchover_cost=SwitchoverCostSpec(stop=4e-3))
+    plain = run_one(base)
+    costly = run_one(dataclasses.replace(
+        base, switchover_cost=SwitchoverCostSpec(stop=4e-3, paced_stop=9e-3)))
+    added = costly.runs.iloc[0].downtime_s - plain.runs.iloc[0].downtime_s
+    assert added == pytest.approx(5e-3 if paced else 0.0, abs=1e-9)
+    detail = costly.events[costly.events.event == "switchover"].detail.iloc[0]
+    assert ("paced stop" in detail) is paced
+
+
 def test_a_host_profile_sets_the_new_sections():
     s = loads_scenario("host:\n  destination_cpu: {copy_rate: 2GB/s, shares_source_cpu: true}\n"
                        "  switchover_cost: {stop: 2ms, start: 5ms}\n"

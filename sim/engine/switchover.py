@@ -14,7 +14,9 @@ phase fails or cancels the migration and restarts the source's guest. Downtime e
 last byte has been written to the link, plus one round trip for the destination's SHUT message
 when ``return-path`` is in force (REF §1.6 step 6); the destination's load-and-start time is not
 modelled. Device state is one block of ``vm.device_state`` bytes (QEMU's EOF and VM description
-records are folded into it).
+records are folded into it). The fixed stop cost is ``switchover_cost.stop``, or
+``switchover_cost.paced_stop`` when the host profile has one and ``max-bandwidth`` paced the
+live phase (:func:`paced`): a model of hosts whose idle CPUs wake slowly, not a QEMU rule.
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ import simpy
 
 from ..encoders import ENCODERS
 from ..spec import MigrationSpec
-from .profiles import profile
+from .profiles import max_bandwidth, profile
 
 if TYPE_CHECKING:
     from .migration import Migration
+
+#: a window that moved this share of its budget was paced by it (QEMU's windows overshoot the
+#: budget by up to a record and end on the timer, so a paced window can fall a little short)
+PACED_SHARE = 0.9
+#: added to the ``switchover`` event's detail when ``switchover_cost.paced_stop`` was charged
+PACED_DETAIL = "; paced stop"
 
 # QEMU's RAM_SAVE_FLAG_XBZRLE: a destination that predates it reports the unknown flag (REF §8.2)
 XBZRLE_FLAG = 0x40
@@ -84,18 +92,39 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str, deadline: float = 
     mig.throttle.end(t_stop)
     mig.guest.running = False
     mig.writes.drop()  # writes buffered beyond the stop never happen: the vCPUs are stopped
+    stop_cost = stop_cost_now(mig)  # vCPUs stopped, block devices inactivated (known now:
+    # no window closes while the guest is stopped)
+    if stop_cost != mig.scenario.switchover_cost.stop:
+        detail += PACED_DETAIL
     mig.rec.event(t_stop, "source", "switchover", detail)
     yield from wait_before_switchover(mig)
     if mig.cancel_requested:
         return t_stop  # cancelled in pre-switchover: the caller cancels
     if profile(mig.spec.qemu_version).device_state:
         mig.state.set_status("device", mig.env.now)
-    stop_cost = mig.scenario.switchover_cost.stop  # vCPUs stopped, block devices inactivated
     if stop_cost > 0:  # not past the run's hard cap: the caller ends the run there
         yield mig.env.timeout(max(0.0, min(stop_cost, deadline - mig.env.now)))
     mig.sync(sync_reason)
     yield from mig.pay_stall()
     return t_stop
+
+
+def paced(mig: Migration) -> bool:
+    """Whether ``max-bandwidth`` paced the live phase at the stop: the last closed 100 ms
+    window moved (nearly) its whole budget, so QEMU's migration thread slept out the rest of
+    it, and the destination with it. An XBZRLE stream whose small records never reach the
+    budget, or an unlimited one, kept its threads busy up to the stop."""
+    limit = max_bandwidth(mig.spec)
+    return 0 < limit < math.inf and mig.state.bandwidth >= PACED_SHARE * limit
+
+
+def stop_cost_now(mig: Migration) -> float:
+    """The switchover's fixed cost at this stop: ``switchover_cost.paced_stop`` after a paced
+    live phase when the host profile has one, else ``switchover_cost.stop``."""
+    cost = mig.scenario.switchover_cost
+    if cost.paced_stop is not None and paced(mig):
+        return cost.paced_stop
+    return cost.stop
 
 
 def wait_before_switchover(mig: Migration) -> Generator[simpy.Event, None, None]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import units
+from sim.engine.switchover import PACED_DETAIL
 from sim.result import Result
 from sim.spec import Scenario
 
@@ -280,8 +281,11 @@ PHASES_CSV = "qemu-phases.csv"
 def _phases_row(name: str, phases: Phases, model: Result, scenario: Scenario) -> dict[str, Any]:
     last = model.passes.iloc[-1] if len(model.passes) else None
     pages = int(last.pages_sent) if last is not None else 0
-    return {"run": name, **phases.row(),
-            **model_row(model.runs.iloc[0], pages, scenario.switchover_cost.stop)}
+    cost = scenario.switchover_cost
+    ev = model.events
+    paced = bool(ev[ev.event == "switchover"].detail.str.contains(PACED_DETAIL).any())
+    stop = cost.paced_stop if paced and cost.paced_stop is not None else cost.stop
+    return {"run": name, **phases.row(), **model_row(model.runs.iloc[0], pages, stop)}
 
 
 def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
