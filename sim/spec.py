@@ -270,11 +270,11 @@ class SwitchoverCostSpec:
 
     ``paced_stop``: ``stop`` when the live phase before it was paced by ``max-bandwidth`` (the
     last 100 ms window spent its budget, so the migration thread and the destination slept
-    between windows). On a host whose idle CPUs are slow to wake (a virtual machine that
-    halts idle vCPUs, as the Firecracker VMs ``migsim calibrate`` was first run on), QEMU's
-    switchover after such a phase took 4-8 ms where one after an unlimited stream took 2: the
-    device state and the last flush cross between threads that were asleep. ``None`` (the
-    default): the same as ``stop``. Fitted by ``migsim calibrate`` from a paced run.
+    between windows). On the Firecracker VMs ``migsim calibrate`` was first run on, whose
+    socket path is slow for a while after a pause (``benchmarks/loopback_burst.c``), QEMU's
+    switchover after such a phase took 4-10 ms where one after an unlimited stream took 2-3.
+    ``None`` (the default): the same as ``stop``. Fitted by ``migsim calibrate`` from a paced
+    run.
     """
 
     stop: float = field(default=0.0, metadata={"unit": "time", "ge": 0, "le": 3600})

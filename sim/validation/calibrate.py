@@ -36,12 +36,12 @@ time twice over.
 A fourth run, ``paced`` (RAM written, ``max-bandwidth`` 256 MiB/s, downtime limit 2 ms),
 gives the switchover's fixed cost after a rate-limited live phase,
 ``switchover_cost.paced_stop``: its downtime less its last few pages. On the 2-core Firecracker
-VMs this was built on, a switchover after a paced phase took 4-8 ms where the unlimited zero
-run's took about 2: in a paced phase QEMU's threads sleep out most of each 100 ms window, and a
-VM wakes a halted vCPU slowly (the guest kernel here does not poll before halting,
-``haltpoll.guest_halt_poll_ns=0``). A C program that streams 32 KiB writes over loopback shows
-the same: a burst after 2 s of pacing ran at 5.5-9 µs a page, after 2 s of continuous
-streaming at 2.3-3. The model charges ``paced_stop`` when the last 100 ms window before the
+VMs this was built on, a switchover after a paced phase took 4-10 ms where the unlimited zero
+run's took 2-3: in a paced phase QEMU's threads sleep out most of each 100 ms window, and on
+this kind of VM the socket path is slow for a while after a pause (``benchmarks/
+loopback_burst.c``, without QEMU: a 6 000-page burst after 2 s of pacing ran at 5.5-12 µs a
+page, after 2 s of continuous streaming at 2.0-3.3; the host's state, not the guest's halt
+polling nor its vCPUs' wake-ups). The model charges ``paced_stop`` when the last 100 ms window before the
 stop spent its budget (:func:`sim.engine.switchover.paced`); the burst's pages keep the
 calibrated pace (a paced burst of 13 200 pages went at 3 µs a page against 2 for the
 unlimited written run, so the model is low there; not fitted: its pace varies with how long
