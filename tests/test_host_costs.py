@@ -85,6 +85,7 @@ def test_switchover_costs_add_to_the_downtime(return_path):
     (64 * MiB, True),  # the link does 125 MB/s: the 64 MiB/s budget paces every window
     (0.0, False),  # unlimited: the link sets the pace, the thread never sleeps on a budget
     (512 * MiB, False),  # a budget above what the link moves is never spent
+    (128 * MiB, False),  # 134 MB/s: the 125 MB/s link moves 93% of it, waiting on the link
 ])
 def test_the_paced_stop_cost_is_charged_only_after_a_paced_live_phase(max_bandwidth, paced):
     link = LinkSpec(bandwidth=1e9 / 8, latency=1e-3)

@@ -113,9 +113,11 @@ def paced(mig: Migration) -> bool:
     """Whether ``max-bandwidth`` paced the live phase at the stop: the last closed 100 ms
     window moved (nearly) its whole budget, so QEMU's migration thread slept out the rest of
     it, and the destination with it. An XBZRLE stream whose small records never reach the
-    budget, or an unlimited one, kept its threads busy up to the stop."""
+    budget, an unlimited one, or one on a link no faster than the budget (it waits on the link,
+    never on the limiter) kept its threads busy up to the stop."""
     limit = max_bandwidth(mig.spec)
-    return 0 < limit < math.inf and mig.state.bandwidth >= PACED_SHARE * limit
+    return (0 < limit < math.inf and mig.state.bandwidth >= PACED_SHARE * limit
+            and mig.link.share(mig, mig.env.now) > limit)
 
 
 def stop_cost_now(mig: Migration) -> float:
