@@ -92,9 +92,12 @@ def stop_guest(mig: Migration, detail: str, sync_reason: str, deadline: float = 
     mig.throttle.end(t_stop)
     mig.guest.running = False
     mig.writes.drop()  # writes buffered beyond the stop never happen: the vCPUs are stopped
-    stop_cost = stop_cost_now(mig)  # vCPUs stopped, block devices inactivated (known now:
-    # no window closes while the guest is stopped)
-    if stop_cost != mig.scenario.switchover_cost.stop:
+    # The fixed cost (vCPUs stopped, block devices inactivated), decided now: no window closes
+    # while the guest is stopped.
+    cost = mig.scenario.switchover_cost
+    stop_cost = cost.stop
+    if cost.paced_stop is not None and paced(mig):
+        stop_cost = cost.paced_stop
         detail += PACED_DETAIL
     mig.rec.event(t_stop, "source", "switchover", detail)
     yield from wait_before_switchover(mig)
@@ -118,15 +121,6 @@ def paced(mig: Migration) -> bool:
     limit = max_bandwidth(mig.spec)
     return (0 < limit < math.inf and mig.state.bandwidth >= PACED_SHARE * limit
             and mig.link.share(mig, mig.env.now) > limit)
-
-
-def stop_cost_now(mig: Migration) -> float:
-    """The switchover's fixed cost at this stop: ``switchover_cost.paced_stop`` after a paced
-    live phase when the host profile has one, else ``switchover_cost.stop``."""
-    cost = mig.scenario.switchover_cost
-    if cost.paced_stop is not None and paced(mig):
-        return cost.paced_stop
-    return cost.stop
 
 
 def wait_before_switchover(mig: Migration) -> Generator[simpy.Event, None, None]:

@@ -225,17 +225,16 @@ def fit(obs: dict[str, Observation]) -> Fit:
             raise CalibrationError(f"the fit gave no positive time per page (zero {a:.3g} s, "
                                    f"raw {b:.3g} s): were the runs disturbed?")
         a = max(a, 0.0)
-        last_pages = z.downtime_bytes / (PAGE + 8)
-        c = max(0.0, z.downtime_s - last_pages * b)
-    return Fit(a, b, c, _cores(obs.get("multifd"), a, b, c), _paced_stop(obs.get("paced"), b))
+        c = _fixed_cost(z, b)
+    paced = obs.get("paced")
+    return Fit(a, b, c, _cores(obs.get("multifd"), a, b, c),
+               _fixed_cost(paced, b) if paced is not None else None)
 
 
-def _paced_stop(p: Observation | None, b: float) -> float | None:
-    """The paced run's switchover: its (mean) downtime less what its few last pages cost at the
-    raw-page time; None without the run."""
-    if p is None:
-        return None
-    return max(0.0, p.downtime_s - p.downtime_bytes / (PAGE + 8) * b)
+def _fixed_cost(o: Observation, b: float) -> float:
+    """A run's switchover less its last pages at the raw-page time ``b``: the fixed cost (the
+    zero run's gives ``stop``, the paced run's ``paced_stop``)."""
+    return max(0.0, o.downtime_s - o.downtime_bytes / (PAGE + 8) * b)
 
 
 def _cores(m: Observation | None, a: float, b: float, c: float) -> float:
