@@ -87,7 +87,7 @@ def test_the_stand_in_holds_only_pages_sent_once(records):
 
 def test_pages_sent_once_are_written_only_by_modelled_writes(records):
     """The replay pools rates by 2 MiB region (sim/replay_rates.py), so pages the cut stood in
-    for (sent once) may be written: about a quarter of them are. None has a captured version
+    for (sent once) may be written: about one in seven of them is. None has a captured version
     after its first, so their writes change ``write_size`` bytes of the stand-in row (modelled
     writes), as they would of the real page; the replayed guest starts them from row 0 (NOTE.md
     states what that changes)."""
