@@ -51,12 +51,12 @@ working set spread over whole regions (Redis, stress-ng's VM stressor), wrong fo
 pages scattered (not in blocks: those the gap test finds) inside regions that hold other,
 unwritten data (the pooling then makes the set grow with ``d`` when it does not: the kernel's
 hot pages, a few dozen per region). The gap test also cuts a region's pool where a working set
-ends inside it, so a working set that grows into the rest of its region (fresh allocations
-next to it) grows in the replay only where the capture saw it. Pages freshly allocated during the capture (zero at their
-first send, then written) are pooled only where seen: a guest that keeps allocating new memory
-dirties more than the replay. Rates are constant: bursts, phases and periodic sweeps are
-averaged. Within the recorded interval lengths the fit reproduces ``D(d)``; beyond them it is an
-extrapolation.
+ends inside it, so a working set that grows into the rest of its region (fresh allocations next
+to it) grows in the replay only where the capture saw it. Pages freshly allocated during the
+capture (zero at their first send, then written) are pooled only where seen: a guest that keeps
+allocating new memory dirties more than the replay. Rates are constant: bursts, phases and
+periodic sweeps are averaged. Within the recorded interval lengths the fit reproduces ``D(d)``;
+beyond them it is an extrapolation.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from sim.validation import command
 from sim.validation.cases import CaseError, Check, load_case, load_cases
 from sim.validation.guest import PARAMS_OFFSET, GuestParams, assemble, patch
 from sim.validation.qemu import Measurement
-from sim.validation.qemu_tables import Observed, tables
+from sim.validation.qemu_tables import Observed, downtime_s, tables
 from sim.validation.real import load_real_cases, scenario_data
 from sim.validation.suite import failures, formula_agreement, run_model_case
 
@@ -200,6 +200,18 @@ def test_qemu_tables_use_the_simulators_columns():
     assert list(result.passes.bytes_sent) == [4 * MiB, MiB]
     assert list(result.passes.normal_pages) == [1000, 200]
     assert result.events.t_s.iloc[0] == pytest.approx(-0.1)  # `migrate` before t0 is negative
+
+
+def test_qemu_72_postcopy_downtime_of_its_monotonic_clock_is_its_0_ms():
+    """QEMU 7.2 reports a post-copy switchover that rounded to 0 ms as its monotonic clock
+    (migration_calculate_complete; seen here: 2 472 s in a 1.7 s migration): a downtime above
+    the total time is read as the 0 ms QEMU measured; any other downtime is kept."""
+    assert downtime_s({"downtime": 2472000, "total-time": 1700}) == 0.0
+    assert downtime_s({"downtime": 12, "total-time": 1700}) == 0.012
+    assert downtime_s({"downtime": 1700, "total-time": 1700}) == 1.7
+    obs = _observed()
+    obs.final["downtime"] = 2472000
+    assert tables(obs, "real").runs.iloc[0].downtime_s == 0.0
 
 
 def test_real_scenario_comes_from_the_case_and_the_measured_guest():

@@ -88,6 +88,23 @@ def _frame(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> pd.Data
     return pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=list(columns))
 
 
+def downtime_s(stats: Mapping[str, Any]) -> float:
+    """QEMU's ``downtime`` of a completed migration, in seconds.
+
+    QEMU 7.2 computes a post-copy migration's downtime in ``postcopy_start`` and, in
+    ``migration_calculate_complete``, takes a downtime of 0 for "not set yet" and replaces it
+    with ``end_time - downtime_start``; ``downtime_start`` is set only when a pre-copy migration
+    completes, so a post-copy switchover that rounded to 0 ms is reported as the host's
+    monotonic clock (the seconds since it booted: 2 472 s in one run here). QEMU 8.2 replaced
+    that code (``migration_downtime_start``/``_end``). A downtime above the total time is that
+    case, and the 0 ms QEMU measured is what it is."""
+    downtime = float(stats["downtime"])
+    total = stats.get("total-time")
+    if total is not None and downtime > float(total):
+        return 0.0
+    return downtime / 1000
+
+
 def runs_row(obs: Observed, scenario: str) -> dict[str, Any]:
     stats = last_stats(obs)
     ram, xb = _ram(stats), stats.get("xbzrle-cache") or {}
@@ -102,7 +119,7 @@ def runs_row(obs: Observed, scenario: str) -> dict[str, Any]:
         negotiation="qemu", capabilities=",".join(obs.capabilities),
         total_time_s=total_ms / 1000 if total_ms is not None else obs.end_t - obs.t0,
         setup_time_s=stats.get("setup-time", NAN) / 1000 if stats else NAN,
-        downtime_s=stats["downtime"] / 1000 if completed and "downtime" in stats else NAN,
+        downtime_s=downtime_s(stats) if completed and "downtime" in stats else NAN,
         expected_downtime_s=expected[-1] / 1000 if expected else NAN,
         transferred_bytes=ram.get("transferred"), precopy_bytes=ram.get("precopy-bytes"),
         downtime_bytes=ram.get("downtime-bytes"), normal_pages=ram.get("normal"),
