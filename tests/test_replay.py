@@ -147,19 +147,26 @@ def test_the_fit_reproduces_the_distinct_pages_curve(tmp_path: Path) -> None:
         assert distinct(np.where(seen, 1e3, 0.0), d[-1:])[0] < 0.6 * truth[-1]
 
 
+def one_interval_capture(folder: Path, rates: np.ndarray, interval_s: float,
+                         seed: int) -> list[np.ndarray]:
+    """A capture like QEMU's defaults: pass 1 sends every page, pass 2 the pages written in its
+    ``interval_s`` seconds, pass 3 (after the stop, 20 ms later) those written since."""
+    rng = np.random.default_rng(seed)
+    passes = [np.arange(rates.size)]
+    for length in (interval_s, 0.02):
+        passes.append(np.flatnonzero(rng.poisson(rates * length) > 0))
+    write_capture(folder, passes, [0.0, interval_s, interval_s + 0.02], rates.size)
+    return passes
+
+
 def test_one_interval_is_reproduced_and_extrapolated(tmp_path: Path) -> None:
     """A capture like QEMU's defaults on a small guest: one sync interval (2 s) and the pass
     after the stop. D at the interval is reproduced within 3%, and at 2 to 5 times the interval
     within 5% (the regions' pooling); below it the hot pages' rates are not identifiable from
     one interval and D comes out low (stated in the docs)."""
     rates = known_pages()
-    folder = tmp_path / "c"
-    rng = np.random.default_rng(4)
-    passes = [np.arange(rates.size)]
-    for length in (2.0, 0.02):
-        passes.append(np.flatnonzero(rng.poisson(rates * length) > 0))
-    write_capture(folder, passes, [0.0, 2.0, 2.02], rates.size)
-    fitted = fit(folder)
+    passes = one_interval_capture(tmp_path / "c", rates, 2.0, seed=4)
+    fitted = fit(tmp_path / "c")
     assert fitted.intervals == 1
     assert distinct(fitted.rates, np.array([2.0]))[0] == pytest.approx(passes[1].size, rel=0.03)
     far = np.array([4.0, 6.0, 10.0])
@@ -208,13 +215,8 @@ def test_a_fixed_block_is_not_made_to_grow(tmp_path: Path) -> None:
     for region, (start, length) in zip(range(2, 8), [(70, 60), (3, 61), (200, 150), (0, 30),
                                                       (400, 100), (10, 20)], strict=True):
         rates[region * 512 + start:region * 512 + start + length] = 5.0
-    folder = tmp_path / "c"
-    rng = np.random.default_rng(6)
-    passes = [np.arange(rates.size)]
-    for length in (0.8, 0.02):
-        passes.append(np.flatnonzero(rng.poisson(rates * length) > 0))
-    write_capture(folder, passes, [0.0, 0.8, 0.82], rates.size)
-    fitted = fit(folder)
+    one_interval_capture(tmp_path / "c", rates, 0.8, seed=6)
+    fitted = fit(tmp_path / "c")
     far = np.array([1.6, 3.2, 6.4])
     blocks = slice(2 * 512, None)
     np.testing.assert_allclose(distinct(fitted.rates[blocks], far),
