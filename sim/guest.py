@@ -29,6 +29,12 @@ class Guest:
         zero = np.zeros(self.pages, dtype=np.bool_) if spec.zero_fraction < 1.0 else None
         if zero is None:
             self.zero_bits = bits.full(self.pages)
+        elif spec.zero_placement == "first":  # the lowest n pages: whole words, then a part
+            n = round(spec.zero_fraction * self.pages)
+            self.zero_bits = bits.empty(self.pages)
+            self.zero_bits[: n >> 6] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            if n & 63:
+                self.zero_bits[n >> 6] = np.uint64((1 << (n & 63)) - 1)
         else:
             self.zero_bits = bits.empty(self.pages)
             # Each page is zero with probability zero_fraction; drawn in slices to bound memory

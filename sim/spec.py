@@ -90,6 +90,10 @@ class VmSpec:
     content: str = field(default="modelled", metadata={"choices": ("modelled", "exact")})
     # share of pages that are zero at the start
     zero_fraction: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    # where they are: each page zero with probability zero_fraction (random), or the lowest
+    # round(zero_fraction x pages) pages (first: a guest whose only untouched memory is low,
+    # as migsim's validation guest below 1 MiB); the scan meets them first
+    zero_placement: str = field(default="random", metadata={"choices": ("random", "first")})
     # non-RAM state sent during downtime
     device_state: int = field(default=1 * MiB, metadata={"unit": "size", "ge": 0})
     vcpus: int = field(default=1, metadata={"ge": 1})

@@ -206,7 +206,7 @@ ERRORS = [
     # unknown keys, with a suggestion when one is close
     ("vm:\n  memroy: 4GiB\n", "s.yaml:2: vm.memroy: unknown key; did you mean 'memory'?"),
     ("vm:\n  zzz: 1\n", "s.yaml:2: vm.zzz: unknown key; valid: memory, page_size, content, "
-                        "zero_fraction, device_state, vcpus"),
+                        "zero_fraction, zero_placement, device_state, vcpus"),
     ("seed: 1\nlinks: {}\n", "s.yaml:2: links: unknown key; did you mean 'link'?"),
     ("workload:\n  kind: phased\n  phases:\n    - {duration: 1s, hot_sett: 1MiB}\n",
      "s.yaml:4: workload.phases[0].hot_sett: unknown key; did you mean 'hot_set'?"),

@@ -221,7 +221,8 @@ def test_real_scenario_comes_from_the_case_and_the_measured_guest():
                     touches_at_migrate=3 * 2048 + 700)
     data = scenario_data(case, m)
     pages = (32 * MiB + 532480) // 4096
-    assert data["vm"] == {"memory": pages * 4096, "zero_fraction": 222 / pages, "device_state": 0}
+    assert data["vm"] == {"memory": pages * 4096, "zero_fraction": 222 / pages,
+                          "zero_placement": "first", "device_state": 0}
     w = data["workload"]
     assert (w["kind"], w["writes_per_s"], w["write_size"]) == ("sequential", 3950.0, 16)
     assert w["region"] == {"offset": 16 * MiB, "size": 8 * MiB}
