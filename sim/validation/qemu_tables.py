@@ -95,7 +95,7 @@ def downtime_s(stats: Mapping[str, Any]) -> float:
     ``migration_calculate_complete``, takes a downtime of 0 for "not set yet" and replaces it
     with ``end_time - downtime_start``; ``downtime_start`` is set only when a pre-copy migration
     completes, so a post-copy switchover that rounded to 0 ms is reported as the host's
-    monotonic clock (the seconds since it booted: 2 472 s in one run here). QEMU 8.2 replaced
+    monotonic clock (the seconds since it booted: 2 472 s in one run here). Later QEMU replaced
     that code (``migration_downtime_start``/``_end``). A downtime above the total time is that
     case, and the 0 ms QEMU measured is what it is."""
     downtime = float(stats["downtime"])
