@@ -185,10 +185,8 @@ def fit_rates(dirty_page: np.ndarray, d: np.ndarray, covered: float, intervals: 
     best = np.where(clean > 0, _loglik(free, slot, d, clean), 0.0)
     unseen = candidate.copy()
     unseen[seen] = False
-    was_dirty = np.zeros(pages, np.bool_)
-    was_dirty[seen] = True
     # long clean stretches are memory the writes do not reach: out of the pools
-    gap = long_gaps(region, candidate, was_dirty)
+    gap = long_gaps(region, candidate, candidate & ~unseen)
     cold = unseen & gap
     for _ in range(5):  # pages leave the pools, the pools are refitted, until nothing changes
         pooled = _region_rates(region, candidate & ~hot & ~cold, dirty_page, d, covered,
