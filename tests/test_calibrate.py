@@ -157,6 +157,49 @@ def test_the_switchover_cost_is_fitted_on_the_mean_of_whole_millisecond_downtime
     assert fitted.switchover == pytest.approx(0.002, rel=1e-6)
 
 
+@pytest.mark.parametrize(("runs", "mean"), [
+    ([0.001, 0.002, 0.001], 0.004 / 3),  # QMP's whole-ms rounding: all kept
+    ([0.002, 0.001, 0.005], 0.0015),  # one slow spell: left out
+    ([0.003, 0.004, 0.005], 0.004),  # a slow host throughout: nothing to tell, all kept
+    ([0.045, 0.049, 0.042], 0.136 / 3),  # a tenth of a larger downtime is rounding too
+])
+def test_a_disturbed_repeat_is_left_out_of_the_mean_downtime(runs, mean):
+    import sim.validation.calibrate as cal
+
+    obs = _observed("zero", 32783, 115, 0)
+    got = cal._with_mean_downtime(obs, {"downtime_s_runs": runs,
+                                        "downtime_bytes_runs": [1000.0 * i for i in range(3)]})
+    assert got.downtime_s == pytest.approx(mean)
+    median = sorted(runs)[1]
+    kept = [i for i, t in enumerate(runs) if abs(t - median) <= max(1e-3, median / 10)]
+    assert got.downtime_bytes == pytest.approx(1000.0 * sum(kept) / len(kept))
+
+
+def test_the_repeats_come_in_rounds_so_a_slow_spell_does_not_take_all_of_one_run(monkeypatch):
+    """Every run once per round: a slow spell of the host lands on one repeat of several runs.
+    Each run then keeps its median total time and the mean of its downtimes."""
+    import sim.validation.calibrate as cal
+
+    order: list[str] = []
+
+    def fake(run, log):
+        order.append(run.name)
+        k = order.count(run.name)
+        o = _observed(run.name, 100, 100 * k, 0)
+        return Observation(run.name, o.total_s, o.setup_s, 0.001 * k, o.normal_pages,
+                           o.zero_pages, 0.0), None, {"ram_total": 1}
+
+    monkeypatch.setattr(cal, "_observe_real", fake)
+    got = cal._observe_rounds(None, lambda _: None)
+    names = [r.name for r in RUNS]
+    assert order == names * cal.REPEAT
+    for name in names:
+        obs, folder = got[name]
+        assert folder is None
+        assert obs.normal_pages == 100 * ((cal.REPEAT + 1) // 2)  # the median total time
+        assert obs.downtime_s == pytest.approx(0.001 * (cal.REPEAT + 1) / 2)  # the mean
+
+
 def _migsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300,

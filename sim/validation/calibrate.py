@@ -5,8 +5,8 @@ link the pace is set by the migration thread and the destination's load path (an
 by both sharing the host's cores), and the switchover has fixed costs QEMU's threshold test does
 not know. Those numbers cannot be guessed by a user; they are measured here.
 
-``--real-qemu`` runs :data:`RUNS` short real migrations (each :data:`REPEAT` times, the median
-fitted) of the validation guest
+``--real-qemu`` runs :data:`RUNS` short real migrations (:data:`REPEAT` rounds of them all, each
+run's median fitted) of the validation guest
 (:mod:`sim.validation.guest`) between two QEMUs on loopback with the real-QEMU harness
 (:mod:`sim.validation.qemu`), at an unlimited ``max-bandwidth`` so that the host, not the rate
 limit, sets the pace:
@@ -24,7 +24,8 @@ and fits, from QMP's counters only (never from the cases the profile is judged o
   QMP gives the downtime in whole milliseconds, so the mean over the run's repeats is used (the
   median run's own 1 or 2 ms was chance: zero runs of 128 MiB to 1 GiB here gave 1, 1, 1, 1, 2,
   1, 1, 2, 1 ms, and a fitted 2 ms put small final sets' downtimes at 2-2.7 ms where QEMU
-  measured 0-1).
+  measured 0-1), less a repeat more than 1 ms from their median: a slow spell of the host, not
+  rounding (paced repeats of 2, 1 and 5 ms; the cases after them had 1-3).
 
 A third run, ``multifd`` (RAM written, 4 channels), gives how many cores multifd's channels
 could use (``source_cpu.cores``, fractional): the model divides a raw page's copy (``b - a``) by
@@ -71,6 +72,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -250,18 +252,30 @@ def _cores(m: Observation | None, a: float, b: float, c: float) -> float:
     return min(float(MULTIFD_CHANNELS), max(1.0, (b - a) * m.normal_pages / copy))
 
 
-def _observe_median(run: CalibrationRun, keep: Path | None,
-                    log: Callable[[str], None]) -> tuple[Observation, Path | None]:
-    """:data:`REPEAT` real runs of ``run``; the one with the median total time is fitted (and
-    kept), so one disturbed run does not move the profile."""
-    runs = [_observe_real(run, log) for _ in range(REPEAT)]
-    runs.sort(key=lambda r: r[0].total_s)
+def _observe_rounds(keep: Path | None, log: Callable[[str], None]
+                    ) -> dict[str, tuple[Observation, Path | None]]:
+    """:data:`REPEAT` rounds of the real runs, each round every run once (so a slow spell of
+    the host, seconds to a minute long, falls on one repeat of several runs, not on every
+    repeat of one: a profile fitted in one took all three paced runs at 3-5 ms where the
+    cases, minutes later, had 1-2); each run's repeats summed up by :func:`_summarize`."""
+    repeats: dict[str, list[tuple[Observation, Any, dict[str, Any]]]] = {r.name: [] for r in RUNS}
+    for _ in range(REPEAT):
+        for run in RUNS:
+            repeats[run.name].append(_observe_real(run, log))
+    return {run.name: _summarize(run, repeats[run.name], keep, log) for run in RUNS}
+
+
+def _summarize(run: CalibrationRun, runs: list[tuple[Observation, Any, dict[str, Any]]],
+               keep: Path | None, log: Callable[[str], None]) -> tuple[Observation, Path | None]:
+    """The repeat with the median total time is fitted (and kept), so one disturbed run does
+    not move the profile; its downtime is the repeats' mean (module notes)."""
+    runs = sorted(runs, key=lambda r: r[0].total_s)
     obs, result, meta = runs[len(runs) // 2]
     # the downtime (whole ms in QMP) and its bytes: the mean over the repeats (module notes)
     meta = dict(meta, downtime_s_runs=[r[0].downtime_s for r in runs],
                 downtime_bytes_runs=[r[0].downtime_bytes for r in runs])
     obs = _with_mean_downtime(obs, meta)
-    if REPEAT > 1:
+    if len(runs) > 1:
         log(f"  {run.name}: total times {', '.join(f'{r[0].total_s * 1000:.0f}' for r in runs)} "
             f"ms; fitted the median")
     folder = None
@@ -272,14 +286,24 @@ def _observe_median(run: CalibrationRun, keep: Path | None,
     return obs, folder
 
 
+#: a repeat's downtime this far from the repeats' median (or a tenth of it, if more) is a
+#: disturbed run, not QMP's whole-millisecond rounding, and is left out of the mean
+DOWNTIME_SPREAD_S = 1e-3
+
+
 def _with_mean_downtime(obs: Observation, meta: dict[str, Any]) -> Observation:
-    """``obs`` with the mean downtime and downtime bytes of the repeats ``meta`` lists (a
-    recording from before they were kept: ``obs`` as it is)."""
+    """``obs`` with the mean downtime and downtime bytes of the repeats ``meta`` lists, leaving
+    out a repeat further than :data:`DOWNTIME_SPREAD_S` from their median (the paced run's
+    repeats here: 2, 1 and 5 ms, one slow spell; mean 1.5 ms, not 2.7); a recording from
+    before the repeats were kept: ``obs`` as it is."""
     times, sizes = meta.get("downtime_s_runs"), meta.get("downtime_bytes_runs")
     if not times or not sizes or len(times) != len(sizes):
         return obs
-    return replace(obs, downtime_s=float(sum(times)) / len(times),
-                   downtime_bytes=float(sum(sizes)) / len(sizes))
+    t = np.asarray(times, np.float64)
+    median = float(np.median(t))
+    keep = np.abs(t - median) <= max(DOWNTIME_SPREAD_S, 0.1 * median) + 1e-9
+    return replace(obs, downtime_s=float(t[keep].mean()),
+                   downtime_bytes=float(np.asarray(sizes, np.float64)[keep].mean()))
 
 
 def _observe_real(run: CalibrationRun,
@@ -391,12 +415,11 @@ def calibrate(out: Path, real_qemu: bool, recorded: Path | None,
     else:
         keep = out.with_name(out.stem + "-runs")
         obs = {}
-        for run in RUNS:
-            o, folder = _observe_median(run, keep, log)
-            obs[run.name] = o
+        for name, (o, folder) in _observe_rounds(keep, log).items():
+            obs[name] = o
             if folder is not None:
                 meta = yaml.safe_load((folder / "calibration.yaml").read_text())
-                memory_total[run.name] = int(meta["ram_total"])
+                memory_total[name] = int(meta["ram_total"])
         how = "--real-qemu"
         log(f"  runs kept in {keep}/ (refit with --from {keep})")
     fitted = fit(obs)
