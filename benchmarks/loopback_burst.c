@@ -25,6 +25,14 @@
 // haltpoll.guest_halt_poll_ns=0; 200 us of polling changed nothing), waking the other vCPU
 // (both threads pinned to one vCPU: the same), user memory handed back to the hypervisor
 // (PREWARM=256: the same). The state that makes a burst slow lasts seconds and is the host's.
+//
+// On a VM of the same class on 2026-12-07 it showed no difference: the sender took 0.9-1.7 us a
+// page after every prelude, with net.ipv4.tcp_slow_start_after_idle at 1 and at 0, while QEMU's
+// switchovers after pacing took 1-2 ms there. The state comes and goes. What that sysctl did
+// change there is QEMU's large burst after a slow paced phase (docs/validation.md): with it at
+// 0 the downtime-limit-change case's switchover took 8-12 ms, with it at 1 (Linux's default)
+// 22-24: TCP's congestion-window validation (RFC 2861) cuts back the window of a sender that
+// stays below it, as QEMU's rate limiter makes it, and the burst has to regrow it.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <netinet/in.h>

@@ -274,9 +274,10 @@ class SwitchoverCostSpec:
 
     ``paced_stop``: ``stop`` when the live phase before it was paced by ``max-bandwidth`` (the
     last 100 ms window spent its budget, so the migration thread and the destination slept
-    between windows). On the Firecracker VMs ``migsim calibrate`` was first run on, whose
-    socket path is slow for a while after a pause (``benchmarks/loopback_burst.c``), QEMU's
-    switchover after such a phase took 4-10 ms where one after an unlimited stream took 2-3.
+    between windows). On the Firecracker VMs ``migsim calibrate`` was first run on, QEMU's
+    switchover after such a phase took 4-10 ms where one after an unlimited stream took 2-3 at
+    some times, and 1-2 ms at others: how the socket resumes after a pause is the host's state
+    (docs/validation.md).
     ``None`` (the default): the same as ``stop``. Fitted by ``migsim calibrate`` from a paced
     run.
     """
