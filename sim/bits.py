@@ -46,6 +46,21 @@ def unpack(bits: np.ndarray, pages: int) -> np.ndarray:
 
 
 @njit(inline="always")
+def put_range(bits: np.ndarray, lo: int, hi: int) -> None:
+    """Set pages ``lo`` .. ``hi - 1``: whole words at once, the two ends bit by bit."""
+    if hi <= lo:
+        return
+    first, last = lo >> 6, (hi - 1) >> 6
+    low_mask = ~np.uint64((1 << (lo & 63)) - 1)  # bits lo&63 .. 63 of the first word
+    high_mask = np.uint64((1 << (((hi - 1) & 63) + 1)) - 1)  # bits 0 .. (hi-1)&63 of the last
+    if first == last:
+        bits[first] |= low_mask & high_mask
+        return
+    bits[first] |= low_mask
+    bits[first + 1: last] = np.uint64(0xFFFFFFFFFFFFFFFF)
+    bits[last] |= high_mask
+
+
 def test(bits, p):
     return (bits[p >> 6] >> np.uint64(p & 63)) & _ONE != 0
 

@@ -26,15 +26,11 @@ class Guest:
         self.spec = spec
         self.pages = spec.memory // spec.page_size
         self.page_size = spec.page_size
-        zero = np.zeros(self.pages, dtype=np.bool_) if spec.zero_fraction < 1.0 else None
-        if zero is None:
+        if spec.zero_fraction >= 1.0:
             self.zero_bits = bits.full(self.pages)
-        elif spec.zero_placement == "first":  # the lowest n pages: whole words, then a part
-            n = round(spec.zero_fraction * self.pages)
+        elif spec.zero_placement == "first":  # the lowest n pages
             self.zero_bits = bits.empty(self.pages)
-            self.zero_bits[: n >> 6] = np.uint64(0xFFFFFFFFFFFFFFFF)
-            if n & 63:
-                self.zero_bits[n >> 6] = np.uint64((1 << (n & 63)) - 1)
+            bits.put_range(self.zero_bits, 0, round(spec.zero_fraction * self.pages))
         else:
             self.zero_bits = bits.empty(self.pages)
             # Each page is zero with probability zero_fraction; drawn in slices to bound memory
@@ -44,6 +40,9 @@ class Guest:
                 hi = min(lo + step, self.pages)
                 flags = rng.random(hi - lo, dtype=np.float32) < spec.zero_fraction
                 self.zero_bits[lo >> 6: (hi + 63) >> 6] = bits.pack(flags)
+        for region in spec.zero_regions:  # known zero ranges, whole pages (the scenario checks)
+            bits.put_range(self.zero_bits, region.offset // self.page_size,
+                           (region.offset + region.size) // self.page_size)
         self.version = np.zeros(self.pages, dtype=np.uint32)
         #: a migration that reads no versions runs (see :attr:`counts_versions`)
         self.versions_unread = False

@@ -981,6 +981,16 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
     if vm.memory % page:
         raise fail("vm.memory", f"must be a multiple of vm.page_size, {_size(page)}",
                    _size(vm.memory))
+    for i, region in enumerate(vm.zero_regions):
+        key = f"vm.zero_regions[{i}]"
+        if region.size <= 0:
+            raise fail(f"{key}.size", "must be > 0", _size(region.size))
+        if region.offset % page or region.size % page:
+            raise fail(key, f"must be whole pages of vm.page_size, {_size(page)}",
+                       f"offset {_size(region.offset)}, size {_size(region.size)}")
+        if region.offset + region.size > vm.memory:
+            raise fail(key, f"must lie inside vm.memory, {_size(vm.memory)}",
+                       f"offset {_size(region.offset)}, size {_size(region.size)}")
     cache = migration.xbzrle_cache_size
     if cache < page or cache & (cache - 1):
         raise fail("migration.xbzrle_cache_size",

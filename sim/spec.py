@@ -94,6 +94,10 @@ class VmSpec:
     # round(zero_fraction x pages) pages (first: a guest whose only untouched memory is low,
     # as migsim's validation guest below 1 MiB); the scan meets them first
     zero_placement: str = field(default="random", metadata={"choices": ("random", "first")})
+    # address ranges (bytes from the start of guest RAM, whole pages) that are zero at the
+    # start besides those: a guest whose zero pages are known, such as QEMU's firmware blocks,
+    # which its scan meets after the guest's RAM (pc.rom, most of the ACPI tables)
+    zero_regions: tuple[RegionSpec, ...] = ()
     # non-RAM state sent during downtime
     device_state: int = field(default=1 * MiB, metadata={"unit": "size", "ge": 0})
     vcpus: int = field(default=1, metadata={"ge": 1})

@@ -206,7 +206,7 @@ ERRORS = [
     # unknown keys, with a suggestion when one is close
     ("vm:\n  memroy: 4GiB\n", "s.yaml:2: vm.memroy: unknown key; did you mean 'memory'?"),
     ("vm:\n  zzz: 1\n", "s.yaml:2: vm.zzz: unknown key; valid: memory, page_size, content, "
-                        "zero_fraction, zero_placement, device_state, vcpus"),
+                        "zero_fraction, zero_placement, zero_regions, device_state, vcpus"),
     ("seed: 1\nlinks: {}\n", "s.yaml:2: links: unknown key; did you mean 'link'?"),
     ("workload:\n  kind: phased\n  phases:\n    - {duration: 1s, hot_sett: 1MiB}\n",
      "s.yaml:4: workload.phases[0].hot_sett: unknown key; did you mean 'hot_set'?"),
@@ -274,6 +274,13 @@ ERRORS = [
      "s.yaml:2: workload.region: must lie inside vm.memory, 1GiB (got offset 1GiB, size 1MiB)"),
     ("workload:\n  region: {offset: 1MiB}\n",
      "s.yaml:2: workload.region.size: must be > 0 (got 0B)"),
+    ("vm:\n  zero_regions:\n    - {offset: 1GiB, size: 4KiB}\n",
+     "s.yaml:3: vm.zero_regions[0]: must lie inside vm.memory, 1GiB (got offset 1GiB, size 4KiB)"),
+    ("vm:\n  zero_regions: [{offset: 0, size: 8KiB}, {offset: 1KiB, size: 4KiB}]\n",
+     "s.yaml:2: vm.zero_regions[1]: must be whole pages of vm.page_size, 4KiB "
+     "(got offset 1KiB, size 4KiB)"),
+    ("vm:\n  zero_regions: [{offset: 1MiB}]\n",
+     "s.yaml:2: vm.zero_regions[0].size: must be > 0 (got 0B)"),
     # probabilities
     ("workload:\n  hot_probability: 1.5\n",
      "s.yaml:2: workload.hot_probability: must be between 0 and 1 (got 1.5)"),

@@ -10,10 +10,13 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from sim.guest import Guest
 from sim.recorder import EVENTS_COLUMNS, PASSES_COLUMNS, RUNS_COLUMNS, SAMPLES_COLUMNS
+from sim.scenario import from_dict
 from sim.units import MiB
 from sim.validation import command
 from sim.validation.cases import CaseError, Check, load_case, load_cases
@@ -216,13 +219,21 @@ def test_qemu_72_postcopy_downtime_of_its_monotonic_clock_is_its_0_ms():
 
 def test_real_scenario_comes_from_the_case_and_the_measured_guest():
     case = next(c for c in load_real_cases() if c.id == "qemu-xbzrle-tight")
+    # zero pages below 1 MiB in the guest's RAM and after it in QEMU's firmware blocks
     m = Measurement(Observed("x"), ram_total=32 * MiB + 532480, zero_pages=222,
                     touches_per_s=3950.0, wall_s=1.0, qemu_version="7.2",
-                    touches_at_migrate=3 * 2048 + 700)
+                    touches_at_migrate=3 * 2048 + 700,
+                    zero_ranges=((2, 220), (230, 2), (8193, 49), (8288, 32)))
     data = scenario_data(case, m)
     pages = (32 * MiB + 532480) // 4096
-    assert data["vm"] == {"memory": pages * 4096, "zero_fraction": 222 / pages,
-                          "zero_placement": "first", "device_state": 0}
+    assert data["vm"] == {"memory": pages * 4096, "device_state": 0, "zero_regions": [
+        {"offset": 2 * 4096, "size": 220 * 4096}, {"offset": 230 * 4096, "size": 2 * 4096},
+        {"offset": 8193 * 4096, "size": 49 * 4096}, {"offset": 8288 * 4096, "size": 32 * 4096}]}
+    # the scenario loads, and its guest has those pages zero
+    sc = from_dict(data, file="case.yaml")
+    zero = Guest(sc.vm, np.random.default_rng(0)).zero
+    assert zero.sum() == 303 and zero[2:222].all() and zero[8288:8320].all()
+    assert not zero[:2].any() and not zero[222:230].any()
     w = data["workload"]
     assert (w["kind"], w["writes_per_s"], w["write_size"]) == ("sequential", 3950.0, 16)
     assert w["region"] == {"offset": 16 * MiB, "size": 8 * MiB}
@@ -263,7 +274,6 @@ def test_a_live_change_reaches_the_model_at_its_time():
     long after ``migrate``; an 8 MiB/s migration of an idle 64 MiB guest raised to 64 MiB/s at 2 s
     sends 16 MiB in the first 2 s, then the rest eight times as fast, down to what the link sends
     in the downtime (max-bandwidth x downtime-limit: 2.4 MiB at 8 MiB/s, 19.2 MiB at 64 MiB/s)."""
-    from sim.scenario import from_dict
     from sim.validation.real import simulate
 
     sc = from_dict({"name": "live", "vm": {"memory": "64MiB", "zero_fraction": 0,

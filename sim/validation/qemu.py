@@ -31,7 +31,7 @@ import numpy as np
 
 from sim.units import MiB
 
-from . import qemu_trace
+from . import firmware, qemu_trace
 from .guest import (
     PAGE,
     SWEEPS_ADDR,
@@ -135,6 +135,9 @@ class Measurement:
     touches_at_migrate: int = 0
     # the switchover's steps from QEMU's trace (None: no trace backend, or no stop-and-copy)
     phases: qemu_trace.Phases | None = None
+    # every zero page of the migration just before `migrate`, as (first page, count) runs in
+    # QEMU's send order: the guest's RAM, then QEMU's other RAM blocks (firmware.py)
+    zero_ranges: tuple[tuple[int, int], ...] = ()
 
 
 def _die_with_parent() -> None:
@@ -343,12 +346,36 @@ async def _migrate(src: QemuProcess, dst: QemuProcess, settings: MigrationSettin
     return touches0
 
 
+#: QEMU's RAM blocks besides the guest's RAM, by (binary, RAM size): the same for every run
+_FIRMWARE: dict[tuple[str, int], firmware.Blocks] = {}
+
+
+async def _firmware(binary: str, guest: GuestParams, sector: bytes, memory: int,
+                    workdir: Path) -> firmware.Blocks:
+    """:func:`firmware.probe` of a QEMU with the harness's command line, stopped before its
+    first instruction; once per binary and RAM size (its own disk image: QEMU locks the one it
+    opens)."""
+    key = (binary, memory)
+    if key not in _FIRMWARE:
+        q = QemuProcess("firmware", binary, write_image(workdir / "firmware.img", guest, sector),
+                        memory, workdir, incoming=False)
+        q.args.append("-S")
+        try:
+            _FIRMWARE[key] = await firmware.probe(q, workdir / "firmware.stream")
+        except firmware.ProbeError as err:
+            raise QemuError(str(err)) from err
+    return _FIRMWARE[key]
+
+
 async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
                    binary: str, workdir: Path, need_rate: bool = True,
                    trace: bool = False) -> Measurement:
     if guest.end > settings.memory:
         raise ValueError("the guest's working set does not fit in its RAM")
     sector = assemble(workdir)
+    # which pages of QEMU's other RAM blocks are zero (firmware.py); measured once per size,
+    # before the pair starts, so as not to disturb the guest
+    blocks = await _firmware(binary, guest, sector, settings.memory, workdir)
     started = time.monotonic()
     src = QemuProcess("source", binary, write_image(workdir / "source.img", guest, sector),
                       settings.memory, workdir, incoming=False)
@@ -371,8 +398,9 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         ready_touches = (await src.read_dwords(TOUCHES_ADDR, 1))[0]
         ready_t = time.monotonic()
         before = await _ram_dump(src, settings.memory, workdir / "before.ram")
-        zero_pages = int((~before.any(axis=1)).sum())
-        del before
+        guest_zero = np.asarray(~before.any(axis=1), np.bool_)
+        zero_pages, zero_ranges = int(guest_zero.sum()), blocks.zero_ranges(guest_zero)
+        del before, guest_zero
         await _configure(src, dst, settings, obs)
         await asyncio.sleep(max(0.0, PRE_RATE_S - (time.monotonic() - ready_t)))
         pre_rate = ((await src.read_dwords(TOUCHES_ADDR, 1))[0] - ready_touches) / max(
@@ -402,7 +430,8 @@ async def _measure(run_id: str, guest: GuestParams, settings: MigrationSettings,
         ticks = (await src.read_dwords(TICKS_ADDR, 1))[0]
         obs.events.append((obs.end_t, "harness", "guest", f"touches={touches1} ticks={ticks}"))
         return Measurement(obs, ram_total, zero_pages, rate, time.monotonic() - started,
-                           f"{version['major']}.{version['minor']}", pre_rate, touches0)
+                           f"{version['major']}.{version['minor']}", pre_rate, touches0,
+                           zero_ranges=zero_ranges)
     finally:
         await asyncio.gather(src.close(), dst.close())
 
