@@ -45,7 +45,6 @@ def unpack(bits: np.ndarray, pages: int) -> np.ndarray:
     return np.unpackbits(raw, bitorder="little")[:pages].astype(np.bool_)
 
 
-@njit(inline="always")
 def put_range(bits: np.ndarray, lo: int, hi: int) -> None:
     """Set pages ``lo`` .. ``hi - 1``: whole words at once, the two ends bit by bit."""
     if hi <= lo:
@@ -61,6 +60,7 @@ def put_range(bits: np.ndarray, lo: int, hi: int) -> None:
     bits[last] |= high_mask
 
 
+@njit(inline="always")
 def test(bits, p):
     return (bits[p >> 6] >> np.uint64(p & 63)) & _ONE != 0
 
