@@ -16,7 +16,9 @@ bytes, total time and XBZRLE pages within 0.4%).
 Measured, not assumed (another QEMU build or machine type has other blocks): a QEMU with the
 harness's command line, stopped before its first instruction (``-S``), is migrated into a file
 (``exec:``) and the stream parsed with :mod:`sim.stream`. Its ``pc.ram`` is still all zero then;
-the guest RAM's zero pages come from a dump of the running guest just before ``migrate``.
+the guest RAM's zero pages come from a dump of the running guest just before ``migrate``, read
+guest-physically from address 0, which is ``pc.ram``'s own order for guests of up to 3 GiB (a
+larger pc guest has part of its RAM mapped above 4 GiB; the harness's guests are at most 1 GiB).
 """
 
 from __future__ import annotations
