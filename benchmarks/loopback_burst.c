@@ -28,11 +28,7 @@
 //
 // On a VM of the same class on 2026-12-07 it showed no difference: the sender took 0.9-1.7 us a
 // page after every prelude, with net.ipv4.tcp_slow_start_after_idle at 1 and at 0, while QEMU's
-// switchovers after pacing took 1-2 ms there. The state comes and goes. What that sysctl did
-// change there is QEMU's large burst after a slow paced phase (docs/validation.md): with it at
-// 0 the downtime-limit-change case's switchover took 8-12 ms, with it at 1 (Linux's default)
-// 22-24: TCP's congestion-window validation (RFC 2861) cuts back the window of a sender that
-// stays below it, as QEMU's rate limiter makes it, and the burst has to regrow it.
+// switchovers after pacing took 1-2 ms there. The state comes and goes.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <netinet/in.h>

@@ -627,7 +627,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     print(f"migsim calibrate: {'refitting ' + str(recorded) if recorded else 'measuring this host'}"
           f" -> {out}", file=sys.stderr)
-    for note in qemu.host_notes() if recorded is None else []:
+    if recorded is None and (note := qemu.memory_note()) is not None:
         print(note, file=sys.stderr)  # said once by validate when it calibrates
     try:
         cal.calibrate(out, recorded is None, recorded,

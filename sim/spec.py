@@ -280,8 +280,8 @@ class SwitchoverCostSpec:
     last 100 ms window spent its budget, so the migration thread and the destination slept
     between windows). On the Firecracker VMs ``migsim calibrate`` was first run on, QEMU's
     switchover after such a phase took 4-10 ms where one after an unlimited stream took 2-3 at
-    some times, and 1-2 ms at others: how the socket resumes after a pause is the host's state
-    (docs/validation.md).
+    some times, and 1-2 ms at others, the same QEMU and guest (a state of the host's that was
+    not pinned down; docs/validation.md).
     ``None`` (the default): the same as ``stop``. Fitted by ``migsim calibrate`` from a paced
     run.
     """

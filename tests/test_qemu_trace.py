@@ -87,23 +87,7 @@ def test_a_host_that_hands_memory_back_is_named(monkeypatch, tmp_path):
     from sim.validation import qemu
 
     monkeypatch.setattr(qemu, "PAGE_REPORTING", tmp_path / "page_reporting")
-    monkeypatch.setattr(qemu, "SLOW_START_AFTER_IDLE", tmp_path / "absent")
-    assert qemu.host_notes() == []
+    assert qemu.memory_note() is None
     (tmp_path / "page_reporting").mkdir()
-    notes = qemu.host_notes()
-    assert len(notes) == 1 and "free page reporting" in notes[0]
-
-
-@pytest.mark.parametrize("value, named", [("1\n", True), ("0\n", False), ("junk", False)])
-def test_tcp_slow_start_after_idle_is_named_when_on(monkeypatch, tmp_path, value, named):
-    """With Linux's default tcp_slow_start_after_idle = 1 a switchover after a slow paced phase
-    is slower than the model knows (docs/validation.md): said when on, not when off or
-    unreadable."""
-    from sim.validation import qemu
-
-    monkeypatch.setattr(qemu, "PAGE_REPORTING", tmp_path / "absent")
-    knob = tmp_path / "tcp_slow_start_after_idle"
-    knob.write_text(value)
-    monkeypatch.setattr(qemu, "SLOW_START_AFTER_IDLE", knob)
-    notes = qemu.host_notes()
-    assert [("tcp_slow_start_after_idle" in n) for n in notes] == ([True] if named else [])
+    note = qemu.memory_note()
+    assert note is not None and "free page reporting" in note

@@ -57,37 +57,19 @@ class QemuError(RuntimeError):
 
 #: where Linux shows free page reporting (a VM handing its free memory back to the hypervisor)
 PAGE_REPORTING = Path("/sys/module/page_reporting")
-#: Linux's switch for TCP's congestion-window restart and validation (RFC 2861) of a sender that
-#: sent less than its window allowed, as QEMU's rate limiter makes it do
-SLOW_START_AFTER_IDLE = Path("/proc/sys/net/ipv4/tcp_slow_start_after_idle")
 
 
-def host_notes() -> list[str]:
-    """One line for each known property of this host that makes real QEMU runs depart from
-    the model (docs/validation.md), none elsewhere:
-
-    * free page reporting (a VM handing freed memory back to its hypervisor): touching such
-      memory again cost 8-9 us a 4 KiB page on the VMs CI uses (0.6 while still backed), so a
-      fresh QEMU pair's costs depend on the seconds since the last one freed its memory;
-    * ``net.ipv4.tcp_slow_start_after_idle = 1`` (Linux's default): the socket's congestion
-      window shrinks while ``max-bandwidth`` keeps QEMU below it, so the switchover's burst after
-      a slow paced phase goes at a fraction of the calibrated pace (downtime-limit-change: 22-24
-      ms with it, 8-12 ms without, the model 8.3)."""
-    notes = []
-    if PAGE_REPORTING.is_dir():
-        notes.append(
-            "note: this host hands freed memory back to its hypervisor (free page reporting, "
+def memory_note() -> str | None:
+    """A warning when this host is a VM that hands freed memory back to its hypervisor (free
+    page reporting): touching such memory again cost 8-9 us a 4 KiB page on the VMs CI uses
+    (0.6 while still backed), so a fresh QEMU pair's costs depend on the seconds since the
+    last one freed its memory (docs/validation.md). None elsewhere."""
+    if not PAGE_REPORTING.is_dir():
+        return None
+    return ("note: this host hands freed memory back to its hypervisor (free page reporting, "
             f"{PAGE_REPORTING}): each QEMU pair may pay the hypervisor's first touch of its "
             "memory, so real runs spread more than on a host that keeps its memory "
             "(docs/validation.md)")
-    with contextlib.suppress(OSError, ValueError):
-        if int(SLOW_START_AFTER_IDLE.read_text()) == 1:
-            notes.append(
-                "note: this host's TCP shrinks the congestion window of a sender held below it "
-                f"({SLOW_START_AFTER_IDLE} = 1, Linux's default): a switchover after a slow "
-                "rate-limited phase sends its last pages slower than the calibrated pace, "
-                "which the model does not know (docs/validation.md)")
-    return notes
 
 
 def find_qemu() -> str | None:
