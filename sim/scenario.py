@@ -60,7 +60,7 @@ import yaml
 from sim import budget, capabilities, controllers, plugins, units
 from sim.cluster import spec as cluster_spec
 from sim.errors import ScenarioError
-from sim.spec import ControllerSpec, GuestSpec, Scenario, WorkloadSpec
+from sim.spec import ControllerSpec, GuestSpec, RegionSpec, Scenario, WorkloadSpec
 
 __all__ = [
     "MAX_BYTES",
@@ -982,15 +982,7 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
         raise fail("vm.memory", f"must be a multiple of vm.page_size, {_size(page)}",
                    _size(vm.memory))
     for i, region in enumerate(vm.zero_regions):
-        key = f"vm.zero_regions[{i}]"
-        if region.size <= 0:
-            raise fail(f"{key}.size", "must be > 0", _size(region.size))
-        if region.offset % page or region.size % page:
-            raise fail(key, f"must be whole pages of vm.page_size, {_size(page)}",
-                       f"offset {_size(region.offset)}, size {_size(region.size)}")
-        if region.offset + region.size > vm.memory:
-            raise fail(key, f"must lie inside vm.memory, {_size(vm.memory)}",
-                       f"offset {_size(region.offset)}, size {_size(region.size)}")
+        _check_region(region, f"vm.zero_regions[{i}]", vm.memory, fail, whole_pages=page)
     cache = migration.xbzrle_cache_size
     if cache < page or cache & (cache - 1):
         raise fail("migration.xbzrle_cache_size",
@@ -1019,6 +1011,19 @@ def _check_guest(s: Scenario | GuestSpec, fail: _Fail) -> None:
         _check_workload(s, phase.workload, f"workload.phases[{i}]", fail)
 
 
+def _check_region(region: RegionSpec, key: str, memory: int, fail: _Fail,
+                  whole_pages: int | None = None) -> None:
+    """An address range of guest RAM: not empty, inside ``memory`` and, with ``whole_pages``,
+    whole pages of that size."""
+    got = f"offset {_size(region.offset)}, size {_size(region.size)}"
+    if region.size <= 0:
+        raise fail(f"{key}.size", "must be > 0", _size(region.size))
+    if whole_pages is not None and (region.offset % whole_pages or region.size % whole_pages):
+        raise fail(key, f"must be whole pages of vm.page_size, {_size(whole_pages)}", got)
+    if region.offset + region.size > memory:
+        raise fail(key, f"must lie inside vm.memory, {_size(memory)}", got)
+
+
 def _check_workload(s: Scenario | GuestSpec, w: Any, path: str, fail: _Fail) -> None:
     memory, page = s.vm.memory, s.vm.page_size
     if w.hot_set is not None and w.hot_set > memory:
@@ -1030,11 +1035,7 @@ def _check_workload(s: Scenario | GuestSpec, w: Any, path: str, fail: _Fail) -> 
             raise fail(f"{path}.{name}", f"must be at most vm.page_size, {_size(page)}",
                        _size(size))
     if w.region is not None:
-        if w.region.size <= 0:
-            raise fail(f"{path}.region.size", "must be > 0", _size(w.region.size))
-        if w.region.offset + w.region.size > memory:
-            raise fail(f"{path}.region", f"must lie inside vm.memory, {_size(memory)}",
-                       f"offset {_size(w.region.offset)}, size {_size(w.region.size)}")
+        _check_region(w.region, f"{path}.region", memory, fail)
     if w.kind == "phased" and not w.phases:
         raise fail(f"{path}.phases", "a phased workload needs at least one phase", "[]")
     if w.kind == "trace" and not w.trace:

@@ -43,9 +43,10 @@ gives the switchover's fixed cost after a rate-limited live phase,
 VMs this was built on, a switchover after a paced phase took 4-10 ms where the unlimited zero
 run's took 2-3 at some times, and 1-2 ms at others (minutes to hours apart), the same QEMU
 and guest: in a paced phase QEMU's threads sleep out most of each 100 ms window, and what it
-costs to resume depends on a state of the host's that was not pinned down (docs/validation.md). The model charges ``paced_stop`` when the last 100 ms
-window before the stop spent its budget (:func:`sim.engine.switchover.paced`); the burst's
-pages keep the calibrated pace. Not fitted: after a *slow* paced phase (a few MiB/s) a large
+costs to resume depends on a state of the host's that was not pinned down
+(docs/validation.md). The model charges ``paced_stop`` when the last 100 ms window before the
+stop spent its budget (:func:`sim.engine.switchover.paced`); the burst's pages keep the
+calibrated pace. Not fitted: after a *slow* paced phase (a few MiB/s) a large
 final burst went at 1-5.5 µs a page, in two modes a run cannot know beforehand (about one run
 in four as fast as the calibration's pace); the cause was not found, and it is not TCP's
 ``tcp_slow_start_after_idle`` (docs/validation.md).
