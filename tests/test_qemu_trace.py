@@ -91,3 +91,19 @@ def test_a_host_that_hands_memory_back_is_named(monkeypatch, tmp_path):
     (tmp_path / "page_reporting").mkdir()
     note = qemu.memory_note()
     assert note is not None and "free page reporting" in note
+
+
+def test_a_host_under_bbr_is_named(monkeypatch, tmp_path):
+    """Under BBR a large burst after a slow paced phase is slower than the model's
+    (docs/validation.md): the harness says so under BBR, and nothing under another algorithm
+    or when the setting cannot be read."""
+    from sim.validation import qemu
+
+    setting = tmp_path / "tcp_congestion_control"
+    monkeypatch.setattr(qemu, "CONGESTION_CONTROL", setting)
+    assert qemu.congestion_note() is None
+    setting.write_text("cubic\n")
+    assert qemu.congestion_note() is None
+    setting.write_text("bbr\n")
+    note = qemu.congestion_note()
+    assert note is not None and "bbr" in note and "cubic" in note

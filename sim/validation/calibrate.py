@@ -47,9 +47,10 @@ costs to resume depends on a state of the host's that was not pinned down
 (docs/validation.md). The model charges ``paced_stop`` when the last 100 ms window before the
 stop spent its budget (:func:`sim.engine.switchover.paced`); the burst's pages keep the
 calibrated pace. Not fitted: after a *slow* paced phase (a few MiB/s) a large
-final burst went at 1-5.5 µs a page, in two modes a run cannot know beforehand (about one run
-in four as fast as the calibration's pace); the cause was not found, and it is not TCP's
-``tcp_slow_start_after_idle`` (docs/validation.md).
+final burst went at 1-5.5 µs a page, in modes a run cannot know beforehand. Much of the slow
+mode is the kernel's TCP congestion control: under BBR the burst took a median 32 ms in twelve
+runs, under CUBIC 15 (the calibration's pace: 11.6); not TCP's ``tcp_slow_start_after_idle``
+(docs/validation.md).
 
 The profile puts ``a`` and ``b`` on the source thread (``per_page = a``, ``copy_rate = page /
 (b - a)``, no separate scan cost), ``c`` in ``switchover_cost.stop`` (QMP cannot split stop from

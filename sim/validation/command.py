@@ -43,7 +43,7 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
                host: Path | None = None, repeat: int = 1, trace: bool = False) -> list[Row]:
     from sim.errors import ScenarioError
 
-    from .qemu import QemuError, find_qemu, memory_note
+    from .qemu import QemuError, congestion_note, find_qemu, memory_note
     from .real import PHASES_CSV, load_real_cases, run_real_case
 
     binary = find_qemu()
@@ -60,8 +60,9 @@ def _real_rows(patterns: Sequence[str], outdir: Path, out: Callable[[str], None]
     cases = _selected(load_real_cases(), patterns)
     if not cases:
         return []
-    if (note := memory_note()) is not None:
-        out(note)
+    for note in (memory_note(), congestion_note()):
+        if note is not None:
+            out(note)
     (outdir / PHASES_CSV).unlink(missing_ok=True)  # rows are appended run by run
     if host is None:
         # Measure this host first (a profile fitted only on calibration runs, never on the

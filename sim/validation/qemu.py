@@ -57,6 +57,8 @@ class QemuError(RuntimeError):
 
 #: where Linux shows free page reporting (a VM handing its free memory back to the hypervisor)
 PAGE_REPORTING = Path("/sys/module/page_reporting")
+#: the kernel's TCP congestion control for new sockets (QEMU's migration socket gets it)
+CONGESTION_CONTROL = Path("/proc/sys/net/ipv4/tcp_congestion_control")
 
 
 def memory_note() -> str | None:
@@ -70,6 +72,23 @@ def memory_note() -> str | None:
             f"{PAGE_REPORTING}): each QEMU pair may pay the hypervisor's first touch of its "
             "memory, so real runs spread more than on a host that keeps its memory "
             "(docs/validation.md)")
+
+
+def congestion_note() -> str | None:
+    """The kernel's TCP congestion control, named when it is BBR: after a slow paced phase the
+    final burst of a migration on loopback took twice as long under BBR as under CUBIC on this
+    project's CI machine class (``downtime-limit-change``: median 32 against 15 ms over twelve
+    interleaved runs each, docs/validation.md), and the model charges neither. None when the
+    setting cannot be read or is another algorithm."""
+    try:
+        name = CONGESTION_CONTROL.read_text().strip()
+    except OSError:
+        return None
+    if name != "bbr":
+        return None
+    return (f"note: this host's TCP congestion control is {name} ({CONGESTION_CONTROL}): a large "
+            "switchover burst after a slow paced phase runs slower under it than under cubic, "
+            "so such downtimes spread above the model's (docs/validation.md)")
 
 
 def find_qemu() -> str | None:
