@@ -49,7 +49,7 @@ stop spent its budget (:func:`sim.engine.switchover.paced`); the burst's pages k
 calibrated pace. Not fitted: after a *slow* paced phase (a few MiB/s) a large
 final burst went at 1-5.5 µs a page, in modes a run cannot know beforehand. Much of the slow
 mode is the kernel's TCP congestion control: under BBR the burst took a median 32 ms in twelve
-runs, under CUBIC 15 (the calibration's pace: 11.6); not TCP's ``tcp_slow_start_after_idle``
+runs, under CUBIC 15 (the model: 11.6); not TCP's ``tcp_slow_start_after_idle``
 (docs/validation.md).
 
 The profile puts ``a`` and ``b`` on the source thread (``per_page = a``, ``copy_rate = page /
